@@ -1,0 +1,81 @@
+"""`kind = "process"`: a local command, supervised the way supervisord supervises programs."""
+
+from __future__ import annotations
+
+import signal
+
+import structlog
+import trio
+
+from supervisor.config.schema import HealthProbeConfig, ProcessConfig, StartupProbeConfig
+from supervisor.errors import MisconfiguredError
+from supervisor.launchers.local import LocalLauncher, resolve_credentials, scrubbed_environment
+from supervisor.resources.probes import run_probe
+from supervisor.supervision.policy import Termination, exit_is_success
+from supervisor.supervision.resource import CheckResult, CheckSettings, Handle
+from supervisor.supervision.states import Liveness
+
+
+class ProcessResource:
+    """Starts `command` with its env, user and working directory; probes it if asked."""
+
+    kind = "process"
+
+    def __init__(self, name: str, config: ProcessConfig, launcher: LocalLauncher) -> None:
+        self.name = name
+        self.config = config
+        self._launcher = launcher
+        self._success = frozenset(config.success_exit_codes)
+        self._env = scrubbed_environment({"SUPERVISOR_RESOURCE": name, **config.env})
+        self._output_log = structlog.get_logger("supervisor.output").bind(resource=name)
+
+    @property
+    def check_settings(self) -> CheckSettings | None:
+        health = self.config.health
+        if health is None:
+            return None
+        return CheckSettings(health.interval, health.timeout, health.failures)
+
+    async def start(self) -> Handle:
+        credentials = resolve_credentials(self.config.user, self.config.group)
+        return await self._launcher.spawn(
+            self.config.command,
+            cwd=self.config.cwd,
+            env=self._env,
+            credentials=credentials,
+            stop_signal=signal.Signals[self.config.stop_signal],
+            on_output=self._relay if self.config.log_output else None,
+        )
+
+    async def ready(self, handle: Handle) -> None:
+        startup = self.config.startup
+        if startup is None:
+            return
+        while True:
+            result = CheckResult(Liveness.OFFLINE)
+            with trio.move_on_after(startup.timeout):
+                result = await self._probe(startup)
+            if result.ok:
+                return
+            if result.liveness is Liveness.MISCONFIGURED:
+                raise MisconfiguredError(result.detail)
+            await trio.sleep(startup.interval)
+
+    async def check(self, handle: Handle) -> CheckResult:
+        assert self.config.health is not None
+        return await self._probe(self.config.health)
+
+    def is_success(self, term: Termination) -> bool:
+        return exit_is_success(term, self._success)
+
+    async def _probe(self, spec: StartupProbeConfig | HealthProbeConfig) -> CheckResult:
+        return await run_probe(
+            spec,
+            self._launcher,
+            cwd=self.config.cwd,
+            env=self._env,
+            credentials=resolve_credentials(self.config.user, self.config.group),
+        )
+
+    def _relay(self, stream: str, line: str) -> None:
+        self._output_log.info("output", stream=stream, line=line)

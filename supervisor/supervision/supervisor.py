@@ -1,0 +1,557 @@
+"""The per-resource supervisor task: the state machine that starts, watches and restarts.
+
+One `ResourceSupervisor` per resource runs `serve()` in the daemon's root nursery. The
+loop owns the resource's whole life; operators steer it by setting a goal (`start`,
+`stop`, `restart`), which wakes the loop wherever it waits. Everything timed reads
+`trio.current_time()`, so tests drive it with `MockClock` and assert exact virtual times
+(tests/unit/test_supervisor.py).
+
+Why the loop is shaped this way:
+- Deaths are pushed, not polled: RUNNING awaits `handle.wait()`; periodic checks exist only
+  for what has no event (a hung server).
+- A handle that must end goes through STOPPING, whatever the reason, so "STOPPING" always
+  means a stop is in progress and the event stream tells the whole story.
+- The first-failure-restarts-at-once rule and the counter reset after `reset_after` of
+  continuous RUNNING are evaluated when a failure happens, so no timer has to run while
+  the resource is healthy.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import structlog
+import trio
+
+from supervisor.errors import MisconfiguredError, StartError
+from supervisor.supervision.bus import EventBus
+from supervisor.supervision.policy import (
+    BackoffSettings,
+    RestartIntensity,
+    Termination,
+    backoff_delay,
+    should_restart,
+)
+from supervisor.supervision.resource import CheckResult, Handle, Resource
+from supervisor.supervision.states import ALLOWED, HOPELESS, Liveness, State, Transition
+
+T = TypeVar("T")
+
+
+class IntensitySettings(Protocol):
+    @property
+    def max_restarts(self) -> int: ...
+    @property
+    def within(self) -> float: ...
+
+
+class RestartSettings(Protocol):
+    @property
+    def policy(self) -> str: ...
+    @property
+    def backoff(self) -> BackoffSettings: ...
+    @property
+    def reset_after(self) -> float: ...
+    @property
+    def intensity(self) -> IntensitySettings: ...
+    @property
+    def fatal_retry_after(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the supervisor needs from a resource's config; replaceable in place."""
+
+    restart: RestartSettings
+    start_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    autostart: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A resource's status as the API and `supervisor status` show it."""
+
+    name: str
+    kind: str
+    state: State
+    liveness: Liveness
+    detail: str
+    restarts: int
+    since: float
+    pid: int | None
+    ident: str | None
+
+
+_AT_REST = frozenset({State.STOPPED, State.EXITED})
+
+
+class _Goal(enum.Enum):
+    RUN = "run"
+    STOP = "stop"
+
+
+async def race(*fns: Callable[[], Awaitable[T]]) -> T:
+    """Run `fns` concurrently; return the first result and cancel the rest."""
+    results: list[T] = []
+    async with trio.open_nursery() as nursery:
+
+        async def run(fn: Callable[[], Awaitable[T]]) -> None:
+            result = await fn()
+            if not results:
+                results.append(result)
+            nursery.cancel_scope.cancel()
+
+        for fn in fns:
+            nursery.start_soon(run, fn)
+    if not results:  # pragma: no cover - only when cancelled from outside, which re-raises
+        raise RuntimeError("race() ended without a result")
+    return results[0]
+
+
+class ResourceSupervisor:
+    """Keeps one resource in the state its goal asks for."""
+
+    def __init__(
+        self,
+        name: str,
+        resource: Resource,
+        settings: Settings,
+        *,
+        bus: EventBus,
+        depends_on: Sequence[ResourceSupervisor] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.resource = resource
+        self.settings = settings
+        self.depends_on = tuple(depends_on)
+        self._bus = bus
+        self._rng = rng or random.Random()
+        self._log = structlog.get_logger("supervisor.resource").bind(
+            resource=name, kind=resource.kind
+        )
+
+        self.state = State.STOPPED
+        self.liveness = Liveness.UNKNOWN
+        self.detail = ""
+        self.restarts = 0
+        self.since = trio.current_time()
+        self.first_attempt = trio.Event()
+
+        self._goal = _Goal.RUN if settings.autostart else _Goal.STOP
+        self._start_reason = "autostart"
+        self._stop_reason = "operator"
+        self._restart_requested = False
+        self._skip_wait = False
+        self._poke = trio.Event()
+        self._changed = trio.Event()
+        self._handle: Handle | None = None
+        self._failures = 0
+        self._running_since: float | None = None
+        self._wake_at = 0.0
+        self._intensity = RestartIntensity(
+            settings.restart.intensity.max_restarts, settings.restart.intensity.within
+        )
+
+    # ----------------------------------------------------------------- operator verbs
+
+    def start(self, reason: str = "operator") -> None:
+        """Start now: from STOPPED, EXITED or FATAL at once, from BACKOFF without the wait."""
+        if self._goal is _Goal.RUN and self.state in (
+            State.STARTING,
+            State.RUNNING,
+            State.STOPPING,
+        ):
+            return
+        if self._goal is _Goal.STOP and self.state in (State.STARTING, State.RUNNING):
+            self._goal = _Goal.RUN  # a stop not yet acted on is simply withdrawn
+            self._poke.set()
+            return
+        self._fresh_start()
+        self._goal = _Goal.RUN
+        self._start_reason = reason
+        self._skip_wait = True
+        self._poke.set()
+
+    def stop(self, reason: str = "operator") -> None:
+        """Stop and stay stopped until started again."""
+        self._goal = _Goal.STOP
+        self._stop_reason = reason
+        self._poke.set()
+
+    def restart(self, reason: str = "operator") -> None:
+        """Stop if running, then start again at once."""
+        if self.state not in (State.RUNNING, State.STARTING):
+            self.start(reason)
+            return
+        self._goal = _Goal.RUN
+        self._restart_requested = True
+        self._start_reason = reason
+        self._poke.set()
+
+    def update(self, settings: Settings) -> None:
+        """Apply settings that need no restart (policy, backoff, timeouts) in place."""
+        self.settings = settings
+        self._intensity.max_restarts = settings.restart.intensity.max_restarts
+        self._intensity.within = settings.restart.intensity.within
+        self._poke.set()
+
+    def snapshot(self) -> Snapshot:
+        handle = self._handle
+        return Snapshot(
+            name=self.name,
+            kind=self.resource.kind,
+            state=self.state,
+            liveness=self.liveness,
+            detail=self.detail,
+            restarts=self.restarts,
+            since=self.since,
+            pid=handle.pid if handle else None,
+            ident=handle.ident if handle else None,
+        )
+
+    @property
+    def settled(self) -> bool:
+        """True when nothing is running or being stopped."""
+        return self._handle is None and self.state in (
+            State.STOPPED,
+            State.EXITED,
+            State.FATAL,
+            State.BACKOFF,
+        )
+
+    async def wait_for(self, predicate: Callable[[ResourceSupervisor], bool]) -> None:
+        """Return once `predicate(self)` holds (checked after every transition)."""
+        while not predicate(self):
+            await self._changed.wait()
+
+    async def stop_and_wait(self, reason: str = "shutdown") -> None:
+        """Stop the resource and return once it is down."""
+        self.stop(reason)
+        await self.wait_for(lambda s: s._goal is _Goal.STOP and s.state in _AT_REST)
+
+    # ----------------------------------------------------------------------- the loop
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Supervise until cancelled; `started()` once the first start attempt is over."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._supervise)
+                await self.first_attempt.wait()
+                task_status.started()
+        finally:
+            # Cancelled before a graceful stop: still end (and reap) what we started.
+            if (handle := self._handle) is not None:
+                self._handle = None
+                with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+                    await handle.stop(0.0)
+                handle.kill()
+
+    async def _supervise(self) -> None:
+        while True:
+            self._poke = trio.Event()
+            if self._goal is _Goal.STOP:
+                if self.state in (State.BACKOFF, State.FATAL, State.STOPPING):
+                    self._transition(State.STOPPED, self._stop_reason)
+                self.first_attempt.set()
+                await self._poke.wait()
+                continue
+            if self.state in (State.BACKOFF, State.FATAL):
+                if not self._skip_wait and not await self._sleep_until(self._wake_at):
+                    continue
+                if self.state is State.FATAL and not self._skip_wait:
+                    self._start_reason = "fatal_retry"
+                    self._intensity.reset()
+                elif self.state is State.BACKOFF and not self._skip_wait:
+                    self._start_reason = "backoff"
+            self._skip_wait = False
+            if not await self._dependencies_running():
+                continue
+            await self._run_once()
+
+    async def _sleep_until(self, deadline: float) -> bool:
+        """Sleep until `deadline`; False if woken earlier by an operator verb."""
+        with trio.move_on_at(deadline):
+            await self._poke.wait()
+            return False
+        return True
+
+    async def _dependencies_running(self) -> bool:
+        """Wait until every dependency is RUNNING; False if woken by an operator verb."""
+        while True:
+            waiting = [d for d in self.depends_on if d.state is not State.RUNNING]
+            if not waiting:
+                return True
+            self.detail = "waiting for " + ", ".join(d.name for d in waiting)
+            if all(d.first_attempt.is_set() for d in waiting):
+                self.first_attempt.set()
+            waits = [d._changed.wait for d in waiting]
+            poked = await race(*(_tagged(w, False) for w in waits), _tagged(self._poke.wait, True))
+            if poked:
+                return False
+
+    async def _run_once(self) -> None:
+        """One life: STARTING, maybe RUNNING, ending in whatever comes next."""
+        self._transition(State.STARTING, self._start_reason, liveness=Liveness.UNKNOWN)
+        self._restart_requested = False
+        started_at = trio.current_time()
+        outcome = await self._starting()
+        kind = outcome[0]
+        if kind == "ready":
+            self._running_since = trio.current_time()
+            self._transition(
+                State.RUNNING,
+                "ready",
+                detail=f"ready in {self._running_since - started_at:.3f}s",
+                liveness=Liveness.ONLINE,
+            )
+            outcome = await self._running()
+            kind = outcome[0]
+        if kind == "command":
+            await self._end_on_command()
+        elif kind == "exited":
+            term: Termination = outcome[1]
+            self._handle = None
+            success = self.resource.is_success(term)
+            self._after_failure(term.reason, term.detail, success=success)
+        elif kind == "misconfigured":
+            await self._stop_handle(outcome[1])
+            self._fatal(outcome[1], liveness=Liveness.MISCONFIGURED)
+        elif kind == "hopeless":
+            result: CheckResult = outcome[1]
+            await self._stop_handle(result.liveness.value.lower())
+            self._fatal(result.detail, liveness=result.liveness)
+        else:  # start_failed, start_timeout, health_check, liveness
+            await self._stop_handle(kind)
+            self._after_failure(kind, outcome[1], success=False)
+        self._running_since = None
+
+    async def _starting(self) -> tuple[str, Any]:
+        async def start_and_ready() -> tuple[str, Any]:
+            try:
+                self._handle = handle = await self.resource.start()
+            except MisconfiguredError as exc:
+                return ("misconfigured", str(exc))
+            except StartError as exc:
+                return ("start_failed", str(exc))
+            except Exception as exc:
+                self._log.exception("resource_start_crashed")
+                return ("start_failed", f"unexpected error: {exc!r}")
+            self._changed_now()
+
+            async def ready() -> tuple[str, Any]:
+                try:
+                    await self.resource.ready(handle)
+                except MisconfiguredError as exc:
+                    return ("misconfigured", str(exc))
+                return ("ready", None)
+
+            async def exited() -> tuple[str, Any]:
+                return ("exited", await handle.wait())
+
+            return await race(ready, exited)
+
+        async def commanded() -> tuple[str, Any]:
+            await self._poke.wait()
+            return ("command", None)
+
+        timeout = self.settings.start_timeout
+        with trio.move_on_after(timeout) as scope:
+            return await race(start_and_ready, commanded)
+        assert scope.cancelled_caught
+        return ("start_timeout", f"not ready within {timeout:g}s")
+
+    async def _running(self) -> tuple[str, Any]:
+        handle = self._handle
+        assert handle is not None
+        outcome: list[tuple[str, Any]] = []
+        ended = trio.Event()
+
+        def finish(result: tuple[str, Any]) -> None:
+            if not outcome:
+                outcome.append(result)
+            ended.set()
+
+        async def watch_exit() -> None:
+            finish(("exited", await handle.wait()))
+
+        async def watch_health() -> None:
+            finish(await self._monitor(handle))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_exit)
+            if self.resource.check_settings is not None:
+                nursery.start_soon(watch_health)
+            while not ended.is_set():
+                self._poke = trio.Event()
+                if self._goal is _Goal.STOP or self._restart_requested:
+                    finish(("command", None))
+                    break
+                await race(ended.wait, self._poke.wait)
+            nursery.cancel_scope.cancel()
+        return outcome[0]
+
+    async def _monitor(self, handle: Handle) -> tuple[str, Any]:
+        """Probe every interval; return once the resource must be restarted."""
+        consecutive = 0
+        while True:
+            check = self.resource.check_settings
+            assert check is not None
+            await trio.sleep(check.interval)
+            started = trio.current_time()
+            result = CheckResult(Liveness.OFFLINE, f"check timed out after {check.timeout:g}s")
+            with trio.move_on_after(check.timeout):
+                try:
+                    result = await self.resource.check(handle)
+                except Exception as exc:
+                    self._log.exception("resource_check_crashed")
+                    result = CheckResult(Liveness.UNKNOWN, f"check crashed: {exc!r}")
+            self._log.debug(
+                "resource_checked",
+                liveness=result.liveness.value,
+                duration=round(trio.current_time() - started, 6),
+            )
+            if result.liveness in HOPELESS:
+                return ("hopeless", result)
+            if result.ok:
+                consecutive = 0
+                self._set_liveness(Liveness.ONLINE, "")
+                continue
+            consecutive += 1
+            self._set_liveness(result.liveness, f"{result.detail} ({consecutive}/{check.failures})")
+            if consecutive >= check.failures:
+                return (check.reason, f"{consecutive} failed checks in a row: {result.detail}")
+
+    async def _end_on_command(self) -> None:
+        if self._restart_requested and self._goal is _Goal.RUN:
+            # STOPPING -> STARTING: the next loop turn starts again without waiting.
+            self._restart_requested = False
+            self.restarts += 1
+            await self._stop_handle(self._start_reason, restart=True)
+            self._skip_wait = True
+        else:
+            await self._stop_handle(self._stop_reason)
+            self._transition(State.STOPPED, self._stop_reason)
+
+    async def _stop_handle(self, reason: str, *, restart: bool = False) -> None:
+        """STOPPING while a live handle is ended (graceful, then forced)."""
+        handle = self._handle
+        if handle is None:
+            return
+        self._transition(State.STOPPING, reason, liveness=Liveness.OFFLINE, restart=restart)
+        with trio.CancelScope(shield=True):
+            # Bounded by stop_timeout plus the time a SIGKILLed process needs to be reaped;
+            # shielded so a cancelled daemon still stops what it started, in order.
+            with trio.move_on_after(self.settings.stop_timeout + 5.0):
+                await handle.stop(self.settings.stop_timeout)
+        handle.kill()
+        self._handle = None
+
+    def _after_failure(self, reason: str, detail: str, *, success: bool) -> None:
+        """Decide what follows a run that ended: BACKOFF, EXITED or FATAL."""
+        now = trio.current_time()
+        restart = self.settings.restart
+        if self._running_since is not None and now - self._running_since >= restart.reset_after:
+            self._failures = 0
+        if not should_restart(restart.policy, success=success):
+            self._goal = _Goal.STOP
+            self._transition(State.EXITED, reason, detail=detail, liveness=Liveness.OFFLINE)
+            return
+        self._failures += 1
+        if self._intensity.record(now):
+            limit = restart.intensity
+            self._fatal(
+                f"{detail}; more than {limit.max_restarts} restarts within {limit.within:g}s",
+                liveness=Liveness.OFFLINE,
+                reason=reason,
+            )
+            return
+        delay = backoff_delay(self._failures, restart.backoff, self._rng.random())
+        self._wake_at = now + delay
+        self.restarts += 1
+        self._transition(
+            State.BACKOFF,
+            reason,
+            detail=detail,
+            attempt=self._failures,
+            next_delay=delay,
+            restart=True,
+            liveness=Liveness.OFFLINE,
+        )
+
+    def _fatal(self, detail: str, *, liveness: Liveness, reason: str = "") -> None:
+        retry = self.settings.restart.fatal_retry_after
+        self._wake_at = trio.current_time() + retry
+        self._transition(
+            State.FATAL,
+            reason or liveness.value.lower(),
+            detail=f"{detail}; retrying in {retry:g}s",
+            next_delay=retry,
+            liveness=liveness,
+        )
+
+    def _fresh_start(self) -> None:
+        self._failures = 0
+        self._intensity.reset()
+
+    # -------------------------------------------------------------------- bookkeeping
+
+    def _transition(
+        self,
+        to: State,
+        reason: str,
+        *,
+        detail: str = "",
+        attempt: int = 0,
+        next_delay: float | None = None,
+        restart: bool = False,
+        liveness: Liveness | None = None,
+    ) -> None:
+        if to not in ALLOWED[self.state]:
+            raise RuntimeError(f"{self.name}: illegal transition {self.state} -> {to}")
+        previous = self.state
+        self.state = to
+        self.detail = detail
+        self.since = trio.current_time()
+        if liveness is not None:
+            self.liveness = liveness
+        if to in (State.RUNNING, State.BACKOFF, State.EXITED, State.FATAL):
+            self.first_attempt.set()
+        self._bus.publish(
+            Transition(
+                subject="resource",
+                name=self.name,
+                kind=self.resource.kind,
+                from_state=previous.value,
+                to_state=to.value,
+                reason=reason,
+                detail=detail,
+                attempt=attempt,
+                next_delay=next_delay,
+                restart=restart,
+            )
+        )
+        self._changed_now()
+
+    def _set_liveness(self, liveness: Liveness, detail: str) -> None:
+        if liveness is not self.liveness or detail != self.detail:
+            self.liveness = liveness
+            self.detail = detail
+            self._changed_now()
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+def _tagged(fn: Callable[[], Awaitable[object]], tag: bool) -> Callable[[], Awaitable[bool]]:
+    async def run() -> bool:
+        await fn()
+        return tag
+
+    return run
