@@ -47,5 +47,5 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and (seconds / size).is_integer():
             return f"{int(seconds / size)}{unit}"
     if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
+        return f"{seconds * 1000:.6g}ms"
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"

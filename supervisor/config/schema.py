@@ -125,7 +125,7 @@ class RestartConfig(_Model):
     def merged(self, overrides: RestartOverrides) -> RestartConfig:
         """Return these settings with a resource's overrides applied key by key."""
         data = self.model_dump()
-        for key, value in overrides.model_dump(exclude_unset=True).items():
+        for key, value in overrides.model_dump(exclude_none=True).items():
             if isinstance(value, dict):
                 data[key] = {**data[key], **value}
             else:

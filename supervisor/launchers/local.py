@@ -105,6 +105,7 @@ class ProcessHandle:
         self.started_at = trio.current_time()
         self.termination: Termination | None = None
         self.exited = trio.Event()
+        self.output_done = trio.Event()  # every line the child wrote has been relayed
 
     @property
     def pid(self) -> int:
@@ -226,8 +227,9 @@ class LocalLauncher:
         if on_output is not None:
             assert out_r is not None
             assert err_r is not None
-            self._nursery.start_soon(_relay, trio.lowlevel.FdStream(out_r), "stdout", on_output)
-            self._nursery.start_soon(_relay, trio.lowlevel.FdStream(err_r), "stderr", on_output)
+            self._nursery.start_soon(_relay_both, handle, out_r, err_r, on_output)
+        else:
+            handle.output_done.set()
         return handle
 
     async def _in_fork_thread(
@@ -295,6 +297,15 @@ async def open_local_launcher() -> AsyncIterator[LocalLauncher]:
             launcher.close()
 
 
+async def _relay_both(handle: ProcessHandle, out_fd: int, err_fd: int, sink: LineSink) -> None:
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_relay, trio.lowlevel.FdStream(out_fd), "stdout", sink)
+            nursery.start_soon(_relay, trio.lowlevel.FdStream(err_fd), "stderr", sink)
+    finally:
+        handle.output_done.set()
+
+
 async def _relay(stream: trio.lowlevel.FdStream, name: str, sink: LineSink) -> None:
     """Forward complete lines to `sink`; cut lines longer than MAX_LINE."""
     pending = b""
@@ -313,13 +324,14 @@ async def _relay(stream: trio.lowlevel.FdStream, name: str, sink: LineSink) -> N
                 if skipping:
                     skipping = False
                     continue
-                _emit(sink, name, line)
+                _emit(sink, name, line[:MAX_LINE], truncated=len(line) > MAX_LINE)
             if len(pending) > MAX_LINE:
-                _emit(sink, name, pending[:MAX_LINE], truncated=True)
+                if not skipping:
+                    _emit(sink, name, pending[:MAX_LINE], truncated=True)
+                    skipping = True
                 pending = b""
-                skipping = True
     if pending and not skipping:
-        _emit(sink, name, pending)
+        _emit(sink, name, pending[:MAX_LINE], truncated=len(pending) > MAX_LINE)
 
 
 def _emit(sink: LineSink, name: str, line: bytes, *, truncated: bool = False) -> None:

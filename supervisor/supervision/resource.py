@@ -66,7 +66,7 @@ class Resource(Protocol):
         """Periodic check settings while RUNNING, or None for no periodic check."""
 
     async def start(self) -> Handle:
-        """Launch an instance.
+        """Launch an instance; if cancelled, leave nothing running behind.
 
         Raises:
             StartError: it could not be launched (retried per policy).

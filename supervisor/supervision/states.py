@@ -34,8 +34,9 @@ HOPELESS = frozenset({Liveness.UNAUTHORIZED, Liveness.MISCONFIGURED})
 
 ALLOWED: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING}),
+    # STARTING -> STOPPED: stopped before anything was launched (nothing to stop).
     State.STARTING: frozenset(
-        {State.RUNNING, State.BACKOFF, State.STOPPING, State.EXITED, State.FATAL}
+        {State.RUNNING, State.BACKOFF, State.STOPPING, State.STOPPED, State.EXITED, State.FATAL}
     ),
     State.RUNNING: frozenset({State.BACKOFF, State.STOPPING, State.EXITED, State.FATAL}),
     State.BACKOFF: frozenset({State.STARTING, State.STOPPED, State.FATAL}),

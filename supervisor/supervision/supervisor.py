@@ -140,6 +140,7 @@ class ResourceSupervisor:
         self.liveness = Liveness.UNKNOWN
         self.detail = ""
         self.restarts = 0
+        self.checks = 0
         self.since = trio.current_time()
         self.first_attempt = trio.Event()
 
@@ -411,6 +412,7 @@ class ResourceSupervisor:
                 except Exception as exc:
                     self._log.exception("resource_check_crashed")
                     result = CheckResult(Liveness.UNKNOWN, f"check crashed: {exc!r}")
+            self.checks += 1
             self._log.debug(
                 "resource_checked",
                 liveness=result.liveness.value,
@@ -421,6 +423,7 @@ class ResourceSupervisor:
             if result.ok:
                 consecutive = 0
                 self._set_liveness(Liveness.ONLINE, "")
+                self._changed_now()
                 continue
             consecutive += 1
             self._set_liveness(result.liveness, f"{result.detail} ({consecutive}/{check.failures})")

@@ -1,0 +1,114 @@
+"""Fixtures for integration tests: real children, real clock, real launcher."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+
+from supervisor.config.load import load_text
+from supervisor.daemon import build_supervisors, stop_in_order
+from supervisor.launchers.local import LocalLauncher, open_local_launcher
+from supervisor.supervision.bus import EventBus
+from supervisor.supervision.states import State, Transition
+from supervisor.supervision.supervisor import ResourceSupervisor
+
+
+@pytest.fixture
+async def launcher() -> AsyncIterator[LocalLauncher]:
+    async with open_local_launcher() as launcher:
+        yield launcher
+
+
+@dataclass
+class Running:
+    """Supervisors built from a config snippet, and every event they published."""
+
+    supervisors: dict[str, ResourceSupervisor]
+    bus: EventBus
+    events: list[Transition] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> ResourceSupervisor:
+        return self.supervisors[name]
+
+    def of(self, name: str) -> list[Transition]:
+        return [e for e in self.events if e.name == name]
+
+    async def until(
+        self, name: str, predicate: Callable[[ResourceSupervisor], bool], timeout: float = 15.0
+    ) -> None:
+        """Wait (bounded) until `predicate` holds for resource `name`."""
+        with trio.fail_after(timeout):
+            await self.supervisors[name].wait_for(predicate)
+
+    async def entered(
+        self, name: str, state: State, count: int = 1, timeout: float = 15.0
+    ) -> Transition:
+        """Wait until `name` has entered `state` `count` times; return that event."""
+
+        def enough(_: ResourceSupervisor) -> bool:
+            return sum(e.to_state == state for e in self.of(name)) >= count
+
+        await self.until(name, enough, timeout)
+        return [e for e in self.of(name) if e.to_state == state][count - 1]
+
+
+@asynccontextmanager
+async def supervise(toml: str, launcher: LocalLauncher) -> AsyncIterator[Running]:
+    """Build supervisors from `toml`, start them all, stop them in order at the end."""
+    config = load_text(toml)
+    bus = EventBus()
+    running = Running(build_supervisors(config, launcher, bus, rng=random.Random(0)), bus)
+    bus.add_listener(running.events.append)
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as starters:
+            for sup in running.supervisors.values():
+                starters.start_soon(nursery.start, sup.serve)
+        yield running
+        with trio.fail_after(30):
+            await stop_in_order(running.supervisors)
+        nursery.cancel_scope.cancel()
+
+
+async def process_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait (bounded) for any process, ours or not, to exit: a pidfd says when."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with trio.fail_after(timeout):
+            await trio.lowlevel.wait_readable(fd)
+    finally:
+        trio.lowlevel.notify_closing(fd)
+        os.close(fd)
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def children_of(pid: int) -> set[int]:
+    """Direct children of `pid`, whichever of its threads forked them."""
+    found: set[int] = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.update(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            continue
+    return found

@@ -1,0 +1,99 @@
+"""The local launcher: output relay, scrubbed environment, credentials, parent death."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+import pytest
+import trio
+
+from supervisor.errors import MisconfiguredError, StartError
+from supervisor.launchers.local import (
+    MAX_LINE,
+    LocalLauncher,
+    resolve_credentials,
+    scrubbed_environment,
+)
+
+
+async def run_collect(
+    launcher: LocalLauncher, argv: list[str], **kwargs: object
+) -> tuple[list[tuple[str, str]], int | None]:
+    lines: list[tuple[str, str]] = []
+    handle = await launcher.spawn(
+        argv, on_output=lambda stream, line: lines.append((stream, line)), **kwargs
+    )  # type: ignore[arg-type]
+    with trio.fail_after(10):
+        term = await handle.wait()
+        await handle.output_done.wait()  # the relay may still be draining the pipes
+    return lines, term.exit_code
+
+
+async def test_output_lines_are_relayed_and_long_lines_cut(launcher: LocalLauncher) -> None:
+    """stdout and stderr arrive as lines; a line longer than MAX_LINE is truncated, not buffered."""
+    script = f"import sys; print('hello'); print('x' * {MAX_LINE * 3}); print('oops', file=sys.stderr, flush=True); print('done', flush=True)"
+    lines, code = await run_collect(launcher, ["python3", "-c", script])
+    assert code == 0
+    assert ("stdout", "hello") in lines
+    assert ("stderr", "oops") in lines
+    long = [line for s, line in lines if line.startswith("xxx")]
+    assert long == ["x" * MAX_LINE + " [truncated]"]
+
+
+async def test_a_long_line_written_in_pieces_is_cut_once(launcher: LocalLauncher) -> None:
+    """A line that arrives over many reads is truncated once and the next line is intact."""
+    script = (
+        "import sys, time\n"
+        "for _ in range(5):\n"
+        f"    sys.stdout.write('y' * {MAX_LINE}); sys.stdout.flush(); time.sleep(0.02)\n"
+        "print(); print('after'); print('done')"
+    )
+    lines, _ = await run_collect(launcher, ["python3", "-c", script])
+    assert [line for _, line in lines] == ["y" * MAX_LINE + " [truncated]", "after", "done"]
+
+
+async def test_environment_is_scrubbed_of_systemd_variables(
+    launcher: LocalLauncher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NOTIFY_SOCKET and friends never reach a child; configured variables do."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    env = scrubbed_environment({"GREETING": "hi"})
+    script = "import os; print(sorted(k for k in os.environ if k in {'NOTIFY_SOCKET','WATCHDOG_USEC','GREETING'})); print('done')"
+    lines, _ = await run_collect(launcher, ["python3", "-c", script], env=env)
+    assert ("stdout", "['GREETING']") in lines
+
+
+async def test_children_run_as_the_configured_user(launcher: LocalLauncher) -> None:
+    """As root, `user` switches the child's uid and gid (the suite runs as root in CI)."""
+    assert os.geteuid() == 0, "the test suite runs as root (CI does)"
+    nobody = pwd.getpwnam("nobody")
+    lines, _ = await run_collect(
+        launcher,
+        ["sh", "-c", "id -u; id -g; echo done"],
+        credentials=resolve_credentials("nobody", None),
+    )
+    assert [line for _, line in lines[:2]] == [str(nobody.pw_uid), str(nobody.pw_gid)]
+
+
+def test_unknown_group_is_misconfigured() -> None:
+    """A group that does not exist is a configuration error, not a start failure."""
+    with pytest.raises(MisconfiguredError, match="unknown group"):
+        resolve_credentials(None, "no-such-group-here")
+
+
+async def test_missing_working_directory_is_named(launcher: LocalLauncher) -> None:
+    """A cwd that does not exist is reported as such, not as a missing command."""
+    with pytest.raises(StartError, match="working directory '/nonexistent' does not exist"):
+        await launcher.spawn(["true"], cwd="/nonexistent")  # type: ignore[arg-type]
+
+
+async def test_children_lead_their_own_session(launcher: LocalLauncher) -> None:
+    """Every child leads its own session and group, and stop_signal reaches it."""
+    handle = await launcher.spawn(["sleep", "1000"])
+    assert os.getpgid(handle.pid) == handle.pid
+    assert os.getsid(handle.pid) == handle.pid
+    # /proc does not show the parent-death signal; test_daemon's SIGKILL test proves it.
+    term = await handle.stop(1.0)
+    assert term.signal == 15
