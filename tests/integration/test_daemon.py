@@ -207,3 +207,16 @@ def test_help_describes_every_command() -> None:
             env=env,
         )
         assert "--config" in sub.stdout
+
+
+async def test_sigusr1_logs_every_resource(tmp_path: Path) -> None:
+    """SIGUSR1 writes one resource_status event per resource, with state and pid."""
+    async with daemon(tmp_path) as d:
+        await d.until_log("daemon_ready")
+        d.proc.send_signal(signal.SIGUSR1)
+        await d.until_log("resource_status")
+        d.proc.send_signal(signal.SIGTERM)
+        await d.until_log("daemon_stopped")
+    statuses = {e["resource"]: e for e in d.lines if e.get("event") == "resource_status"}
+    assert set(statuses) == {"a", "b", "c"}
+    assert all(s["state"] == "RUNNING" and isinstance(s["pid"], int) for s in statuses.values())
