@@ -447,11 +447,11 @@ class ResourceSupervisor:
         if handle is None:
             return
         self._transition(State.STOPPING, reason, liveness=Liveness.OFFLINE, restart=restart)
-        with trio.CancelScope(shield=True):
-            # Bounded by stop_timeout plus the time a SIGKILLed process needs to be reaped;
-            # shielded so a cancelled daemon still stops what it started, in order.
-            with trio.move_on_after(self.settings.stop_timeout + 5.0):
-                await handle.stop(self.settings.stop_timeout)
+        # Not shielded: cancelling the supervisor (a forced shutdown) must cut a graceful
+        # stop short; serve() then kills the handle. The extra bound covers reaping a
+        # SIGKILLed process that is stuck in the kernel.
+        with trio.move_on_after(self.settings.stop_timeout + 5.0):
+            await handle.stop(self.settings.stop_timeout)
         handle.kill()
         self._handle = None
 

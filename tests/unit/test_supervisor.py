@@ -321,3 +321,14 @@ async def test_illegal_transition_is_refused() -> None:
     sup = ResourceSupervisor("r", FakeResource(), Settings(restart=Restart()), bus=EventBus())
     with pytest.raises(RuntimeError, match="STOPPED -> RUNNING"):
         sup._transition(State.RUNNING, "test")
+
+
+async def test_cancelling_a_graceful_stop_kills_at_once(autojump_clock: trio.abc.Clock) -> None:
+    """A forced shutdown (cancellation) cuts a slow graceful stop short with a kill."""
+    fake = FakeResource(ignores_stop=True)
+    async with supervising(fake, stop_timeout=100) as (sup, _):
+        with trio.move_on_after(1):
+            await sup.stop_and_wait()
+    assert trio.current_time() == 1.0
+    assert fake.current.termination is not None
+    assert fake.current.termination.signal == 9
