@@ -216,16 +216,6 @@ class ResourceSupervisor:
             ident=handle.ident if handle else None,
         )
 
-    @property
-    def settled(self) -> bool:
-        """True when nothing is running or being stopped."""
-        return self._handle is None and self.state in (
-            State.STOPPED,
-            State.EXITED,
-            State.FATAL,
-            State.BACKOFF,
-        )
-
     async def wait_for(self, predicate: Callable[[ResourceSupervisor], bool]) -> None:
         """Return once `predicate(self)` holds (checked after every transition)."""
         while not predicate(self):
@@ -321,7 +311,7 @@ class ResourceSupervisor:
             success = self.resource.is_success(term)
             self._after_failure(term.reason, term.detail, success=success)
         elif kind == "misconfigured":
-            await self._stop_handle(outcome[1])
+            await self._stop_handle("misconfigured")
             self._fatal(outcome[1], liveness=Liveness.MISCONFIGURED)
         elif kind == "hopeless":
             result: CheckResult = outcome[1]
