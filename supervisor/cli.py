@@ -1,43 +1,53 @@
-"""The `supervisor` command: run the daemon, or validate a config."""
+"""The `supervisor` command: run the daemon, validate a config, or talk to a running daemon."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from supervisor import __version__
+from supervisor.api.client import Client
+from supervisor.config.durations import format_duration
 from supervisor.config.load import DEFAULT_PATH, load_default, load_file
-from supervisor.config.schema import Config
-from supervisor.errors import ConfigError
+from supervisor.config.schema import Config, default_socket_path
+from supervisor.errors import ConfigError, DaemonUnavailableError, RequestError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_UNAVAILABLE = 2
+
+CONFIG_HELP = (
+    f"config file (default: $SUPERVISOR_CONFIG, else {DEFAULT_PATH} if it exists, "
+    "else the embedded default)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="supervisor",
         description="Keep processes, containers, Deephaven servers and sandbox pools alive.",
+        epilog="Client commands reach the daemon through --socket (default: $SUPERVISOR_SOCKET, "
+        "else daemon.control_socket of the config) or --url with --token-file.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    config_help = (
-        f"config file (default: $SUPERVISOR_CONFIG, else {DEFAULT_PATH} if it exists, "
-        "else the embedded default)"
-    )
     run = commands.add_parser(
         "run",
         help="run the daemon in the foreground",
         description="Run the daemon in the foreground until SIGTERM or SIGINT (this is what "
-        "systemd runs). Exits 0 after a graceful stop, 1 if the config is invalid.",
+        "systemd runs). Exits 0 after a graceful stop, 1 if the config is invalid or the "
+        "control socket or HTTP port cannot be bound.",
     )
-    run.add_argument("-c", "--config", type=Path, help=config_help)
+    run.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
 
     check = commands.add_parser(
         "check",
@@ -45,7 +55,53 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate a config file. Prints every problem with its key path and "
         "exits 1, or prints a summary and exits 0.",
     )
-    check.add_argument("-c", "--config", type=Path, help=config_help)
+    check.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+
+    client = argparse.ArgumentParser(add_help=False)
+    where = client.add_argument_group("how to reach the daemon")
+    where.add_argument("--socket", type=Path, help="the daemon's control socket")
+    where.add_argument("--url", help="the daemon's HTTP address, e.g. http://127.0.0.1:9310")
+    where.add_argument("--token-file", type=Path, help="file holding the API token (with --url)")
+    where.add_argument("-c", "--config", type=Path, help="read the socket path from this config")
+
+    status = commands.add_parser(
+        "status",
+        parents=[client],
+        help="show every resource",
+        description="Show every resource: name, kind, state, liveness, uptime, restarts, "
+        "pid or container, and detail.",
+    )
+    status.add_argument(
+        "--json", action="store_true", help="print the API's JSON instead of a table"
+    )
+    for verb, text in (
+        ("start", "start a resource now (FATAL, EXITED and BACKOFF included)"),
+        ("stop", "stop a resource and keep it stopped"),
+        ("restart", "stop a resource if running, then start it"),
+    ):
+        sub = commands.add_parser(
+            verb, parents=[client], help=text, description=text[0].upper() + text[1:] + "."
+        )
+        sub.add_argument("name", help="the resource's name")
+    reload = commands.add_parser(
+        "reload",
+        parents=[client],
+        help="re-read the config file and apply the changes",
+        description="Ask the daemon to re-read its config file and apply the changes.",
+    )
+    reload.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    events = commands.add_parser(
+        "events",
+        parents=[client],
+        help="follow state changes as they happen",
+        description="Print one line per state change until interrupted (Ctrl-C).",
+    )
+    events.add_argument(
+        "--since",
+        type=int,
+        metavar="SEQ",
+        help="replay from after this sequence number (0: everything kept)",
+    )
     return parser
 
 
@@ -60,13 +116,17 @@ def resolve_config(path: Path | None) -> tuple[Config, Path | None]:
     return load_file(path), path
 
 
+def print_problems(exc: ConfigError, headline: str) -> None:
+    print(f"{exc.source}: {headline} ({len(exc.problems)} problem(s))", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         config, path = resolve_config(args.config)
     except ConfigError as exc:
-        print(f"{exc.source}: invalid config ({len(exc.problems)} problem(s))", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print_problems(exc, "invalid config")
         return EXIT_FAILURE
     source = str(path) if path else "<embedded default>"
     names = ", ".join(config.resources) or "none"
@@ -78,22 +138,162 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from prometheus_client import disable_created_metrics
+
+    from supervisor.api.server import ApiBindError
     from supervisor.daemon import run_daemon
     from supervisor.observability.logging import configure_logging
 
     try:
         config, path = resolve_config(args.config)
     except ConfigError as exc:
-        print(f"{exc.source}: invalid config, not starting", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        print_problems(exc, "invalid config, not starting")
         return EXIT_FAILURE
     configure_logging(config.daemon.log_format, config.daemon.log_level)
-    trio.run(lambda: run_daemon(config, config_path=path))
+    disable_created_metrics()  # *_created series double a scrape and say nothing useful here
+    failures: list[BaseException] = []
+    try:
+        trio.run(lambda: run_daemon(config, config_path=path))
+    except* (ConfigError, ApiBindError) as group:
+        failures.extend(group.exceptions)
+    for failure in failures:
+        if isinstance(failure, ConfigError):
+            print_problems(failure, "cannot start")
+        else:
+            print(f"cannot start: {failure}", file=sys.stderr)
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+def connect(args: argparse.Namespace) -> Client:
+    """A client for the daemon named by --url/--socket, the environment or the config."""
+    if args.url:
+        token = args.token_file.read_text().strip() if args.token_file else None
+        return Client.connect(url=args.url, token=token)
+    if args.socket:
+        return Client.connect(socket_path=args.socket)
+    if os.environ.get("SUPERVISOR_SOCKET"):
+        return Client.connect(socket_path=os.environ["SUPERVISOR_SOCKET"])
+    if args.config or os.environ.get("SUPERVISOR_CONFIG") or DEFAULT_PATH.exists():
+        config, _ = resolve_config(args.config)
+        return Client.connect(socket_path=config.daemon.socket_path)
+    return Client.connect(socket_path=default_socket_path())
+
+
+def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    resources = client.resources()
+    if args.json:
+        print(json.dumps({"resources": resources}, indent=2))
+        return EXIT_OK
+    print(format_status(resources, now=time.time()))
     return EXIT_OK
+
+
+def format_status(resources: list[dict[str, Any]], *, now: float) -> str:
+    """The `status` table."""
+    header = ("NAME", "KIND", "STATE", "LIVENESS", "UPTIME", "RESTARTS", "PID/CONTAINER", "DETAIL")
+    rows = [header]
+    for r in resources:
+        uptime = (
+            format_duration(round(max(0.0, now - r["since"]))) if r["state"] == "RUNNING" else "-"
+        )
+        ident = r.get("container_id") or (str(r["pid"]) if r.get("pid") else "-")
+        rows.append(
+            (
+                r["name"],
+                r["kind"],
+                r["state"],
+                r["liveness"],
+                uptime,
+                str(r["restarts"]),
+                ident,
+                r.get("detail") or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_verb(args: argparse.Namespace, client: Client) -> int:
+    result = getattr(client, args.command)(args.name)
+    print(f"{args.command} {result['name']}: accepted (now {result['state']})")
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace, client: Client) -> int:
+    try:
+        plan = client.reload(dry_run=args.dry_run)
+    except RequestError as exc:
+        if exc.code != "invalid_config" or not isinstance(exc.body, dict):
+            raise
+        print(
+            "reload refused: the config is invalid; the daemon keeps running on its old config",
+            file=sys.stderr,
+        )
+        for problem in exc.body["error"].get("problems", []):
+            print(f"  {problem['path']}: {problem['message']}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(plan, indent=2))
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace, client: Client) -> int:
+    try:
+        for event in client.events(since=args.since):
+            print(format_event(event), flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:  # `supervisor events | head`
+        sys.stderr.close()
+        return EXIT_OK
+    return EXIT_OK
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One line per event, readable in a terminal."""
+    if "gap" in event:
+        gap = event["gap"]
+        return f"-- events after #{gap['since']} up to #{gap['first_available'] - 1} were dropped from the buffer --"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event["time"]))
+    line = f"{stamp}Z #{event['seq']} {event['subject']} {event['name']}: {event['from']} -> {event['to']} ({event['reason']}"
+    if event.get("detail"):
+        line += f": {event['detail']}"
+    if event.get("next_delay") is not None and event["to"] in ("BACKOFF", "FATAL"):
+        line += f"; next try in {format_duration(round(event['next_delay'], 3))}"
+    return line + ")"
+
+
+CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
+    "status": cmd_status,
+    "start": cmd_verb,
+    "stop": cmd_verb,
+    "restart": cmd_verb,
+    "reload": cmd_reload,
+    "events": cmd_events,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "check": cmd_check}
-    return handlers[args.command](args)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "check":
+        return cmd_check(args)
+    try:
+        with connect(args) as client:
+            return CLIENT_COMMANDS[args.command](args, client)
+    except DaemonUnavailableError as exc:
+        print(f"supervisor: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except RequestError as exc:
+        print(f"supervisor {args.command}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ConfigError as exc:
+        print_problems(exc, "cannot read the config to find the daemon")
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"supervisor: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -14,26 +14,37 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import structlog
 import trio
+from prometheus_client import CollectorRegistry
 
 from supervisor import __version__
+from supervisor.api.server import ApiServer, serve_api
 from supervisor.config.schema import Config
+from supervisor.errors import ConfigError, ConfigProblem
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.observability.logging import log_transition
+from supervisor.observability.loop import LoopMonitor
+from supervisor.observability.metrics import Metrics
 from supervisor.resources.process import ProcessResource
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.states import State
-from supervisor.supervision.supervisor import ResourceSupervisor, Settings, race
+from supervisor.supervision.supervisor import ResourceSupervisor, Settings, Snapshot, race
 
 log = structlog.get_logger("supervisor.daemon")
 
 
 def build_supervisors(
-    config: Config, launcher: LocalLauncher, bus: EventBus, rng: random.Random | None = None
+    config: Config,
+    launcher: LocalLauncher,
+    bus: EventBus,
+    rng: random.Random | None = None,
+    on_check: Callable[[str, float], None] | None = None,
 ) -> dict[str, ResourceSupervisor]:
     """One supervisor per resource, in start order, wired to its dependencies."""
     supervisors: dict[str, ResourceSupervisor] = {}
@@ -51,8 +62,30 @@ def build_supervisors(
             bus=bus,
             depends_on=[supervisors[d] for d in spec.depends_on],
             rng=rng,
+            on_check=on_check,
         )
     return supervisors
+
+
+def read_token(path: Path | None) -> bytes | None:
+    """The API bearer token from `api_token_file` (surrounding whitespace ignored).
+
+    Raises:
+        ConfigError: the file is unreadable or empty.
+    """
+    if path is None:
+        return None
+    try:
+        token = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(
+            str(path), [ConfigProblem("daemon.api_token_file", f"cannot read: {exc.strerror}")]
+        ) from None
+    if not token:
+        raise ConfigError(
+            str(path), [ConfigProblem("daemon.api_token_file", "the token file is empty")]
+        )
+    return token
 
 
 async def stop_in_order(supervisors: Mapping[str, ResourceSupervisor]) -> None:
@@ -75,16 +108,64 @@ async def stop_in_order(supervisors: Mapping[str, ResourceSupervisor]) -> None:
 
 
 class Daemon:
-    """Runs one config: resources under supervision, signals, orderly shutdown."""
+    """Runs one config: the API, resources under supervision, orderly shutdown.
 
-    def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
+    Implements the API's `Control` protocol.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        registry: CollectorRegistry | None = None,
+        event_history: int = 10_000,
+    ) -> None:
         self.config = config
         self.config_path = config_path
-        self.bus = EventBus()
+        self.bus = EventBus(history=event_history)
+        self.metrics = Metrics(registry)
+        self.loop = LoopMonitor(on_sample=self.metrics.loop_lag.set)
         self.supervisors: dict[str, ResourceSupervisor] = {}
+        self.api: ApiServer | None = None
+        self.api_bound = trio.Event()
         self.ready = trio.Event()
         self._stop = trio.Event()
         self._force = trio.Event()
+        self._stopping = False
+
+    # ------------------------------------------------------------- the Control protocol
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready.is_set()
+
+    @property
+    def is_stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def events(self) -> EventBus:
+        return self.bus
+
+    def snapshots(self) -> list[Snapshot]:
+        return [sup.snapshot() for sup in self.supervisors.values()]
+
+    def command(self, name: str, action: str) -> Snapshot:
+        sup = self.supervisors[name]
+        {"start": sup.start, "stop": sup.stop, "restart": sup.restart}[action]()
+        log.info("operator_command", resource=name, action=action)
+        return sup.snapshot()
+
+    async def reload(self, *, dry_run: bool) -> dict[str, Any]:
+        raise NotImplementedError(
+            "live reload is not available in this release; restart the daemon to apply config changes"
+        )
+
+    async def render_metrics(self) -> bytes:
+        return await self.metrics.render(self.snapshots())
+
+    # ------------------------------------------------------------------------ running
 
     def request_stop(self, *, force: bool = False) -> None:
         self._stop.set()
@@ -94,6 +175,9 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until `request_stop()` (or a signal, see `serve_signals`)."""
         self.bus.add_listener(log_transition)
+        self.bus.add_listener(self.metrics.observe_transition)
+        daemon_config = self.config.daemon
+        token = read_token(daemon_config.api_token_file)
         log.info(
             "daemon_starting",
             version=__version__,
@@ -106,9 +190,29 @@ class Daemon:
                 environment=name,
                 detail="sandbox environments are not served by this release yet",
             )
-        async with open_local_launcher() as launcher:
-            self.supervisors = build_supervisors(self.config, launcher, self.bus)
+        async with open_local_launcher() as launcher, trio.open_nursery() as outer:
+            # The API outlives supervision, so operators can watch the shutdown through it.
+            self.api = await outer.start(
+                partial(
+                    serve_api,
+                    self,
+                    socket_path=daemon_config.socket_path,
+                    http=daemon_config.http,
+                    token=token,
+                )
+            )
+            self.api_bound.set()
+            log.info(
+                "api_listening",
+                socket=str(self.api.socket_path),
+                http="{}:{}".format(*self.api.http_address) if self.api.http_address else None,
+                tcp_v1="enabled" if token else "disabled (no api_token_file)",
+            )
             async with trio.open_nursery() as root:
+                await root.start(self.loop.serve)
+                self.supervisors = build_supervisors(
+                    self.config, launcher, self.bus, on_check=self.metrics.observe_check
+                )
                 started_at = trio.current_time()
                 async with trio.open_nursery() as starters:
                     for sup in self.supervisors.values():
@@ -123,9 +227,11 @@ class Daemon:
                 await self._stop.wait()
                 await self._shutdown()
                 root.cancel_scope.cancel()
+            self.api.close()
         log.info("daemon_stopped")
 
     async def _shutdown(self) -> None:
+        self._stopping = True
         timeout = self.config.daemon.shutdown_timeout
         log.info("daemon_stopping", timeout=timeout)
         with trio.move_on_after(timeout) as scope:

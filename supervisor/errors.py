@@ -6,7 +6,10 @@
     │   ├── StartError              the resource could not be started
     │   │   └── MisconfiguredError  ...and retrying cannot help (bad user, bad settings)
     │   └── ProbeError              a health or readiness probe failed
-    └── StateDirError               the state directory cannot be used
+    ├── StateDirError               the state directory cannot be used
+    └── ClientError                 the API client could not get an answer
+        ├── DaemonUnavailableError  nothing answers at the socket or URL
+        └── RequestError            the daemon answered with an error (code, message)
 
 Misuse of the Python API (wrong types, calling in the wrong state) raises built-in
 exceptions instead.
@@ -61,3 +64,25 @@ class ProbeError(ResourceError):
 
 class StateDirError(SupervisorError):
     """The state directory is missing, unwritable or owned by another daemon."""
+
+
+class ClientError(SupervisorError):
+    """The API client could not get what it asked for."""
+
+
+class DaemonUnavailableError(ClientError):
+    """Nothing answers at the control socket or URL (is the daemon running?)."""
+
+
+class RequestError(ClientError):
+    """The daemon refused a request; `status`, `code` and `message` say why."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, retryable: bool = False, body: object = None
+    ) -> None:
+        super().__init__(f"{message} (HTTP {status}, {code})")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.body = body

@@ -9,6 +9,7 @@ once a resource's overrides are merged over `[defaults.restart]`) come from
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from pathlib import Path
@@ -243,13 +244,29 @@ class EnvironmentConfig(_Model):
 class DaemonConfig(_Model):
     """`[daemon]`: where the daemon listens, keeps state and logs."""
 
-    control_socket: Path = Path("/run/supervisor-daemon/control.sock")
+    control_socket: Path | None = None  # default: see `socket_path`
     http: Annotated[str, AfterValidator(_host_port)] | None = "127.0.0.1:9310"
     api_token_file: Path | None = None
     state_dir: Path = Path("/var/lib/supervisor-daemon")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: PositiveDuration = 60.0
+
+    @property
+    def socket_path(self) -> Path:
+        """`control_socket`, or the default: /run/supervisor-daemon/control.sock for root,
+        else under $XDG_RUNTIME_DIR (or /tmp/supervisor-daemon-UID) for everyone else."""
+        return self.control_socket or default_socket_path()
+
+
+def default_socket_path() -> Path:
+    """Where the daemon listens, and the CLI looks, when nothing else is said."""
+    if os.geteuid() == 0:
+        return Path("/run/supervisor-daemon/control.sock")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "supervisor-daemon" / "control.sock"
+    return Path(f"/tmp/supervisor-daemon-{os.geteuid()}/control.sock")  # noqa: S108 - per-user directory, created 0750
 
 
 class DefaultsConfig(_Model):

@@ -125,6 +125,7 @@ class ResourceSupervisor:
         bus: EventBus,
         depends_on: Sequence[ResourceSupervisor] = (),
         rng: random.Random | None = None,
+        on_check: Callable[[str, float], None] | None = None,
     ) -> None:
         self.name = name
         self.resource = resource
@@ -132,6 +133,7 @@ class ResourceSupervisor:
         self.depends_on = tuple(depends_on)
         self._bus = bus
         self._rng = rng or random.Random()
+        self._on_check = on_check
         self._log = structlog.get_logger("supervisor.resource").bind(
             resource=name, kind=resource.kind
         )
@@ -403,10 +405,11 @@ class ResourceSupervisor:
                     self._log.exception("resource_check_crashed")
                     result = CheckResult(Liveness.UNKNOWN, f"check crashed: {exc!r}")
             self.checks += 1
+            duration = trio.current_time() - started
+            if self._on_check is not None:
+                self._on_check(self.resource.kind, duration)
             self._log.debug(
-                "resource_checked",
-                liveness=result.liveness.value,
-                duration=round(trio.current_time() - started, 6),
+                "resource_checked", liveness=result.liveness.value, duration=round(duration, 6)
             )
             if result.liveness in HOPELESS:
                 return ("hopeless", result)

@@ -57,7 +57,9 @@ class Daemon:
 @asynccontextmanager
 async def daemon(tmp_path: Path, config: str = CONFIG) -> AsyncIterator[Daemon]:
     path = tmp_path / "supervisor.toml"
-    path.write_text(config)
+    # Never the machine's default socket or port: tests run beside other daemons.
+    private = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\n'
+    path.write_text(config.replace("[daemon]\n", private, 1))
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "supervisor", "run", "-c", str(path)],
         stdout=subprocess.DEVNULL,
