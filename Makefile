@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test provision lint typecheck pytest bench clean
 
 $(VENV)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ run: $(VENV)/.installed-run
 	$(BIN)/supervisor run -c config/supervisor.toml
 
 ## Install what the tests need, lint, type-check and run every test.
-test: $(VENV)/.installed-test lint typecheck pytest
+test: $(VENV)/.installed-test provision lint typecheck pytest
+
+## Test dependencies beyond Python (Prometheus, promtool): installed with apt as root.
+provision:
+	bash tests/provision.sh
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check supervisor tests bench
