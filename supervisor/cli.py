@@ -9,23 +9,26 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import trio
+from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__
-from supervisor.api.client import Client
 from supervisor.config.durations import format_duration
-from supervisor.config.load import DEFAULT_PATH, load_default, load_file
-from supervisor.config.schema import Config, default_socket_path
+from supervisor.config.paths import DEFAULT_CONFIG, default_socket_path
 from supervisor.errors import ConfigError, DaemonUnavailableError, RequestError
+
+if TYPE_CHECKING:
+    from supervisor.api.client import Client
+    from supervisor.config.schema import Config
+
+# Heavy modules (trio, pydantic, httpx) are imported inside the commands that need them:
+# `supervisor status` is typed by people and run by scripts, so it has to start fast.
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_UNAVAILABLE = 2
 
 CONFIG_HELP = (
-    f"config file (default: $SUPERVISOR_CONFIG, else {DEFAULT_PATH} if it exists, "
+    f"config file (default: $SUPERVISOR_CONFIG, else {DEFAULT_CONFIG} if it exists, "
     "else the embedded default)"
 )
 
@@ -107,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(path: Path | None) -> tuple[Config, Path | None]:
     """Load the config named on the command line, in the environment, or the default."""
+    from supervisor.config.load import load_default, load_file
+
     if path is None and os.environ.get("SUPERVISOR_CONFIG"):
         path = Path(os.environ["SUPERVISOR_CONFIG"])
-    if path is None and DEFAULT_PATH.exists():
-        path = DEFAULT_PATH
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
     if path is None:
         return load_default(), None
     return load_file(path), path
@@ -138,6 +143,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import trio
     from prometheus_client import disable_created_metrics
 
     from supervisor.api.server import ApiBindError
@@ -166,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def connect(args: argparse.Namespace) -> Client:
     """A client for the daemon named by --url/--socket, the environment or the config."""
+    from supervisor.api.client import Client
+
     if args.url:
         token = args.token_file.read_text().strip() if args.token_file else None
         return Client.connect(url=args.url, token=token)
@@ -173,7 +181,7 @@ def connect(args: argparse.Namespace) -> Client:
         return Client.connect(socket_path=args.socket)
     if os.environ.get("SUPERVISOR_SOCKET"):
         return Client.connect(socket_path=os.environ["SUPERVISOR_SOCKET"])
-    if args.config or os.environ.get("SUPERVISOR_CONFIG") or DEFAULT_PATH.exists():
+    if args.config or os.environ.get("SUPERVISOR_CONFIG") or DEFAULT_CONFIG.exists():
         config, _ = resolve_config(args.config)
         return Client.connect(socket_path=config.daemon.socket_path)
     return Client.connect(socket_path=default_socket_path())

@@ -228,7 +228,7 @@ def build_app(
             since = int(raw)
         else:
             raise ApiError(400, "bad_request", f"since must be a non-negative integer, got {raw!r}")
-        return StreamingResponse(
+        return _ClosingStream(
             _event_stream(source, since, closing),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
@@ -287,6 +287,23 @@ async def _event_stream(
                 if event.seq > last:
                     yield _sse("transition", event.to_json(), event.seq)
                     last = event.seq
+
+
+class _ClosingStream(StreamingResponse):
+    """A streaming response that closes its generator when the client goes away.
+
+    Starlette abandons the body iterator on disconnect; an async generator left to the
+    garbage collector may never run its cleanup (here: leaving the bus subscription).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            closer = getattr(self.body_iterator, "aclose", None)
+            if closer is not None:
+                with trio.CancelScope(shield=True):
+                    await closer()
 
 
 class _BearerGuard:

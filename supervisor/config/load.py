@@ -16,8 +16,6 @@ from pydantic_core import ErrorDetails
 from supervisor.config.schema import Config
 from supervisor.errors import ConfigError, ConfigProblem
 
-DEFAULT_PATH = Path("/etc/supervisor-daemon/supervisor.toml")
-
 
 def load_file(path: Path) -> Config:
     """Read and validate `path`.

@@ -9,7 +9,6 @@ once a resource's overrides are merged over `[defaults.restart]`) come from
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 from pathlib import Path
@@ -28,6 +27,7 @@ from pydantic import (
 )
 
 from supervisor.config.durations import format_duration, parse_duration
+from supervisor.config.paths import default_socket_path
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -257,16 +257,6 @@ class DaemonConfig(_Model):
         """`control_socket`, or the default: /run/supervisor-daemon/control.sock for root,
         else under $XDG_RUNTIME_DIR (or /tmp/supervisor-daemon-UID) for everyone else."""
         return self.control_socket or default_socket_path()
-
-
-def default_socket_path() -> Path:
-    """Where the daemon listens, and the CLI looks, when nothing else is said."""
-    if os.geteuid() == 0:
-        return Path("/run/supervisor-daemon/control.sock")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "supervisor-daemon" / "control.sock"
-    return Path(f"/tmp/supervisor-daemon-{os.geteuid()}/control.sock")  # noqa: S108 - per-user directory, created 0750
 
 
 class DefaultsConfig(_Model):
