@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
+import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -15,6 +18,7 @@ from supervisor.launchers.local import (
     resolve_credentials,
     scrubbed_environment,
 )
+from tests.integration.conftest import alive, process_gone
 
 
 async def run_collect(
@@ -97,3 +101,41 @@ async def test_children_lead_their_own_session(launcher: LocalLauncher) -> None:
     # /proc does not show the parent-death signal; test_daemon's SIGKILL test proves it.
     term = await handle.stop(1.0)
     assert term.signal == 15
+
+
+DIE_WITH_PARENT = """
+import os, signal, sys, trio
+from supervisor.launchers.local import open_local_launcher
+
+async def main():
+    async with open_local_launcher() as launcher:
+        if sys.argv[1] == "fallback":
+            launcher._shim = None  # the pre-exec path, for machines without setpriv
+        handle = await launcher.spawn(["sleep", "1000"])
+        print(handle.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind runs
+
+trio.run(main)
+"""
+
+
+@pytest.mark.parametrize("path", ["setpriv", "fallback"])
+async def test_children_die_with_a_killed_parent(path: str) -> None:
+    """Both spawn paths arm the parent-death signal: SIGKILL the parent, the child dies."""
+    result = await trio.run_process(
+        [sys.executable, "-c", DIE_WITH_PARENT, path], capture_stdout=True, check=False
+    )
+    assert result.returncode == -signal.SIGKILL
+    child = int(result.stdout.split()[0])
+    await process_gone(child)
+    assert not alive(child)
+
+
+async def test_a_file_that_is_not_executable_is_named(
+    launcher: LocalLauncher, tmp_path: Path
+) -> None:
+    """A command path without the execute bit is refused before anything is forked."""
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    with pytest.raises(StartError, match="permission denied executing"):
+        await launcher.spawn([str(script)])
