@@ -1,13 +1,14 @@
 """Local processes: spawned in their own session, tied to the daemon's life, reaped by pidfd.
 
 Why it is built this way:
-- The parent-death signal (PR_SET_PDEATHSIG) is armed by exec'ing the command through
-  util-linux's `setpriv --pdeathsig KILL`, so CPython can vfork (0.15 ms) instead of
-  fully forking a 50 MB daemon to run a pre-exec hook (3 ms): that was most of the
-  restart latency. The signal fires when the *thread* that forked the child exits, so
-  children are forked from the main thread (alive as long as the daemon) or, on the slow
-  paths (no setpriv, or a user switch), from one long-lived thread owned by the
-  launcher; never from trio's worker threads, which retire after a few idle seconds.
+- Children are started with a plain vfork + exec (0.15 ms) on the event loop's thread;
+  only a user switch (which makes CPython fully fork) goes to a worker thread. Nothing
+  runs between fork and exec, so nothing there can slow a restart down.
+- Children die with the daemon even when it is SIGKILLed: a small guardian process
+  (`launchers/guardian.py`) holds the read end of a pipe the daemon writes each child's
+  pid to, and kills their process groups when the pipe reaches end-of-file. That costs a
+  pipe write per spawn, and it reaches grandchildren too, which a parent-death signal
+  never would.
 - Every child leads its own session and process group, so a stop reaches its whole tree;
   when the leader exits, whatever is left of its group is killed too: nothing leaks.
 - Exits are awaited on a pidfd (no polling, no thread per child), and each child's output
@@ -17,17 +18,14 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import grp
 import os
 import pwd
-import queue
 import resource
-import shutil
 import signal
 import subprocess
-import threading
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ import structlog
 import trio
 
 from supervisor.errors import MisconfiguredError, StartError
+from supervisor.launchers import guardian
 from supervisor.supervision.policy import Termination, describe_exit
 
 log = structlog.get_logger("supervisor.launcher")
@@ -48,7 +47,6 @@ SCRUBBED_ENV = frozenset(
     {"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"}
 )
 MAX_LINE = 8192
-_PR_SET_PDEATHSIG = 1
 
 LineSink = Callable[[str, str], None]  # (stream name, line)
 
@@ -148,33 +146,14 @@ class LocalLauncher:
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._fork_loop, name="supervisor-spawner", daemon=True
-        )
         self._children: dict[int, ProcessHandle] = {}
         self._nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self._shim: str | None = None  # setpriv, when it can arm the parent-death signal
-
-    def _child_setup(self) -> Callable[[], None]:
-        """The slow path's pre-exec hook (a full fork: ~3 ms for a 50 MB daemon)."""
-        parent = os.getpid()
-        libc = ctypes.CDLL(None, use_errno=True)
-
-        def child_setup() -> None:  # runs in the child between fork and exec
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the daemon died before prctl took effect
-                os._exit(1)
-
-        return child_setup
+        self._guardian: _Guardian | None = None
+        self._closing = False
 
     @property
     def children(self) -> Mapping[int, ProcessHandle]:
         return self._children
-
-    def _fork_loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
 
     async def spawn(
         self,
@@ -197,41 +176,30 @@ class LocalLauncher:
         if on_output is not None:
             out_r, stdout = os.pipe()
             err_r, stderr = os.pipe()
-        if self._shim is not None:
-            # Fast path: vfork + exec of setpriv, which arms the parent-death signal and
-            # execs the command. Popen cannot tell us the command is missing any more
-            # (setpriv would exit 127), so check first.
-            _check_executable(argv[0], cwd, env)
-            args = [self._shim, "--pdeathsig", "KILL", "--", *argv]
-            setup = None
-        else:
-            args, setup = list(argv), self._child_setup()
 
         def fork() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                args,
+                list(argv),
                 cwd=cwd,
                 env=dict(env) if env is not None else None,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
                 start_new_session=True,
-                preexec_fn=setup,  # noqa: PLW1509 - see module docstring: one forking thread
                 user=credentials.uid,
                 group=credentials.gid,
                 extra_groups=credentials.groups,
             )
 
-        result: outcome.Outcome[subprocess.Popen[bytes]]
         try:
-            if setup is None and credentials == NO_CREDENTIALS and _on_main_thread():
-                # vfork + exec returns in ~0.15 ms: cheaper than a thread hand-off, and the
-                # main thread lives as long as the daemon, as the parent-death signal needs.
-                # (Switching users may make CPython fall back to a full fork: thread then.)
-                result = outcome.capture(fork)
+            if credentials == NO_CREDENTIALS:
+                # vfork + exec: back in ~0.15 ms, cheaper than handing off to a thread.
+                result: outcome.Outcome[subprocess.Popen[bytes]] = outcome.capture(fork)
                 await trio.lowlevel.cancel_shielded_checkpoint()  # a cancel must not orphan it
             else:
-                result = await self._in_fork_thread(fork)
+                # A user switch makes CPython fork the whole daemon: keep it off the loop.
+                # Not abandoned on cancel, so the child is always registered.
+                result = await trio.to_thread.run_sync(outcome.capture, fork)
         finally:
             for fd in (stdout, stderr):
                 if fd >= 0:
@@ -245,6 +213,8 @@ class LocalLauncher:
             raise StartError(_spawn_error(argv, cwd, exc)) from None
         handle = ProcessHandle(popen, stop_signal)
         self._children[popen.pid] = handle
+        if self._guardian is not None:
+            self._guardian.announce(f"+{popen.pid}")
         pidfd = os.pidfd_open(popen.pid)
         self._nursery.start_soon(self._reap, handle, pidfd)
         if on_output is not None:
@@ -254,24 +224,6 @@ class LocalLauncher:
         else:
             handle.output_done.set()
         return handle
-
-    async def _in_fork_thread(
-        self, fn: Callable[[], subprocess.Popen[bytes]]
-    ) -> outcome.Outcome[subprocess.Popen[bytes]]:
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-        box: list[outcome.Outcome[subprocess.Popen[bytes]]] = []
-
-        def job() -> None:
-            box.append(outcome.capture(fn))
-            with contextlib.suppress(trio.RunFinishedError):  # the daemon is already gone
-                token.run_sync_soon(done.set)
-
-        self._jobs.put(job)
-        # Shielded: a fork is quick and must not be abandoned, or its child would leak.
-        with trio.CancelScope(shield=True):
-            await done.wait()
-        return box[0]
 
     async def _reap(self, handle: ProcessHandle, pidfd: int) -> None:
         try:
@@ -285,6 +237,8 @@ class LocalLauncher:
         handle.signal_group(signal.SIGKILL)  # whatever the leader left in its group
         handle.termination = describe_exit(returncode)
         self._children.pop(handle.pid, None)
+        if self._guardian is not None:
+            self._guardian.announce(f"-{handle.pid}")
         handle.exited.set()
 
     async def kill_all(self, timeout: float = 5.0) -> None:
@@ -296,8 +250,65 @@ class LocalLauncher:
             for child in children:
                 await child.exited.wait()
 
+    async def _keep_guardian(self, task_status: trio.TaskStatus[None]) -> None:
+        """Run the guardian; if it dies while we still need it, start one that knows all."""
+        while True:
+            guardian_ = _Guardian.start()
+            for pid in self._children:
+                guardian_.announce(f"+{pid}")
+            self._guardian = guardian_
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED  # only the first one is awaited
+            pidfd = os.pidfd_open(guardian_.popen.pid)
+            try:
+                await trio.lowlevel.wait_readable(pidfd)
+            finally:
+                trio.lowlevel.notify_closing(pidfd)
+                os.close(pidfd)
+                guardian_.close()
+            returncode = guardian_.popen.wait()  # it has exited: this only reaps
+            if self._closing:
+                return
+            log.error("guardian_died", returncode=returncode, detail="starting a new one")
+
+
+class _Guardian:
+    """The daemon's side of the guardian: its process and the write end of its pipe."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], pipe: int) -> None:
+        self.popen = popen
+        self.pipe = pipe
+        self._warned = False
+
+    @classmethod
+    def start(cls) -> _Guardian:
+        read_end, write_end = os.pipe()
+        try:
+            popen = subprocess.Popen(
+                # -I -S: only the standard library is needed, so start as fast as possible.
+                [sys.executable, "-I", "-S", guardian.__file__],
+                stdin=read_end,
+                start_new_session=True,  # a Ctrl-C in the terminal is for the daemon
+            )
+        finally:
+            os.close(read_end)
+        os.set_blocking(write_end, False)
+        return cls(popen, write_end)
+
+    def announce(self, line: str) -> None:
+        """Tell the guardian about a spawn (+PID) or a reap (-PID); never blocks."""
+        try:
+            os.write(self.pipe, f"{line}\n".encode())
+        except (BlockingIOError, BrokenPipeError) as exc:
+            # A guardian that stopped reading (or died) must not stall supervision.
+            if not self._warned:
+                log.error("guardian_not_reading", error=type(exc).__name__)
+                self._warned = True
+
     def close(self) -> None:
-        self._jobs.put(None)
+        """End-of-file for the guardian: with no child left listed, it just exits."""
+        with contextlib.suppress(OSError):
+            os.close(self.pipe)
 
 
 @asynccontextmanager
@@ -310,15 +321,31 @@ async def open_local_launcher() -> AsyncIterator[LocalLauncher]:
         soft, hard = launcher._nofile
         if soft != hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        launcher._thread.start()
-        launcher._shim = await _find_pdeathsig_shim()
+        guardian_done = trio.Event()
+
+        async def keep_guardian(
+            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            try:
+                await launcher._keep_guardian(task_status)
+            finally:
+                guardian_done.set()
+
+        await nursery.start(keep_guardian)
         try:
             yield launcher
         finally:
             with trio.CancelScope(shield=True):
                 await launcher.kill_all()
+                # Nothing is listed any more: end-of-file makes the guardian just exit.
+                launcher._closing = True
+                if launcher._guardian is not None:
+                    launcher._guardian.close()
+                with trio.move_on_after(5.0):
+                    await guardian_done.wait()
+                if launcher._guardian is not None and launcher._guardian.popen.poll() is None:
+                    launcher._guardian.popen.kill()
             nursery.cancel_scope.cancel()
-            launcher.close()
 
 
 async def _relay_both(handle: ProcessHandle, out_fd: int, err_fd: int, sink: LineSink) -> None:
@@ -366,39 +393,6 @@ def _emit(sink: LineSink, name: str, line: bytes, *, truncated: bool = False) ->
         log.exception("output_sink_failed")
 
 
-async def _find_pdeathsig_shim() -> str | None:
-    """setpriv (util-linux) if it can arm the parent-death signal here, else None."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return None
-    result = await trio.run_process(
-        [setpriv, "--pdeathsig", "KILL", "--", "true"],
-        check=False,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    if result.returncode != 0:
-        log.warning("pdeathsig_shim_unusable", path=setpriv, detail="falling back to a slower fork")
-        return None
-    return setpriv
-
-
-def _check_executable(command: str, cwd: Path | None, env: Mapping[str, str] | None) -> None:
-    """Raise StartError as Popen would for a command or cwd that cannot be executed."""
-    if cwd is not None and not os.path.isdir(cwd):
-        raise StartError(f"working directory {str(cwd)!r} does not exist")
-    if "/" in command:
-        path = command if os.path.isabs(command) or cwd is None else os.path.join(cwd, command)
-        if not os.path.exists(path):
-            raise StartError(f"command not found: {command!r}")
-        if os.path.isdir(path) or not os.access(path, os.X_OK):
-            raise StartError(f"permission denied executing {command!r}")
-        return
-    search = (env if env is not None else os.environ).get("PATH", os.defpath)
-    if shutil.which(command, path=search) is None:
-        raise StartError(f"command not found: {command!r}")
-
-
 def _spawn_error(argv: Sequence[str], cwd: Path | None, exc: OSError) -> str:
     if exc.errno == errno.ENOENT and cwd is not None and exc.filename == str(cwd):
         return f"working directory {str(cwd)!r} does not exist"
@@ -407,7 +401,3 @@ def _spawn_error(argv: Sequence[str], cwd: Path | None, exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return f"permission denied executing {argv[0]!r}"
     return f"cannot execute {argv[0]!r}: {exc.strerror or exc}"
-
-
-def _on_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()

@@ -98,8 +98,16 @@ def alive(pid: int) -> bool:
         return False
 
 
-def children_of(pid: int) -> set[int]:
-    """Direct children of `pid`, whichever of its threads forked them."""
+def is_guardian(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"guardian.py" in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def children_of(pid: int, *, guardian: bool = False) -> set[int]:
+    """Direct children of `pid`, whichever of its threads forked them (not the guardian)."""
     found: set[int] = set()
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -111,4 +119,4 @@ def children_of(pid: int) -> set[int]:
                 found.update(int(c) for c in f.read().split())
         except FileNotFoundError:
             continue
-    return found
+    return found if guardian else {p for p in found if not is_guardian(p)}

@@ -108,16 +108,18 @@ async def test_sigterm_stops_everything_and_exits_0(tmp_path: Path) -> None:
 
 
 async def test_no_child_survives_a_sigkilled_daemon(tmp_path: Path) -> None:
-    """kill -9 of the daemon takes every child it started with it (parent-death signal)."""
+    """kill -9 of the daemon takes every process it started with it, grandchildren too."""
     async with daemon(tmp_path) as d:
         await d.until_log("daemon_ready")
-        direct = children_of(d.proc.pid)
-        assert len(direct) == 3
+        everything = descendants(d.proc.pid)
+        assert len(everything) == 4  # three resources, one with a grandchild
+        (guardian,) = children_of(d.proc.pid, guardian=True) - everything
         d.proc.kill()
         await d.proc.wait()
-        for pid in direct:
+        for pid in everything:
             await process_gone(pid)
             assert not alive(pid)
+        await process_gone(guardian)  # its work done, the guardian exits too
 
 
 async def test_second_sigint_forces_a_fast_stop(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import trio
 
 from supervisor.errors import MisconfiguredError, StartError
+from supervisor.launchers import guardian
 from supervisor.launchers.local import (
     MAX_LINE,
     LocalLauncher,
@@ -98,7 +100,6 @@ async def test_children_lead_their_own_session(launcher: LocalLauncher) -> None:
     handle = await launcher.spawn(["sleep", "1000"])
     assert os.getpgid(handle.pid) == handle.pid
     assert os.getsid(handle.pid) == handle.pid
-    # /proc does not show the parent-death signal; test_daemon's SIGKILL test proves it.
     term = await handle.stop(1.0)
     assert term.signal == 15
 
@@ -109,26 +110,34 @@ from supervisor.launchers.local import open_local_launcher
 
 async def main():
     async with open_local_launcher() as launcher:
-        if sys.argv[1] == "fallback":
-            launcher._shim = None  # the pre-exec path, for machines without setpriv
-        handle = await launcher.spawn(["sleep", "1000"])
-        print(handle.pid, flush=True)
+        if sys.argv[1] == "guardian-killed":  # a new guardian must take over, knowing all
+            handle = await launcher.spawn(["sh", "-c", "sleep 1000 & wait"])
+            os.kill(launcher._guardian.popen.pid, signal.SIGKILL)
+            old = launcher._guardian
+            while launcher._guardian is old or launcher._guardian is None:
+                await trio.sleep(0.01)
+        else:
+            handle = await launcher.spawn(["sh", "-c", "sleep 1000 & wait"])
+        await trio.sleep(0.05)  # let sh start its grandchild
+        print(handle.pid, *open(f"/proc/{handle.pid}/task/{handle.pid}/children").read().split(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind runs
 
 trio.run(main)
 """
 
 
-@pytest.mark.parametrize("path", ["setpriv", "fallback"])
-async def test_children_die_with_a_killed_parent(path: str) -> None:
-    """Both spawn paths arm the parent-death signal: SIGKILL the parent, the child dies."""
+@pytest.mark.parametrize("scenario", ["plain", "guardian-killed"])
+async def test_children_and_grandchildren_die_with_a_killed_parent(scenario: str) -> None:
+    """SIGKILL the parent: the guardian kills every child's group, even after a respawn."""
     result = await trio.run_process(
-        [sys.executable, "-c", DIE_WITH_PARENT, path], capture_stdout=True, check=False
+        [sys.executable, "-c", DIE_WITH_PARENT, scenario], capture_stdout=True, check=False
     )
     assert result.returncode == -signal.SIGKILL
-    child = int(result.stdout.split()[0])
-    await process_gone(child)
-    assert not alive(child)
+    pids = [int(p) for p in result.stdout.strip().splitlines()[-1].split()]  # after any log line
+    assert len(pids) == 2  # the child and its grandchild
+    for pid in pids:
+        await process_gone(pid)
+        assert not alive(pid)
 
 
 async def test_a_file_that_is_not_executable_is_named(
@@ -139,3 +148,18 @@ async def test_a_file_that_is_not_executable_is_named(
     script.write_text("#!/bin/sh\ntrue\n")
     with pytest.raises(StartError, match="permission denied executing"):
         await launcher.spawn([str(script)])
+
+
+def test_the_guardian_never_kills_a_recycled_pid() -> None:
+    """A listed pid whose start time changed is someone else's now: left alone."""
+    proc = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    try:
+        real = guardian.start_time(proc.pid)
+        assert real is not None
+        assert guardian.kill_groups({proc.pid: str(int(real) - 1)}) == 0
+        assert proc.poll() is None
+        assert guardian.kill_groups({proc.pid: real}) == 1
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
