@@ -16,7 +16,7 @@ class LoopMonitor:
     """Samples the event loop's lag every `interval` seconds."""
 
     def __init__(
-        self, interval: float = 0.25, on_sample: Callable[[float], None] | None = None
+        self, interval: float = 1.0, on_sample: Callable[[float], None] | None = None
     ) -> None:
         self.interval = interval
         self.lag = 0.0
