@@ -33,8 +33,10 @@ from supervisor.observability.loop import LoopMonitor
 from supervisor.observability.metrics import Metrics
 from supervisor.resources.process import ProcessResource
 from supervisor.supervision.bus import EventBus
+from supervisor.supervision.concurrency import race
+from supervisor.supervision.settings import Settings, Snapshot
 from supervisor.supervision.states import State
-from supervisor.supervision.supervisor import ResourceSupervisor, Settings, Snapshot, race
+from supervisor.supervision.supervisor import ResourceSupervisor
 
 log = structlog.get_logger("supervisor.daemon")
 

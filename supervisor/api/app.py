@@ -24,8 +24,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.errors import ConfigError
+from supervisor.supervision.settings import Snapshot
 from supervisor.supervision.states import Transition
-from supervisor.supervision.supervisor import Snapshot
 
 MAX_BODY = 1 << 20
 HEARTBEAT = 15.0

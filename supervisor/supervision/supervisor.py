@@ -20,72 +20,24 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 import trio
 
 from supervisor.errors import MisconfiguredError, StartError
 from supervisor.supervision.bus import EventBus
+from supervisor.supervision.concurrency import race, tagged
 from supervisor.supervision.policy import (
-    BackoffSettings,
     RestartIntensity,
     Termination,
     backoff_delay,
     should_restart,
 )
 from supervisor.supervision.resource import CheckResult, Handle, Resource
+from supervisor.supervision.settings import Settings, Snapshot
 from supervisor.supervision.states import ALLOWED, HOPELESS, Liveness, State, Transition
-
-T = TypeVar("T")
-
-
-class IntensitySettings(Protocol):
-    @property
-    def max_restarts(self) -> int: ...
-    @property
-    def within(self) -> float: ...
-
-
-class RestartSettings(Protocol):
-    @property
-    def policy(self) -> str: ...
-    @property
-    def backoff(self) -> BackoffSettings: ...
-    @property
-    def reset_after(self) -> float: ...
-    @property
-    def intensity(self) -> IntensitySettings: ...
-    @property
-    def fatal_retry_after(self) -> float: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """What the supervisor needs from a resource's config; replaceable in place."""
-
-    restart: RestartSettings
-    start_timeout: float = 30.0
-    stop_timeout: float = 10.0
-    autostart: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A resource's status as the API and `supervisor status` show it."""
-
-    name: str
-    kind: str
-    state: State
-    liveness: Liveness
-    detail: str
-    restarts: int
-    since: float
-    pid: int | None
-    ident: str | None
-
 
 _AT_REST = frozenset({State.STOPPED, State.EXITED})
 
@@ -93,24 +45,6 @@ _AT_REST = frozenset({State.STOPPED, State.EXITED})
 class _Goal(enum.Enum):
     RUN = "run"
     STOP = "stop"
-
-
-async def race(*fns: Callable[[], Awaitable[T]]) -> T:
-    """Run `fns` concurrently; return the first result and cancel the rest."""
-    results: list[T] = []
-    async with trio.open_nursery() as nursery:
-
-        async def run(fn: Callable[[], Awaitable[T]]) -> None:
-            result = await fn()
-            if not results:
-                results.append(result)
-            nursery.cancel_scope.cancel()
-
-        for fn in fns:
-            nursery.start_soon(run, fn)
-    if not results:  # pragma: no cover - only when cancelled from outside, which re-raises
-        raise RuntimeError("race() ended without a result")
-    return results[0]
 
 
 class ResourceSupervisor:
@@ -284,7 +218,7 @@ class ResourceSupervisor:
             if all(d.first_attempt.is_set() for d in waiting):
                 self.first_attempt.set()
             waits = [d._changed.wait for d in waiting]
-            poked = await race(*(_tagged(w, False) for w in waits), _tagged(self._poke.wait, True))
+            poked = await race(*(tagged(w, False) for w in waits), tagged(self._poke.wait, True))
             if poked:
                 return False
 
@@ -543,11 +477,3 @@ class ResourceSupervisor:
     def _changed_now(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-
-
-def _tagged(fn: Callable[[], Awaitable[object]], tag: bool) -> Callable[[], Awaitable[bool]]:
-    async def run() -> bool:
-        await fn()
-        return tag
-
-    return run

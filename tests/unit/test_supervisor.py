@@ -11,8 +11,9 @@ import trio
 
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.resource import CheckSettings
+from supervisor.supervision.settings import Settings
 from supervisor.supervision.states import Liveness, State, Transition
-from supervisor.supervision.supervisor import ResourceSupervisor, Settings
+from supervisor.supervision.supervisor import ResourceSupervisor
 from tests.fakes import Backoff, FakeResource, Intensity, Restart
 
 DEFAULT_RESTART = Restart()
