@@ -24,7 +24,8 @@ kind = "process"
 command = ["sleep", "1000"]
 [resources.b]
 kind = "process"
-command = ["sh", "-c", "sleep 1000 & wait"]
+command = ["sh", "-c", "sleep 1000 & echo $! > TMP/b.pid; wait"]
+startup = { exec = ["test", "-s", "TMP/b.pid"], interval = "10ms" }  # the grandchild exists
 depends_on = ["a"]
 [resources.c]
 kind = "process"
@@ -59,7 +60,7 @@ async def daemon(tmp_path: Path, config: str = CONFIG) -> AsyncIterator[Daemon]:
     path = tmp_path / "supervisor.toml"
     # Never the machine's default socket or port: tests run beside other daemons.
     private = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\n'
-    path.write_text(config.replace("[daemon]\n", private, 1))
+    path.write_text(config.replace("[daemon]\n", private, 1).replace("TMP/", f"{tmp_path}/"))
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "supervisor", "run", "-c", str(path)],
         stdout=subprocess.DEVNULL,
