@@ -1,0 +1,1 @@
+"""Benchmarks of the daemon against a minimal trio supervisor (the floor)."""

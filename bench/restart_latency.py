@@ -1,0 +1,121 @@
+"""Restart latency: SIGKILL the supervised child, time until its replacement starts.
+
+The child stamps CLOCK_MONOTONIC at its very first instruction into a file, so the
+latency covers everything the supervisor does (notice the death, decide, fork, exec) and
+nothing the benchmark does (polling only finds the stamp; it does not time it). Python's
+time.monotonic() is the same clock, so kill time and stamp compare directly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import sut
+
+C_SOURCE = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);  /* first: anything before it is not our cost */
+    if (argc < 2) return 2;
+    FILE *f = fopen(argv[1], "a");
+    if (f == NULL) return 1;
+    fprintf(f, "%lld.%09ld %d\n", (long long)ts.tv_sec, ts.tv_nsec, (int)getpid());
+    fclose(f);
+    for (;;) pause();
+}
+"""
+
+# Only if gcc is missing: Python's start-up adds ~10-20 ms of noise to both sides.
+PY_SOURCE = (
+    "import os, signal, sys, time\n"
+    "t = time.clock_gettime(time.CLOCK_MONOTONIC)\n"
+    "with open(sys.argv[1], 'a') as f: f.write(f'{t:.9f} {os.getpid()}\\n')\n"
+    "while True: signal.pause()\n"
+)
+WAIT = 10.0  # bound on one restart; far above anything a healthy supervisor needs
+
+
+def build_child(workdir: Path) -> list[str]:
+    """The stamping child's argv (without the stamp file): C if gcc exists, else Python."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        return ["python3", "-S", "-c", PY_SOURCE]
+    source, exe = workdir / "stamp.c", workdir / "stamp"
+    source.write_text(C_SOURCE)
+    subprocess.run([cc, "-O2", "-o", str(exe), str(source)], check=True)
+    return [str(exe)]
+
+
+def read_stamps(path: Path) -> list[tuple[float, int]]:
+    """(monotonic seconds, pid) per complete line; a half-written last line is skipped."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    stamps = []
+    for line in text.split("\n")[:-1]:
+        t, pid = line.split()
+        stamps.append((float(t), int(pid)))
+    return stamps
+
+
+def p90(samples: list[float]) -> float:
+    """Nearest-rank 90th percentile: an observed value, well defined for 5 samples too."""
+    ordered = sorted(samples)
+    return ordered[math.ceil(0.9 * len(ordered)) - 1]
+
+
+def measure(kind: str, child: list[str], workdir: Path, kills: int, settle: float) -> list[float]:
+    """Kill `kind`'s only child `kills` times; return each restart latency in seconds."""
+    stamps = workdir / f"{kind}.stamps"
+    latencies: list[float] = []
+    with sut.running(kind, 1, [*child, str(stamps)], workdir, restart_at_once=True) as s:
+
+        def first_stamp() -> list[tuple[float, int]]:
+            s.check_alive()
+            return read_stamps(stamps)
+
+        sut.wait_for(first_stamp, WAIT, "the first child")
+        for _ in range(kills):
+            # Let the supervisor finish with the last start (RUNNING, logs) before the next
+            # death, so every kill lands on a child that was up, as in production.
+            time.sleep(settle)
+            seen = read_stamps(stamps)
+            pid = seen[-1][1]
+            assert pid in s.children(), f"{kind}: pid {pid} is not its child"
+            killed_at = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+
+            def new_stamp(seen: list[Any] = seen, pid: int = pid) -> list[tuple[float, int]]:
+                s.check_alive()
+                return [st for st in read_stamps(stamps)[len(seen) :] if st[1] != pid]
+
+            started_at, _ = sut.wait_for(new_stamp, WAIT, f"{kind} to restart its child")[0]
+            latencies.append(started_at - killed_at)
+    return latencies
+
+
+def run(workdir: Path, kills: int, settle: float) -> dict[str, Any]:
+    """Both systems, one after the other, on the same child binary."""
+    child = build_child(workdir)
+    results: dict[str, Any] = {"kills": kills, "child": "c" if len(child) == 1 else "python"}
+    for kind in sut.KINDS:
+        samples = measure(kind, child, workdir, kills, settle)
+        results[kind] = {
+            "samples_ms": [round(x * 1000, 3) for x in samples],
+            "median_ms": statistics.median(samples) * 1000,
+            "p90_ms": p90(samples) * 1000,
+        }
+    return results
