@@ -297,6 +297,8 @@ class _Guardian:
 
     def announce(self, line: str) -> None:
         """Tell the guardian about a spawn (+PID) or a reap (-PID); never blocks."""
+        if self.pipe < 0:
+            return
         try:
             os.write(self.pipe, f"{line}\n".encode())
         except (BlockingIOError, BrokenPipeError) as exc:
@@ -307,8 +309,9 @@ class _Guardian:
 
     def close(self) -> None:
         """End-of-file for the guardian: with no child left listed, it just exits."""
-        with contextlib.suppress(OSError):
-            os.close(self.pipe)
+        pipe, self.pipe = self.pipe, -1
+        if pipe >= 0:  # idempotent: a second os.close could hit a reused descriptor
+            os.close(pipe)
 
 
 @asynccontextmanager
