@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,8 @@ from prometheus_client import CollectorRegistry
 
 from supervisor import __version__
 from supervisor.api.server import ApiServer, serve_api
+from supervisor.config.diff import ReloadPlan, plan_reload
+from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
 from supervisor.errors import ConfigError, ConfigProblem
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
@@ -41,6 +44,40 @@ from supervisor.supervision.supervisor import ResourceSupervisor
 log = structlog.get_logger("supervisor.daemon")
 
 
+def settings_for(config: Config, name: str) -> Settings:
+    """The supervisor settings of resource `name` (what can change in place)."""
+    spec = config.resources[name]
+    return Settings(
+        restart=config.restart_for(name),
+        start_timeout=spec.start_timeout,
+        stop_timeout=spec.stop_timeout,
+        autostart=spec.autostart,
+    )
+
+
+def make_supervisor(
+    name: str,
+    config: Config,
+    launcher: LocalLauncher,
+    bus: EventBus,
+    existing: Mapping[str, ResourceSupervisor],
+    *,
+    rng: random.Random | None = None,
+    on_check: Callable[[str, float], None] | None = None,
+) -> ResourceSupervisor:
+    """A supervisor for resource `name`, wired to its dependencies among `existing`."""
+    spec = config.resources[name]
+    return ResourceSupervisor(
+        name,
+        ProcessResource(name, spec, launcher),
+        settings_for(config, name),
+        bus=bus,
+        depends_on=[existing[d] for d in spec.depends_on],
+        rng=rng,
+        on_check=on_check,
+    )
+
+
 def build_supervisors(
     config: Config,
     launcher: LocalLauncher,
@@ -51,20 +88,8 @@ def build_supervisors(
     """One supervisor per resource, in start order, wired to its dependencies."""
     supervisors: dict[str, ResourceSupervisor] = {}
     for name in config.start_order():
-        spec = config.resources[name]
-        supervisors[name] = ResourceSupervisor(
-            name,
-            ProcessResource(name, spec, launcher),
-            Settings(
-                restart=config.restart_for(name),
-                start_timeout=spec.start_timeout,
-                stop_timeout=spec.stop_timeout,
-                autostart=spec.autostart,
-            ),
-            bus=bus,
-            depends_on=[supervisors[d] for d in spec.depends_on],
-            rng=rng,
-            on_check=on_check,
+        supervisors[name] = make_supervisor(
+            name, config, launcher, bus, supervisors, rng=rng, on_check=on_check
         )
     return supervisors
 
@@ -122,9 +147,12 @@ class Daemon:
         config_path: Path | None = None,
         registry: CollectorRegistry | None = None,
         event_history: int = 10_000,
+        loader: Callable[[], Config] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
+        # Where a reload reads the config from: the file, or what the caller says.
+        self._loader = loader or (partial(load_file, config_path) if config_path else None)
         self.bus = EventBus(history=event_history)
         self.metrics = Metrics(registry)
         self.loop = LoopMonitor(on_sample=self.metrics.loop_lag.set)
@@ -135,6 +163,11 @@ class Daemon:
         self._stop = trio.Event()
         self._force = trio.Event()
         self._stopping = False
+        self._launcher: LocalLauncher | None = None
+        self._root: trio.Nursery | None = None
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._reload_lock = trio.Lock()
+        self._reload_wanted = trio.Event()
 
     # ------------------------------------------------------------- the Control protocol
 
@@ -160,9 +193,122 @@ class Daemon:
         return sup.snapshot()
 
     async def reload(self, *, dry_run: bool) -> dict[str, Any]:
-        raise NotImplementedError(
-            "live reload is not available in this release; restart the daemon to apply config changes"
-        )
+        """Re-read the config file and apply what changed; serialized with other reloads.
+
+        Raises:
+            ConfigError: the file is invalid; the running config is untouched.
+        """
+        await self.ready.wait()
+        async with self._reload_lock:
+            started = trio.current_time()
+            try:
+                new = await trio.to_thread.run_sync(self._read_config)
+            except ConfigError as exc:
+                if not dry_run:
+                    self.metrics.config_reloads.labels("failure").inc()
+                    log.error(
+                        "config_reload_failed",
+                        source=exc.source,
+                        problems=[str(p) for p in exc.problems],
+                        detail="still running on the previous config",
+                    )
+                raise
+            plan = plan_reload(self.config, new)
+            if not dry_run:
+                await self._apply(new, plan)
+                self.metrics.config_reloads.labels("success").inc()
+                self.metrics.config_last_reload_success.set(time.time())
+                if plan.daemon_restart_needed:
+                    log.warning(
+                        "config_reload_partial",
+                        keys=[f"daemon.{k}" for k in plan.daemon_restart_needed],
+                        detail="these take effect when the daemon restarts",
+                    )
+                log.info(
+                    "config_reloaded",
+                    plan=plan.summary(),
+                    seconds=round(trio.current_time() - started, 4),
+                )
+            return {"dry_run": dry_run, **plan.to_json()}
+
+    def request_reload(self) -> None:
+        """Reload soon (SIGHUP); a burst of requests coalesces into one pending reload."""
+        self._reload_wanted.set()
+
+    async def _serve_reload_requests(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted = trio.Event()
+            try:
+                await self.reload(dry_run=False)
+            except ConfigError:
+                pass  # logged and counted by reload()
+            except NotImplementedError as exc:
+                log.warning("reload_unavailable", detail=str(exc))
+
+    def _read_config(self) -> Config:
+        if self._loader is None:
+            raise NotImplementedError(
+                "this daemon was given a config object, not a file: nothing to reload"
+            )
+        return self._loader()
+
+    async def _apply(self, new: Config, plan: ReloadPlan) -> None:
+        """Make the running daemon match `new`, touching only what `plan` names."""
+        assert self._launcher is not None
+        assert self._root is not None
+        removed = {name: self.supervisors[name] for name in plan.removed}
+        await stop_in_order(removed)
+        for name, sup in removed.items():
+            self._scopes.pop(name).cancel()
+            self.metrics.forget(name, sup.resource.kind)
+        self.config = new
+        for name in plan.restarted:
+            sup = self.supervisors[name]
+            sup.resource = ProcessResource(name, new.resources[name], self._launcher)
+            sup.update(settings_for(new, name))
+            if sup.state in (State.STARTING, State.RUNNING, State.BACKOFF):
+                sup.restart("reload")
+            elif sup.state is State.FATAL:
+                sup.start("reload")
+        for name in plan.updated:
+            sup = self.supervisors[name]
+            resource = sup.resource
+            assert isinstance(resource, ProcessResource)
+            resource.reconfigure(new.resources[name])
+            sup.update(settings_for(new, name))
+            if sup.state is State.FATAL:  # its config changed: worth trying at once
+                sup.start("reload")
+        existing = {n: s for n, s in self.supervisors.items() if n not in removed}
+        added = []
+        for name in new.start_order():
+            if name in plan.added:
+                existing[name] = make_supervisor(
+                    name,
+                    new,
+                    self._launcher,
+                    self.bus,
+                    existing,
+                    on_check=self.metrics.observe_check,
+                )
+                added.append(existing[name])
+        for name, sup in existing.items():
+            sup.depends_on = tuple(existing[d] for d in new.resources[name].depends_on)
+        self.supervisors = {name: existing[name] for name in new.start_order()}
+        async with trio.open_nursery() as starters:
+            for sup in added:
+                starters.start_soon(self._root.start, self._serve_supervisor, sup)
+
+    async def _serve_supervisor(
+        self,
+        sup: ResourceSupervisor,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run one supervisor under a cancel scope of its own, so a reload can remove it."""
+        with trio.CancelScope() as scope:
+            self._scopes[sup.name] = scope
+            await sup.serve(task_status=task_status)
 
     async def render_metrics(self) -> bytes:
         return await self.metrics.render(self.snapshots())
@@ -211,6 +357,7 @@ class Daemon:
                 tcp_v1="enabled" if token else "disabled (no api_token_file)",
             )
             async with trio.open_nursery() as root:
+                self._launcher, self._root = launcher, root
                 await root.start(self.loop.serve)
                 self.supervisors = build_supervisors(
                     self.config, launcher, self.bus, on_check=self.metrics.observe_check
@@ -218,7 +365,8 @@ class Daemon:
                 started_at = trio.current_time()
                 async with trio.open_nursery() as starters:
                     for sup in self.supervisors.values():
-                        starters.start_soon(root.start, sup.serve)
+                        starters.start_soon(root.start, self._serve_supervisor, sup)
+                root.start_soon(self._serve_reload_requests)
                 self.ready.set()
                 log.info(
                     "daemon_ready",
@@ -259,7 +407,7 @@ class Daemon:
         return ", ".join(parts)
 
     async def serve_signals(self) -> None:
-        """SIGTERM/SIGINT stop; a second SIGINT forces; SIGUSR1 logs every resource."""
+        """SIGTERM/SIGINT stop (a second SIGINT forces); SIGHUP reloads; SIGUSR1 logs status."""
         with trio.open_signal_receiver(
             signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1
         ) as signals:
@@ -272,12 +420,8 @@ class Daemon:
                     )
                     self.request_stop(force=force)
                 elif signum == signal.SIGHUP:
-                    log.warning(
-                        "signal_received",
-                        signal=name,
-                        action="none",
-                        detail="live reload is not available in this release; restart the daemon to apply config changes",
-                    )
+                    log.info("signal_received", signal=name, action="reload")
+                    self.request_reload()
                 else:
                     self.dump_state()
 
@@ -297,7 +441,7 @@ class Daemon:
 
 async def run_daemon(config: Config, *, config_path: Path | None = None) -> None:
     """Run the daemon with signal handling until it is told to stop."""
-    daemon = Daemon(config, config_path=config_path)
+    daemon = Daemon(config, config_path=config_path, loader=None if config_path else load_default)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(daemon.serve_signals)
         await daemon.run()

@@ -200,6 +200,8 @@ def build_app(
         )
         if not isinstance(dry_run, bool):
             raise ApiError(422, "unprocessable", "dry_run must be true or false")
+        if control.is_stopping:
+            raise ApiError(503, "stopping", "the daemon is stopping", retryable=False)
         try:
             plan = await control.reload(dry_run=dry_run)
         except ConfigError as exc:

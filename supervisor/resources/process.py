@@ -29,6 +29,11 @@ class ProcessResource:
         self._env = scrubbed_environment({"SUPERVISOR_RESOURCE": name, **config.env})
         self._output_log = structlog.get_logger("supervisor.output").bind(resource=name)
 
+    def reconfigure(self, config: ProcessConfig) -> None:
+        """Apply settings that need no new process (probes, exit codes, stop signal)."""
+        self.config = config
+        self._success = frozenset(config.success_exit_codes)
+
     @property
     def check_settings(self) -> CheckSettings | None:
         health = self.config.health
