@@ -12,10 +12,9 @@ SIGINT skips the graceful part.
 
 from __future__ import annotations
 
-import random
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from supervisor.api.server import ApiServer, serve_api
 from supervisor.config.diff import ReloadPlan, plan_reload
 from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
-from supervisor.errors import ConfigError, ConfigProblem
+from supervisor.errors import ConfigError
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.observability.logging import log_transition
 from supervisor.observability.loop import LoopMonitor
@@ -37,101 +36,23 @@ from supervisor.observability.metrics import Metrics
 from supervisor.resources.process import ProcessResource
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.concurrency import race
-from supervisor.supervision.settings import Settings, Snapshot
+from supervisor.supervision.settings import Snapshot
 from supervisor.supervision.states import State
 from supervisor.supervision.supervisor import ResourceSupervisor
+from supervisor.systemd import Notifier, serve_watchdog, watchdog_interval
+from supervisor.wiring import (
+    build_supervisors,
+    make_supervisor,
+    read_token,
+    settings_for,
+    stop_in_order,
+)
 
 log = structlog.get_logger("supervisor.daemon")
 
-
-def settings_for(config: Config, name: str) -> Settings:
-    """The supervisor settings of resource `name` (what can change in place)."""
-    spec = config.resources[name]
-    return Settings(
-        restart=config.restart_for(name),
-        start_timeout=spec.start_timeout,
-        stop_timeout=spec.stop_timeout,
-        autostart=spec.autostart,
-    )
-
-
-def make_supervisor(
-    name: str,
-    config: Config,
-    launcher: LocalLauncher,
-    bus: EventBus,
-    existing: Mapping[str, ResourceSupervisor],
-    *,
-    rng: random.Random | None = None,
-    on_check: Callable[[str, float], None] | None = None,
-) -> ResourceSupervisor:
-    """A supervisor for resource `name`, wired to its dependencies among `existing`."""
-    spec = config.resources[name]
-    return ResourceSupervisor(
-        name,
-        ProcessResource(name, spec, launcher),
-        settings_for(config, name),
-        bus=bus,
-        depends_on=[existing[d] for d in spec.depends_on],
-        rng=rng,
-        on_check=on_check,
-    )
-
-
-def build_supervisors(
-    config: Config,
-    launcher: LocalLauncher,
-    bus: EventBus,
-    rng: random.Random | None = None,
-    on_check: Callable[[str, float], None] | None = None,
-) -> dict[str, ResourceSupervisor]:
-    """One supervisor per resource, in start order, wired to its dependencies."""
-    supervisors: dict[str, ResourceSupervisor] = {}
-    for name in config.start_order():
-        supervisors[name] = make_supervisor(
-            name, config, launcher, bus, supervisors, rng=rng, on_check=on_check
-        )
-    return supervisors
-
-
-def read_token(path: Path | None) -> bytes | None:
-    """The API bearer token from `api_token_file` (surrounding whitespace ignored).
-
-    Raises:
-        ConfigError: the file is unreadable or empty.
-    """
-    if path is None:
-        return None
-    try:
-        token = path.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError(
-            str(path), [ConfigProblem("daemon.api_token_file", f"cannot read: {exc.strerror}")]
-        ) from None
-    if not token:
-        raise ConfigError(
-            str(path), [ConfigProblem("daemon.api_token_file", "the token file is empty")]
-        )
-    return token
-
-
-async def stop_in_order(supervisors: Mapping[str, ResourceSupervisor]) -> None:
-    """Stop every resource after all of its dependents are down, concurrently otherwise."""
-    done = {name: trio.Event() for name in supervisors}
-    dependents: dict[str, list[str]] = {name: [] for name in supervisors}
-    for name, sup in supervisors.items():
-        for dep in sup.depends_on:
-            dependents[dep.name].append(name)
-
-    async def stop_one(name: str) -> None:
-        for dependent in dependents[name]:
-            await done[dependent].wait()
-        await supervisors[name].stop_and_wait()
-        done[name].set()
-
-    async with trio.open_nursery() as nursery:
-        for name in supervisors:
-            nursery.start_soon(stop_one, name)
+EXTEND_EVERY = 5.0  # seconds between EXTEND_TIMEOUT_USEC messages during a slow shutdown
+WATCHDOG_MAX_LAG = 5.0  # a loop this late is not petting the watchdog
+STUCK_MARGIN = 30.0  # past its own timeout plus this, a STARTING/STOPPING resource is wedged
 
 
 class Daemon:
@@ -168,6 +89,9 @@ class Daemon:
         self._scopes: dict[str, trio.CancelScope] = {}
         self._reload_lock = trio.Lock()
         self._reload_wanted = trio.Event()
+        self._reload_failure = ""
+        self._status_dirty = trio.Event()
+        self.notifier = Notifier()
 
     # ------------------------------------------------------------- the Control protocol
 
@@ -201,6 +125,8 @@ class Daemon:
         await self.ready.wait()
         async with self._reload_lock:
             started = trio.current_time()
+            if not dry_run:
+                await self.notifier.reloading()
             try:
                 new = await trio.to_thread.run_sync(self._read_config)
             except ConfigError as exc:
@@ -212,10 +138,18 @@ class Daemon:
                         problems=[str(p) for p in exc.problems],
                         detail="still running on the previous config",
                     )
+                    self._reload_failure = f"reload failed ({len(exc.problems)} problem(s)), running on the previous config"
+                    await self.notifier.send(READY=1, STATUS=self.status_line())
+                raise
+            except NotImplementedError:
+                if not dry_run:
+                    await self.notifier.send(READY=1)
                 raise
             plan = plan_reload(self.config, new)
             if not dry_run:
                 await self._apply(new, plan)
+                self._reload_failure = ""
+                await self.notifier.send(READY=1, STATUS=self.status_line())
                 self.metrics.config_reloads.labels("success").inc()
                 self.metrics.config_last_reload_success.set(time.time())
                 if plan.daemon_restart_needed:
@@ -373,19 +307,29 @@ class Daemon:
                     seconds=round(trio.current_time() - started_at, 3),
                     summary=self.summary(),
                 )
+                await self.notifier.send(READY=1, STATUS=self.status_line())
+                root.start_soon(self._serve_status)
+                if (interval := watchdog_interval()) is not None:
+                    await root.start(serve_watchdog, self.notifier, interval, self.health_problem)
                 task_status.started()
                 await self._stop.wait()
+                await self.notifier.send(STOPPING=1, STATUS="stopping")
                 await self._shutdown()
                 root.cancel_scope.cancel()
             self.api.close()
         log.info("daemon_stopped")
+        self.notifier.close()
 
     async def _shutdown(self) -> None:
         self._stopping = True
         timeout = self.config.daemon.shutdown_timeout
         log.info("daemon_stopping", timeout=timeout)
         with trio.move_on_after(timeout) as scope:
-            await race(lambda: stop_in_order(self.supervisors), self._force.wait)
+            await race(
+                lambda: stop_in_order(self.supervisors),
+                self._force.wait,
+                self._extend_stop_timeout,
+            )
         if scope.cancelled_caught or self._force.is_set():
             left = [
                 n
@@ -393,6 +337,45 @@ class Daemon:
                 if s.state not in (State.STOPPED, State.EXITED)
             ]
             log.warning("daemon_stop_forced", timed_out=scope.cancelled_caught, remaining=left)
+
+    async def _extend_stop_timeout(self) -> None:
+        """While the shutdown makes progress, ask systemd for more time (never returns)."""
+        seen = self.bus.last_seq
+        while True:
+            await trio.sleep(EXTEND_EVERY)
+            if self.bus.last_seq != seen:  # something stopped since: still progressing
+                seen = self.bus.last_seq
+                await self.notifier.send(EXTEND_TIMEOUT_USEC=int(2 * EXTEND_EVERY * 1e6))
+                await self.notifier.status(f"stopping: {self.summary()}")
+
+    async def _serve_status(self) -> None:
+        """Keep systemd's STATUS= line current, at most once a second."""
+        self.bus.add_listener(lambda _: self._status_dirty.set())
+        while True:
+            await self._status_dirty.wait()
+            self._status_dirty = trio.Event()
+            await self.notifier.status(self.status_line())
+            await trio.sleep(1.0)
+
+    def status_line(self) -> str:
+        """The STATUS= line: the summary, and a failed reload if the last one failed."""
+        return "; ".join(p for p in (self.summary(), self._reload_failure) if p)
+
+    def health_problem(self) -> str | None:
+        """Why the watchdog should not be petted now, or None if all is well."""
+        now = trio.current_time()
+        if self.loop.lag > WATCHDOG_MAX_LAG:
+            return f"event loop lag {self.loop.lag:.1f}s"
+        if now - self.loop.last_tick > 3 * self.loop.interval + WATCHDOG_MAX_LAG:
+            return "the event loop probe stopped ticking"
+        for sup in self.supervisors.values():
+            limit = {
+                State.STARTING: sup.settings.start_timeout,
+                State.STOPPING: sup.settings.stop_timeout,
+            }.get(sup.state)
+            if limit is not None and now - sup.since > limit + STUCK_MARGIN:
+                return f"{sup.name} stuck in {sup.state.value} for {now - sup.since:.0f}s"
+        return None
 
     def summary(self) -> str:
         """One line: how many resources are in each notable state."""

@@ -12,11 +12,11 @@ import pytest
 import trio
 
 from supervisor.config.load import load_text
-from supervisor.daemon import build_supervisors, stop_in_order
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.states import State, Transition
 from supervisor.supervision.supervisor import ResourceSupervisor
+from supervisor.wiring import build_supervisors, stop_in_order
 
 
 @pytest.fixture
