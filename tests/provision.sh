@@ -22,9 +22,14 @@ if ! have promtool || ! have prometheus; then
   echo "provision: installing prometheus (prometheus, promtool)"
   apt_install prometheus
 fi
+if ! have systemd-analyze || ! have systemd-sysusers; then
+  echo "provision: installing systemd (systemd-analyze, sysusers, tmpfiles)"
+  apt_install systemd
+fi
 # The Debian package enables a service; under a real systemd it would hold port 9090.
 # Tests start their own server on a free port, so a running one is harmless but unneeded.
 
 promtool --version >/dev/null
 prometheus --version >/dev/null 2>&1
-echo "provision: ok (promtool, prometheus)"
+systemd-analyze --version >/dev/null
+echo "provision: ok (promtool, prometheus, systemd-analyze)"

@@ -155,3 +155,68 @@ async def test_no_notify_socket_is_a_no_op() -> None:
     notifier = Notifier({})
     assert not notifier.enabled
     await notifier.send(READY=1)
+
+
+def shipped_unit(tmp_path: Path) -> Path:
+    """The shipped unit, pointing at this checkout's console script (verify checks it exists)."""
+    text = (REPO / "systemd" / "supervisor-daemon.service").read_text()
+    unit = tmp_path / "supervisor-daemon.service"
+    unit.write_text(
+        text.replace("/usr/local/bin/supervisor", str(Path(sys.executable).with_name("supervisor")))
+    )
+    return unit
+
+
+def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """`systemd-analyze verify` has nothing at all to say about the unit."""
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(shipped_unit(tmp_path))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_the_unit_is_hardened(tmp_path: Path) -> None:
+    """The offline security score stays low (2.1 when written; lower is better)."""
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(shipped_unit(tmp_path))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    line = result.stdout.strip().splitlines()[-1]
+    score = float(line.split("supervisor-daemon.service:")[1].split()[0])
+    assert score <= 2.5, line
+
+
+def test_sysusers_and_tmpfiles_snippets_apply(tmp_path: Path) -> None:
+    """The sysusers.d and tmpfiles.d snippets create the user and the directories."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    for name in ("passwd", "group"):
+        (root / "etc" / name).write_text(Path(f"/etc/{name}").read_text())
+    snippets = REPO / "systemd"
+    subprocess.run(
+        ["systemd-sysusers", f"--root={root}", str(snippets / "supervisor-daemon.sysusers")],
+        check=True,
+        capture_output=True,
+    )
+    assert "supervisor-daemon:" in (root / "etc" / "passwd").read_text()
+    group = next(
+        line
+        for line in (root / "etc" / "group").read_text().splitlines()
+        if line.startswith("docker:")
+    )
+    assert "supervisor-daemon" in group.split(":")[3].split(",")
+    subprocess.run(
+        [
+            "systemd-tmpfiles",
+            f"--root={root}",
+            "--create",
+            str(snippets / "supervisor-daemon.tmpfiles"),
+        ],
+        check=True,
+    )
+    assert (root / "run" / "supervisor-daemon").stat().st_mode & 0o777 == 0o750
