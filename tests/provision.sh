@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python, on a fresh Debian machine (CI runs as
-# root): Prometheus and promtool (Debian package `prometheus`). Idempotent; fails loudly.
+# root), and fails loudly if it cannot:
+#   - Prometheus and promtool (Debian package `prometheus`);
+#   - systemd's tools (systemd-analyze, -sysusers, -tmpfiles);
+#   - a Docker engine (Debian's docker.io; dockerd is started when none answers);
+#   - the local test images, built without any registry (`docker import` of a rootfs):
+#       supervisor-test/systemd:bookworm  Debian minbase + systemd, to boot as PID 1.
+# Idempotent: what is there already is left alone.
 set -euo pipefail
+
+SYSTEMD_IMAGE=supervisor-test/systemd:bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
-apt_install() {
+need_root() {
   if [ "$(id -u)" != 0 ]; then
-    echo "provision: need root to install: $*" >&2
+    echo "provision: need root to $*" >&2
     exit 1
   fi
+}
+
+APT_UPDATED=""
+apt_install() {
+  need_root "install: $*"
   export DEBIAN_FRONTEND=noninteractive
-  if [ -z "${APT_UPDATED:-}" ]; then
+  if [ -z "$APT_UPDATED" ]; then
     apt-get update -q >/dev/null
     APT_UPDATED=1
   fi
@@ -26,10 +40,38 @@ if ! have systemd-analyze || ! have systemd-sysusers; then
   echo "provision: installing systemd (systemd-analyze, sysusers, tmpfiles)"
   apt_install systemd
 fi
-# The Debian package enables a service; under a real systemd it would hold port 9090.
-# Tests start their own server on a free port, so a running one is harmless but unneeded.
+if ! have dockerd || ! have debootstrap; then
+  echo "provision: installing docker.io and debootstrap"
+  apt_install docker.io debootstrap
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  need_root "start dockerd"
+  echo "provision: starting dockerd"
+  setsid dockerd >/var/log/supervisor-test-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  if ! docker info >/dev/null 2>&1; then
+    echo "provision: dockerd did not come up; its log:" >&2
+    tail -20 /var/log/supervisor-test-dockerd.log >&2
+    exit 1
+  fi
+fi
+
+if ! docker image inspect "$SYSTEMD_IMAGE" >/dev/null 2>&1; then
+  need_root "debootstrap"
+  echo "provision: building $SYSTEMD_IMAGE (debootstrap minbase + systemd, docker import)"
+  rootfs=$(mktemp -d /tmp/supervisor-test-rootfs.XXXXXX)
+  trap 'rm -rf "$rootfs"' EXIT
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,procps,dbus \
+    bookworm "$rootfs" "$MIRROR" >/tmp/supervisor-test-debootstrap.log 2>&1 \
+    || { tail -20 /tmp/supervisor-test-debootstrap.log >&2; exit 1; }
+  tar -C "$rootfs" -c . | docker import - "$SYSTEMD_IMAGE" >/dev/null
+fi
 
 promtool --version >/dev/null
-prometheus --version >/dev/null 2>&1
 systemd-analyze --version >/dev/null
-echo "provision: ok (promtool, prometheus, systemd-analyze)"
+docker image inspect "$SYSTEMD_IMAGE" >/dev/null
+echo "provision: ok (promtool, prometheus, systemd tools, docker, $SYSTEMD_IMAGE)"

@@ -1,0 +1,164 @@
+"""The daemon under a real systemd (PID 1 in a container): READY, reload, watchdog, stop.
+
+The container boots the image that tests/provision.sh builds (Debian minbase + systemd,
+no registry involved). This checkout and its virtualenv are mounted read-only at the same
+paths, and the shipped unit and sysusers snippet are installed as a package would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "supervisor-test/systemd:bookworm"
+UNIT = "supervisor-daemon"
+CONFIG = """
+[daemon]
+http = "127.0.0.1:9310"
+[resources.slow]
+kind = "process"
+command = ["sleep", "1000"]
+startup = { exec = ["sleep", "1.5"], interval = "100ms" }   # READY waits for this
+[resources.tree]
+kind = "process"
+command = ["sh", "-c", "sleep 1000 & wait"]
+"""
+
+
+class Container:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(
+        self, *argv: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "exec", "-i", self.name, *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+        )
+
+    def write(self, path: str, text: str) -> None:
+        self.run("sh", "-c", f"mkdir -p $(dirname {path}) && cat > {path}", stdin=text)
+
+    def show(self, prop: str) -> str:
+        return self.run("systemctl", "show", "-p", prop, "--value", UNIT).stdout.strip()
+
+    def until(self, prop: str, predicate: object, timeout: float = 60.0) -> str:
+        """Poll a unit property (bounded) until `predicate(value)` holds: systemd has no push here."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.show(prop)
+            if predicate(value):  # type: ignore[operator]
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{prop}={value!r} after {timeout}s")
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def systemd() -> Iterator[Container]:
+    name = f"supervisor-systemd-{uuid.uuid4().hex[:8]}"
+    python_home = Path(sys.base_prefix)
+    subprocess.run(
+        [
+            "docker", "run", "-d", "--name", name,
+            "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+            "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+            "-v", f"{REPO}:{REPO}:ro", "-v", f"{python_home}:{python_home}:ro",
+            IMAGE, "/sbin/init",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    box = Container(name)
+    try:
+        deadline = time.monotonic() + 60
+        while box.run("systemctl", "is-system-running", check=False).stdout.strip() not in (
+            "running",
+            "degraded",
+        ):
+            assert time.monotonic() < deadline, "systemd did not boot in the container"
+            time.sleep(0.2)
+        # Install as a package would: the console script, the unit, the system user.
+        box.run("chmod", "0755", "/root")  # the service user reads the interpreter under it
+        box.run(
+            "ln", "-sf", str(REPO / ".venv" / "bin" / "supervisor"), "/usr/local/bin/supervisor"
+        )
+        box.write(
+            f"/etc/systemd/system/{UNIT}.service",
+            (REPO / "systemd" / f"{UNIT}.service").read_text(),
+        )
+        box.write(
+            f"/usr/lib/sysusers.d/{UNIT}.conf", (REPO / "systemd" / f"{UNIT}.sysusers").read_text()
+        )
+        box.run("systemd-sysusers")
+        box.write("/etc/supervisor-daemon/supervisor.toml", CONFIG)
+        # A short watchdog, so that the freeze test takes seconds, not half a minute.
+        box.write(
+            f"/etc/systemd/system/{UNIT}.service.d/test.conf",
+            "[Service]\nWatchdogSec=2s\nRestartSec=1s\n",
+        )
+        box.run("systemctl", "daemon-reload")
+        yield box
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def test_active_only_after_ready(systemd: Container) -> None:
+    """`systemctl start` returns once READY=1 arrived: after the slow startup probe."""
+    began = time.monotonic()
+    systemd.run("systemctl", "start", UNIT)
+    assert time.monotonic() - began >= 1.5  # the startup probe of `slow` takes 1.5 s
+    assert systemd.show("ActiveState") == "active"
+    assert systemd.show("StatusText") == "2 running, 0 fatal"
+    status = systemd.run("supervisor", "status").stdout
+    assert "slow" in status
+    assert "RUNNING" in status
+
+
+def test_reload_applies_a_change(systemd: Container) -> None:
+    """`systemctl reload` succeeds, adds the new resource and leaves the others alone."""
+    before = systemd.run("supervisor", "status", "--json").stdout
+    systemd.write(
+        "/etc/supervisor-daemon/supervisor.toml",
+        CONFIG + '[resources.added]\nkind = "process"\ncommand = ["sleep", "1000"]\n',
+    )
+    systemd.run("systemctl", "reload", UNIT)
+    systemd.until("StatusText", lambda v: v == "3 running, 0 fatal")
+    after = systemd.run("supervisor", "status", "--json").stdout
+    assert '"added"' in after
+    assert before.count('"restarts": 0') == 2
+    assert after.count('"restarts": 0') == 3
+
+
+def test_a_frozen_daemon_is_killed_by_the_watchdog_and_restarted(systemd: Container) -> None:
+    """SIGSTOP the daemon: no more WATCHDOG=1, systemd kills and restarts it."""
+    pid = systemd.show("MainPID")
+    restarts = int(systemd.show("NRestarts"))
+    systemd.run("kill", "-STOP", pid)
+    systemd.until("NRestarts", lambda v: int(v) == restarts + 1)
+    systemd.until("ActiveState", lambda v: v == "active")
+    assert systemd.show("MainPID") != pid
+    journal = systemd.run("journalctl", "-u", UNIT, "--no-pager").stdout
+    assert "Watchdog timeout" in journal or "result 'watchdog'" in journal
+
+
+def test_stop_is_clean_and_leaves_no_child(systemd: Container) -> None:
+    """`systemctl stop` ends the daemon gracefully and nothing it started survives."""
+    systemd.run("systemctl", "stop", UNIT)
+    assert systemd.show("ActiveState") == "inactive"
+    assert systemd.show("Result") == "success"
+    assert systemd.run("pgrep", "-a", "sleep", check=False).stdout == ""
+    journal = systemd.run("journalctl", "-u", UNIT, "--no-pager", "-n", "20").stdout
+    assert '"event": "daemon_stopped"' in journal
