@@ -339,12 +339,15 @@ class Daemon:
             log.warning("daemon_stop_forced", timed_out=scope.cancelled_caught, remaining=left)
 
     async def _extend_stop_timeout(self) -> None:
-        """While the shutdown makes progress, ask systemd for more time (never returns)."""
-        seen = self.bus.last_seq
+        """While the shutdown makes progress, ask systemd for more time (never returns).
+
+        Progress means no resource is stuck past its own stop deadline and the loop is
+        responsive (`health_problem`); the shutdown as a whole is bounded by
+        `shutdown_timeout` anyway.
+        """
         while True:
             await trio.sleep(EXTEND_EVERY)
-            if self.bus.last_seq != seen:  # something stopped since: still progressing
-                seen = self.bus.last_seq
+            if self.health_problem() is None:
                 await self.notifier.send(EXTEND_TIMEOUT_USEC=int(2 * EXTEND_EVERY * 1e6))
                 await self.notifier.status(f"stopping: {self.summary()}")
 

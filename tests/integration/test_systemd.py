@@ -220,3 +220,25 @@ def test_sysusers_and_tmpfiles_snippets_apply(tmp_path: Path) -> None:
         check=True,
     )
     assert (root / "run" / "supervisor-daemon").stat().st_mode & 0o777 == 0o750
+
+
+def test_a_slow_shutdown_extends_the_stop_timeout(tmp_path: Path, listener: Listener) -> None:
+    """While resources are still stopping, EXTEND_TIMEOUT_USEC keeps systemd waiting."""
+    armed = tmp_path / "armed"
+    stubborn = (
+        '[resources.slow]\nkind = "process"\nstop_timeout = "6s"\n'
+        'command = ["python3", "-c", "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+        f"pathlib.Path('{armed}').touch(); time.sleep(1000)\"]\n"
+        f'startup = {{ exec = ["test", "-f", "{armed}"], interval = "20ms" }}\n'
+    )
+    proc = start_daemon(tmp_path, stubborn)
+    try:
+        listener.until("READY", "1")
+        proc.send_signal(signal.SIGTERM)
+        listener.until("STOPPING", "1")
+        extend = listener.until("EXTEND_TIMEOUT_USEC", timeout=20)
+        assert int(extend["EXTEND_TIMEOUT_USEC"]) == 10_000_000
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
