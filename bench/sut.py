@@ -36,6 +36,7 @@ def daemon_toml(n: int, command: list[str], workdir: Path, *, restart_at_once: b
         'log_level = "info"',
         'shutdown_timeout = "30s"',
         f"control_socket = {json.dumps(str(workdir / 'control.sock'))}",
+        f"state_dir = {json.dumps(str(workdir / 'state'))}",
         'http = "127.0.0.1:0"',
     ]
     argv = "[" + ", ".join(json.dumps(a) for a in command) + "]"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor import __version__
 from supervisor.config.durations import format_duration
 from supervisor.config.paths import DEFAULT_CONFIG, default_socket_path
-from supervisor.errors import ConfigError, DaemonUnavailableError, RequestError
+from supervisor.errors import ConfigError, DaemonUnavailableError, RequestError, StateDirError
 
 if TYPE_CHECKING:
     from supervisor.api.client import Client
@@ -160,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     failures: list[BaseException] = []
     try:
         trio.run(lambda: run_daemon(config, config_path=path))
-    except* (ConfigError, ApiBindError) as group:
+    except* (ConfigError, ApiBindError, StateDirError) as group:
         failures.extend(group.exceptions)
     for failure in failures:
         if isinstance(failure, ConfigError):

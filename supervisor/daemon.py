@@ -34,6 +34,7 @@ from supervisor.observability.logging import log_transition
 from supervisor.observability.loop import LoopMonitor
 from supervisor.observability.metrics import Metrics
 from supervisor.resources.process import ProcessResource
+from supervisor.state import StateDir, reap_orphans
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.concurrency import race
 from supervisor.supervision.settings import Snapshot
@@ -272,7 +273,31 @@ class Daemon:
                 environment=name,
                 detail="sandbox environments are not served by this release yet",
             )
-        async with open_local_launcher() as launcher, trio.open_nursery() as outer:
+        state = StateDir(daemon_config.state_path)
+        state.open()
+        try:
+            await self._run(state, token, task_status)
+        finally:
+            state.close()
+        log.info("daemon_stopped")
+        self.notifier.close()
+
+    async def _run(
+        self, state: StateDir, token: bytes | None, task_status: trio.TaskStatus[None]
+    ) -> None:
+        daemon_config = self.config.daemon
+        # Before anything starts: whatever a previous run left alive (if it died together
+        # with its guardian) is stopped now.
+        orphans = await reap_orphans(state)
+        if orphans:
+            self.metrics.orphans_reaped.labels("process").inc(len(orphans))
+        log.info(
+            "state_dir_ready",
+            path=str(state.path),
+            instance=state.instance_id,
+            orphans_reaped=len(orphans),
+        )
+        async with open_local_launcher(state) as launcher, trio.open_nursery() as outer:
             # The API outlives supervision, so operators can watch the shutdown through it.
             self.api = await outer.start(
                 partial(
@@ -317,8 +342,6 @@ class Daemon:
                 await self._shutdown()
                 root.cancel_scope.cancel()
             self.api.close()
-        log.info("daemon_stopped")
-        self.notifier.close()
 
     async def _shutdown(self) -> None:
         self._stopping = True

@@ -26,3 +26,18 @@ def default_socket_path() -> Path:
     if runtime:
         return Path(runtime) / "supervisor-daemon" / "control.sock"
     return Path(f"/tmp/supervisor-daemon-{os.geteuid()}/control.sock")  # noqa: S108 - per-user directory, created 0750
+
+
+def default_state_dir() -> Path:
+    """Where the daemon keeps its state when `daemon.state_dir` is not set.
+
+    Under systemd, the unit's StateDirectory= ($STATE_DIRECTORY); for root,
+    /var/lib/supervisor-daemon; for anyone else, $XDG_STATE_HOME (or ~/.local/state).
+    """
+    service = os.environ.get("STATE_DIRECTORY")
+    if service:
+        return Path(service.split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/supervisor-daemon")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "supervisor-daemon"

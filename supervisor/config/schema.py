@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from supervisor.config.durations import format_duration, parse_duration
-from supervisor.config.paths import default_socket_path
+from supervisor.config.paths import default_socket_path, default_state_dir
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -247,7 +247,7 @@ class DaemonConfig(_Model):
     control_socket: Path | None = None  # default: see `socket_path`
     http: Annotated[str, AfterValidator(_host_port)] | None = "127.0.0.1:9310"
     api_token_file: Path | None = None
-    state_dir: Path = Path("/var/lib/supervisor-daemon")
+    state_dir: Path | None = None  # default: see `state_path`
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: PositiveDuration = 60.0
@@ -257,6 +257,12 @@ class DaemonConfig(_Model):
         """`control_socket`, or the default: /run/supervisor-daemon/control.sock for root,
         else under $XDG_RUNTIME_DIR (or /tmp/supervisor-daemon-UID) for everyone else."""
         return self.control_socket or default_socket_path()
+
+    @property
+    def state_path(self) -> Path:
+        """`state_dir`, or the default: /var/lib/supervisor-daemon for root (systemd's
+        StateDirectory= under systemd), else under $XDG_STATE_HOME."""
+        return self.state_dir or default_state_dir()
 
 
 class DefaultsConfig(_Model):

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import outcome
 import structlog
@@ -68,6 +69,13 @@ class Credentials:
 
 
 NO_CREDENTIALS = Credentials(None, None, None)
+
+
+class ProcessRecords(Protocol):
+    """Where launched processes are remembered across a crash (the state directory)."""
+
+    def record(self, pid: int, resource: str) -> None: ...
+    def forget(self, pid: int) -> None: ...
 
 
 def resolve_credentials(user: str | int | None, group: str | int | None) -> Credentials:
@@ -144,8 +152,9 @@ class ProcessHandle:
 class LocalLauncher:
     """Spawns and reaps local processes; open it with `open_local_launcher()`."""
 
-    def __init__(self, nursery: trio.Nursery) -> None:
+    def __init__(self, nursery: trio.Nursery, records: ProcessRecords | None = None) -> None:
         self._nursery = nursery
+        self._records = records
         self._children: dict[int, ProcessHandle] = {}
         self._nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
         self._guardian: _Guardian | None = None
@@ -164,8 +173,12 @@ class LocalLauncher:
         credentials: Credentials = NO_CREDENTIALS,
         stop_signal: int = signal.SIGTERM,
         on_output: LineSink | None = None,
+        record_as: str | None = None,
     ) -> ProcessHandle:
         """Start `argv` in its own session; `on_output` receives its lines (else discarded).
+
+        `record_as` (a resource name) also records the process in the state directory,
+        for the next start to clean up should the daemon and its guardian both die.
 
         Raises:
             StartError: the command could not be executed.
@@ -215,6 +228,8 @@ class LocalLauncher:
         self._children[popen.pid] = handle
         if self._guardian is not None:
             self._guardian.announce(f"+{popen.pid}")
+        if self._records is not None and record_as is not None:
+            self._records.record(popen.pid, record_as)
         pidfd = os.pidfd_open(popen.pid)
         self._nursery.start_soon(self._reap, handle, pidfd)
         if on_output is not None:
@@ -239,6 +254,8 @@ class LocalLauncher:
         self._children.pop(handle.pid, None)
         if self._guardian is not None:
             self._guardian.announce(f"-{handle.pid}")
+        if self._records is not None:
+            self._records.forget(handle.pid)
         handle.exited.set()
 
     async def kill_all(self, timeout: float = 5.0) -> None:
@@ -315,10 +332,12 @@ class _Guardian:
 
 
 @asynccontextmanager
-async def open_local_launcher() -> AsyncIterator[LocalLauncher]:
+async def open_local_launcher(
+    records: ProcessRecords | None = None,
+) -> AsyncIterator[LocalLauncher]:
     """A launcher whose children are all killed and reaped when the context exits."""
     async with trio.open_nursery() as nursery:
-        launcher = LocalLauncher(nursery)
+        launcher = LocalLauncher(nursery, records)
         # Many children mean many pipes and pidfds: lift our soft limit to the hard one
         # (children inherit it, as they do from container engines).
         soft, hard = launcher._nofile

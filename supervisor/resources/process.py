@@ -50,6 +50,7 @@ class ProcessResource:
             credentials=credentials,
             stop_signal=signal.Signals[self.config.stop_signal],
             on_output=self._relay if self.config.log_output else None,
+            record_as=self.name,
         )
 
     async def ready(self, handle: Handle) -> None:

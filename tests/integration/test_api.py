@@ -41,7 +41,7 @@ async def running(
     tmp_path: Path, resources: str = RESOURCES, *, token: str | None = None, history: int = 10_000
 ) -> AsyncIterator[Daemon]:
     """A daemon in this process, on a private socket and an ephemeral port."""
-    daemon_toml = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\n'
+    daemon_toml = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
     if token is not None:
         (tmp_path / "token").write_text(token + "\n")
         daemon_toml += f'api_token_file = "{tmp_path}/token"\n'
@@ -98,7 +98,10 @@ async def test_readyz_is_503_while_starting(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     slow = f'[resources.slow]\nkind = "process"\ncommand = ["sleep", "1000"]\nstartup = {{ exec = ["test", "-f", "{gate}"], interval = "20ms" }}\n'
     daemon = Daemon(
-        load_text(f'[daemon]\ncontrol_socket = "{tmp_path}/c.sock"\nhttp = "127.0.0.1:0"\n' + slow),
+        load_text(
+            f'[daemon]\ncontrol_socket = "{tmp_path}/c.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
+            + slow
+        ),
         registry=CollectorRegistry(),
     )
     async with trio.open_nursery() as nursery:

@@ -59,7 +59,7 @@ class Daemon:
 async def daemon(tmp_path: Path, config: str = CONFIG) -> AsyncIterator[Daemon]:
     path = tmp_path / "supervisor.toml"
     # Never the machine's default socket or port: tests run beside other daemons.
-    private = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\n'
+    private = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
     path.write_text(config.replace("[daemon]\n", private, 1).replace("TMP/", f"{tmp_path}/"))
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "supervisor", "run", "-c", str(path)],

@@ -27,7 +27,9 @@ from tests.integration.conftest import process_gone
 
 def config_text(tmp_path: Path, names: list[str], *, changed: dict[str, str] | None = None) -> str:
     changed = changed or {}
-    lines = [f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\n']
+    lines = [
+        f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
+    ]
     for name in names:
         lines.append(
             f'[resources.{name}]\nkind = "process"\ncommand = ["sleep", "1000"]\n'
@@ -143,7 +145,7 @@ async def test_a_fatal_resource_whose_config_changed_is_retried_at_once(tmp_path
     """Fixing the config of a FATAL resource starts it now, not after fatal_retry."""
     path = tmp_path / "supervisor.toml"
     broken = (
-        f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\n'
+        f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
         '[resources.x]\nkind = "process"\ncommand = ["sh", "-c", "exit 1"]\n'
         'restart = { intensity = { max_restarts = 1, within = "1m" }, fatal_retry = "1h", backoff = { initial = "10ms" } }\n'
     )

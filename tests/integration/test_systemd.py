@@ -55,7 +55,7 @@ def listener(tmp_path: Path) -> Iterator[Listener]:
 def start_daemon(tmp_path: Path, config: str, **env: str) -> subprocess.Popen[bytes]:
     path = tmp_path / "supervisor.toml"
     path.write_text(
-        f'[daemon]\ncontrol_socket = "{tmp_path}/c.sock"\nhttp = "127.0.0.1:0"\nlog_format = "json"\n'
+        f'[daemon]\ncontrol_socket = "{tmp_path}/c.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\nlog_format = "json"\n'
         + config
     )
     environ = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), **env}
