@@ -38,10 +38,16 @@ command = ["sleep", "1000"]
 
 @asynccontextmanager
 async def running(
-    tmp_path: Path, resources: str = RESOURCES, *, token: str | None = None, history: int = 10_000
+    tmp_path: Path,
+    resources: str = RESOURCES,
+    *,
+    token: str | None = None,
+    history: int = 10_000,
+    state_dir: Path | None = None,
 ) -> AsyncIterator[Daemon]:
-    """A daemon in this process, on a private socket and an ephemeral port."""
-    daemon_toml = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
+    """A daemon in this process, on a private socket, state dir and ephemeral port."""
+    state = state_dir or tmp_path / "state"
+    daemon_toml = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{state}"\n'
     if token is not None:
         (tmp_path / "token").write_text(token + "\n")
         daemon_toml += f'api_token_file = "{tmp_path}/token"\n'
