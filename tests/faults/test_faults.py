@@ -1,4 +1,4 @@
-"""Faults from outside: frozen children, abusive clients, a state directory that fills up."""
+"""Faults from outside: a killed daemon, killed and frozen children, abusive clients, a full disk."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import structlog
 import trio
 
 from supervisor.supervision.states import State
-from tests.integration.conftest import alive
+from tests.integration.conftest import alive, process_gone
 from tests.integration.test_api import running, unix
+from tests.integration.test_daemon import daemon, descendants
 from tests.integration.test_process_supervision import _free_port
 
 
@@ -122,3 +123,57 @@ async def test_a_full_then_read_only_state_dir_does_not_stop_supervision(
     for record in records:  # whatever is there is whole
         assert record.suffix == ".json"
         json.loads(record.read_text())
+
+
+def twenty_trees(pids: Path) -> str:
+    """20 resources, each a shell with a grandchild; RUNNING once the grandchild exists."""
+    return "".join(
+        f'[resources.p{i:02}]\nkind = "process"\n'
+        f'command = ["sh", "-c", "sleep 1000 & echo $! > {pids}/p{i:02}; wait"]\n'
+        f'startup = {{ exec = ["test", "-s", "{pids}/p{i:02}"], interval = "20ms" }}\n'
+        for i in range(20)
+    )
+
+
+async def test_sigkill_the_daemon_repeatedly_and_nothing_leaks(tmp_path: Path) -> None:
+    """SIGKILL a daemon running 20 process trees, three times: each restart finds nothing
+    left of the previous run and brings all 20 back."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    config = '[daemon]\nlog_format = "json"\n' + twenty_trees(pids)
+    previous: set[int] = set()
+    for _ in range(3):
+        for stale in pids.iterdir():
+            stale.unlink()
+        async with daemon(tmp_path, config) as d:
+            await d.until_log("daemon_ready")
+            for pid in previous:
+                await process_gone(pid)  # the guardian took the last run's trees down
+            current = descendants(d.proc.pid)
+            assert len(current) == 40  # 20 shells and their 20 sleeps
+            d.proc.kill()
+            await d.proc.wait()
+            previous = current
+    for pid in previous:
+        await process_gone(pid)
+
+
+async def test_a_child_killed_again_and_again_keeps_coming_back(tmp_path: Path) -> None:
+    """kill -9 ten times in a row: it comes back each time and nothing piles up."""
+    resources = (
+        '[resources.s]\nkind = "process"\ncommand = ["sh", "-c", "sleep 1000 & wait"]\n'
+        'restart = { backoff = { initial = "10ms", max = "50ms" } }\n'
+    )
+    async with running(tmp_path, resources) as daemon_:
+        sup = daemon_.supervisors["s"]
+        for n in range(1, 11):
+            with trio.fail_after(10):
+                await sup.wait_for(lambda s, n=n: s.state is State.RUNNING and s.restarts == n - 1)
+            pid = sup.snapshot().pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            await process_gone(pid)
+        with trio.fail_after(10):
+            await sup.wait_for(lambda s: s.state is State.RUNNING and s.restarts == 10)
+        assert daemon_._launcher is not None
+        assert len(daemon_._launcher.children) == 1  # only the live one is tracked
