@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import sut
+from bench import peers, sut
 
 C_SOURCE = r"""
 #include <stdio.h>
@@ -81,6 +82,7 @@ def measure(kind: str, child: list[str], workdir: Path, kills: int, settle: floa
     """Kill `kind`'s only child `kills` times; return each restart latency in seconds."""
     stamps = workdir / f"{kind}.stamps"
     latencies: list[float] = []
+    phase = random.Random(kills)  # the same kill times on every run
     with sut.running(kind, 1, [*child, str(stamps)], workdir, restart_at_once=True) as s:
 
         def first_stamp() -> list[tuple[float, int]]:
@@ -90,8 +92,9 @@ def measure(kind: str, child: list[str], workdir: Path, kills: int, settle: floa
         sut.wait_for(first_stamp, WAIT, "the first child")
         for _ in range(kills):
             # Let the supervisor finish with the last start (RUNNING, logs) before the next
-            # death, so every kill lands on a child that was up, as in production.
-            time.sleep(settle)
+            # death, so every kill lands on a child that was up, as in production. A peer
+            # that polls is killed at a random phase of its tick (see peers.TICK_S).
+            time.sleep(settle + phase.uniform(0.0, peers.TICK_S.get(kind, 0.0)))
             seen = read_stamps(stamps)
             pid = seen[-1][1]
             assert pid in s.children(), f"{kind}: pid {pid} is not its child"

@@ -1,8 +1,9 @@
-"""The systems under test: start the daemon or the floor, find its children, stop it cleanly."""
+"""The systems under test: start the daemon, the floor or a peer, find its children, stop it."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -14,14 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from bench import peers
+
 FLOOR = Path(__file__).with_name("floor.py")
-KINDS = ("daemon", "floor")
+KINDS = ("daemon", "floor", *peers.PEERS)
+MANAGERS = ("daemon", *peers.PEERS)  # the ones with a control plane (status, reload)
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 POLL = 0.002  # seconds between polls: fine enough for ms results, cheap on a 2-CPU box
 T = TypeVar("T")
 
 
-def daemon_toml(n: int, command: list[str], workdir: Path, *, restart_at_once: bool = False) -> str:
-    """A config with `n` identical process resources and their output discarded.
+def daemon_toml(commands: list[list[str]], workdir: Path, restart_at_once: bool = False) -> str:
+    """A config with one process resource per command and their output discarded.
 
     The API stays on, as shipped, but on a private socket and a free port, so that a
     benchmark never collides with another daemon on the machine. log_level is "info"
@@ -39,8 +44,8 @@ def daemon_toml(n: int, command: list[str], workdir: Path, *, restart_at_once: b
         f"state_dir = {json.dumps(str(workdir / 'state'))}",
         'http = "127.0.0.1:0"',
     ]
-    argv = "[" + ", ".join(json.dumps(a) for a in command) + "]"
-    for i in range(n):
+    for i, command in enumerate(commands):
+        argv = "[" + ", ".join(json.dumps(a) for a in command) + "]"
         lines += [f"[resources.r{i}]", 'kind = "process"', f"command = {argv}"]
         lines += ["log_output = false", 'stop_timeout = "5s"']
         if restart_at_once:
@@ -85,7 +90,7 @@ class Sut:
             raise RuntimeError(f"{self.kind} exited with {self.popen.returncode}:\n{tail}")
 
     def is_ready(self, n: int) -> bool:
-        """Daemon: it logged `daemon_ready`. Floor: all `n` children exist."""
+        """Daemon: it logged `daemon_ready`. Floor and peers: all `n` children exist."""
         self.check_alive()
         if self.kind == "daemon":
             return "daemon_ready" in self.log.read_text(errors="replace")
@@ -108,22 +113,52 @@ def wait_for(probe: Callable[[], T], timeout: float, what: str) -> T:
         time.sleep(POLL)
 
 
-def start(kind: str, n: int, command: list[str], workdir: Path, **toml: bool) -> Sut:
-    """Launch the daemon (n resources) or the floor (n copies) running `command`."""
+def config_path(kind: str, workdir: Path) -> Path:
+    return workdir / ("daemon.toml" if kind == "daemon" else peers.config_name(kind))
+
+
+def write_config(
+    kind: str, commands: list[list[str]], workdir: Path, restart_at_once: bool = False
+) -> Path:
+    """(Re)write the config of the daemon or a peer: one program per command."""
+    path = config_path(kind, workdir)
     if kind == "daemon":
-        config = workdir / "daemon.toml"
-        config.write_text(daemon_toml(n, command, workdir, **toml))
-        argv = [sys.executable, "-m", "supervisor", "run", "-c", str(config)]
+        text = daemon_toml(commands, workdir, restart_at_once)
     else:
+        text = peers.config_text(kind, commands, workdir, restart_at_once)
+    path.write_text(text)
+    return path
+
+
+def start(kind: str, n: int, command: list[str], workdir: Path, **toml: bool) -> Sut:
+    """Launch the daemon or a peer (n programs) or the floor (n copies) running `command`."""
+    if kind == "floor":
         argv = [sys.executable, str(FLOOR), str(n), *command]
+    else:
+        config = write_config(kind, [command] * n, workdir, **toml)
+        if kind == "daemon":
+            argv = [sys.executable, "-m", "supervisor", "run", "-c", str(config)]
+        else:
+            argv = peers.daemon_argv(kind, config)
     log = workdir / f"{kind}.log"
     with log.open("wb") as out:
         started = time.monotonic()
         # A session of its own, so that stop() can kill whatever is left as one group.
         popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=_term_with_bench,  # noqa: PLW1509 (the bench has one thread)
         )
     return Sut(kind, popen, log, started)
+
+
+def _term_with_bench() -> None:
+    """SIGTERM the system under test if the bench dies (e.g. a test's timeout kills it),
+    so that it stops its children instead of living on as an orphan."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _identity(pid: int) -> str | None:

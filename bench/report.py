@@ -1,0 +1,76 @@
+"""The results as one markdown table: a column per system, then ours/other ratios."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import sut
+
+NONE = "—"
+
+
+def ratio(ours: float, other: float, resolution: float = 0.0) -> str:
+    """ours / other; an `other` below the measurement's resolution only bounds the ratio."""
+    if other > resolution / 2:
+        return f"{ours / other:.2f}x"
+    if ours <= resolution / 2:
+        return "n/a (both 0)"
+    # The other measured 0 (less than one tick), so the true ratio is above this.
+    return f">{ours / resolution:.0f}x (other 0)"
+
+
+def row(label: str, metric: str, values: dict[str, float], fmt: str, resolution: float) -> str:
+    """One line: the value per system (— where it was not measured), then the ratios."""
+    cells = [fmt.format(values[k]) if k in values else NONE for k in sut.KINDS]
+    ours = values["daemon"]
+    ratios = [ratio(ours, values[k], resolution) if k in values else NONE for k in sut.KINDS[1:]]
+    return f"| {label} | {metric} | " + " | ".join(cells + ratios) + " |"
+
+
+def table(
+    latency: dict[str, Any],
+    idle: dict[str, Any],
+    control: dict[str, Any],
+    reloads: dict[str, Any],
+) -> str:
+    others = sut.KINDS[1:]
+    rows = [
+        "| benchmark | metric | ours (daemon) | "
+        + " | ".join(others)
+        + " | "
+        + " | ".join(f"ours/{k}" for k in others)
+        + " |",
+        "|---|---|" + "---:|" * (2 * len(sut.KINDS) - 1),
+    ]
+    kills = latency["kills"]
+    for key, label in (("median_ms", "median (ms)"), ("p90_ms", "p90 (ms)")):
+        values = {k: latency[k][key] for k in sut.KINDS}
+        rows.append(row(f"restart latency, {kills} kills", label, values, "{:.2f}", 0.0))
+    tick = idle["tick_s"]
+    for n in (k for k in idle if k.isdigit()):
+        window = idle[n]["daemon"]["window_s"]
+        metrics = (
+            ("cpu_s", f"CPU s in {window:.0f} s", "{:.2f}", tick),
+            ("cpu_pct", "CPU %", "{:.3f}", 100 * tick / window),
+            ("rss_mb", "RSS incl. helpers (MiB)", "{:.1f}", 0.0),
+            ("ready_s", "time until all running (s)", "{:.2f}", 0.0),
+        )
+        for key, label, fmt, resolution in metrics:
+            values = {k: idle[n][k][key] for k in sut.KINDS}
+            rows.append(row(f"idle, N={n} sleepers", label, values, fmt, resolution))
+    n = control["n"]
+    for way, what, calls in (("api", "client", "calls"), ("cli", "CLI", "cli_calls")):
+        for key, label in (("median_ms", "median"), ("p99_ms", "p99")):
+            values = {k: control[k][way][key] for k in sut.MANAGERS}
+            metric = f"{what} {label} (ms), {control[calls]} calls"
+            rows.append(row(f"status round trip, N={n}", metric, values, "{:.2f}", 0.0))
+    for n, by_kind in reloads.items():
+        metrics = (
+            ("apply_s", "apply command (s)", "{:.3f}", 0.0),
+            ("changed_running_s", "until changed one runs (s)", "{:.3f}", 0.0),
+            ("others_restarted", "other children restarted", "{:d}", 1.0),
+        )
+        for key, label, fmt, resolution in metrics:
+            values = {k: by_kind[k][key] for k in sut.MANAGERS}
+            rows.append(row(f"reload 1 of N={n}", label, values, fmt, resolution))
+    return "\n".join(rows)
