@@ -29,17 +29,10 @@ import trio
 
 from supervisor.errors import StateDirError
 
+# The guardian reads start times the same way (it is stdlib-only, so it owns the code).
+from supervisor.launchers.guardian import start_time as process_start_time
+
 log = structlog.get_logger("supervisor.state")
-
-
-def process_start_time(pid: int) -> str | None:
-    """A process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat.rsplit(b")", 1)[1].split()[19].decode()
 
 
 @dataclass(frozen=True, slots=True)
