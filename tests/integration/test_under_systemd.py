@@ -165,3 +165,20 @@ def test_stop_is_clean_and_leaves_no_child(systemd: Container) -> None:
     assert systemd.run("pgrep", "-a", "sleep", check=False).stdout == ""
     journal = systemd.run("journalctl", "-u", UNIT, "--no-pager", "-n", "20").stdout
     assert '"event": "daemon_stopped"' in journal
+
+
+def test_an_invalid_config_is_refused_before_start(systemd: Container) -> None:
+    """ExecStartPre=supervisor check: a broken file fails the start, with its key path logged."""
+    systemd.write(
+        "/etc/supervisor-daemon/supervisor.toml", CONFIG + "[resources.broken]\nkind = 'process'\n"
+    )
+    try:
+        assert systemd.run("systemctl", "start", UNIT, check=False).returncode != 0
+        assert systemd.show("Result") == "exit-code"
+        assert systemd.show("SubState") in ("auto-restart", "failed")  # never came up
+        journal = systemd.run("journalctl", "-u", UNIT, "--no-pager", "-n", "30").stdout
+        assert "resources.broken.command: required key is missing" in journal
+    finally:
+        systemd.run("systemctl", "stop", UNIT, check=False)  # no more automatic retries
+        systemd.write("/etc/supervisor-daemon/supervisor.toml", CONFIG)
+        systemd.run("systemctl", "reset-failed", UNIT, check=False)
