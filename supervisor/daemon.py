@@ -174,6 +174,9 @@ class Daemon:
         while True:
             await self._reload_wanted.wait()
             self._reload_wanted = trio.Event()
+            if self._stopping:  # what a reload would start, the shutdown would not stop
+                log.info("reload_ignored", detail="the daemon is stopping")
+                continue
             try:
                 await self.reload(dry_run=False)
             except ConfigError:
