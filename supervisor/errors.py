@@ -3,9 +3,8 @@
     SupervisorError
     ├── ConfigError                 a config file that cannot be used (carries every problem)
     ├── ResourceError               something went wrong with one managed resource
-    │   ├── StartError              the resource could not be started
-    │   │   └── MisconfiguredError  ...and retrying cannot help (bad user, bad settings)
-    │   └── ProbeError              a health or readiness probe failed
+    │   └── StartError              the resource could not be started
+    │       └── MisconfiguredError  ...and retrying cannot help (bad user, bad settings)
     ├── StateDirError               the state directory cannot be used
     └── ClientError                 the API client could not get an answer
         ├── DaemonUnavailableError  nothing answers at the socket or URL
@@ -56,10 +55,6 @@ class StartError(ResourceError):
 
 class MisconfiguredError(StartError):
     """The resource cannot start with its current settings; retrying will not help."""
-
-
-class ProbeError(ResourceError):
-    """A health or readiness probe failed."""
 
 
 class StateDirError(SupervisorError):

@@ -8,7 +8,7 @@ everything else is left alone, same pid, no transition.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from supervisor.config.schema import Config
 
@@ -29,11 +29,7 @@ class ReloadPlan:
     restarted: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
-    daemon_restart_needed: tuple[str, ...] = field(default=())
-
-    @property
-    def changes(self) -> bool:
-        return bool(self.added or self.removed or self.restarted or self.updated)
+    daemon_restart_needed: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, list[str]]:
         return {

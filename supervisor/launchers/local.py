@@ -52,11 +52,9 @@ MAX_LINE = 8192
 LineSink = Callable[[str, str], None]  # (stream name, line)
 
 
-def scrubbed_environment(
-    extra: Mapping[str, str] = {}, base: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def scrubbed_environment(extra: Mapping[str, str] = {}) -> dict[str, str]:
     """The daemon's environment without systemd's per-service variables, plus `extra`."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in SCRUBBED_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     env.update(extra)
     return env
 
@@ -111,7 +109,6 @@ class ProcessHandle:
     def __init__(self, popen: subprocess.Popen[bytes], stop_signal: int) -> None:
         self.popen = popen
         self.stop_signal = stop_signal
-        self.started_at = trio.current_time()
         self.termination: Termination | None = None
         self.exited = trio.Event()
         self.output_done = trio.Event()  # every line the child wrote has been relayed

@@ -14,6 +14,8 @@ import structlog
 
 from supervisor.supervision.states import Transition
 
+log = structlog.get_logger("supervisor.events")
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -50,7 +52,6 @@ def configure_logging(
 
 def log_transition(event: Transition) -> None:
     """Bus listener: one log event per state change."""
-    log = structlog.get_logger("supervisor.events")
     fields: dict[str, object] = {
         event.subject: event.name,
         "kind": event.kind,
