@@ -14,15 +14,14 @@ import structlog
 import trio
 
 from supervisor.supervision.states import State
-from tests.integration.conftest import alive, process_gone
+from tests.integration.conftest import alive, free_port, process_gone
 from tests.integration.test_api import running, unix
 from tests.integration.test_daemon import daemon, descendants
-from tests.integration.test_process_supervision import _free_port
 
 
 async def test_a_frozen_process_is_restarted_by_its_health_check(tmp_path: Path) -> None:
     """A SIGSTOPped server stops answering: `failures` timed-out checks restart it."""
-    port = _free_port()
+    port = free_port()
     resources = f"""
 [resources.web]
 kind = "process"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -120,3 +123,22 @@ def children_of(pid: int, *, guardian: bool = False) -> set[int]:
         except FileNotFoundError:
             continue
     return found if guardian else {p for p in found if not is_guardian(p)}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `supervisor ARGS...` as operators do; bounded, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=env,
+    )
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

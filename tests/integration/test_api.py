@@ -24,6 +24,7 @@ from supervisor.api.server import ApiBindError, bind_unix
 from supervisor.config.load import load_text
 from supervisor.daemon import Daemon
 from supervisor.supervision.states import State
+from tests.integration.conftest import run_cli
 
 RESOURCES = """
 [resources.sleeper]
@@ -363,16 +364,6 @@ def test_a_stale_socket_is_replaced_but_a_live_one_is_not(tmp_path: Path) -> Non
     with pytest.raises(ApiBindError, match="another daemon is already listening"):
         bind_unix(path)
     live.close()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 async def test_cli_against_a_running_daemon(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from tests.integration.conftest import alive, children_of, process_gone
+from tests.integration.conftest import alive, children_of, process_gone, run_cli
 
 CONFIG = """
 [daemon]
@@ -152,13 +152,7 @@ def test_invalid_config_refuses_to_start(tmp_path: Path) -> None:
     """`run` with a broken file prints the problems with key paths and exits 1."""
     path = tmp_path / "bad.toml"
     path.write_text('[resources.x]\nkind = "process"\ncommand = "sleep 1"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "supervisor", "run", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("run", "-c", str(path))
     assert result.returncode == 1
     assert "resources.x.command: must be a list of strings" in result.stderr
 
@@ -167,26 +161,14 @@ def test_check_prints_problems_or_a_summary(tmp_path: Path) -> None:
     """`check` exits 1 listing every problem, or 0 with a summary."""
     bad = tmp_path / "bad.toml"
     bad.write_text("[daemon]\nlog_level = 'loud'\n[resources.x]\nkind = 'process'\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "supervisor", "check", "-c", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("check", "-c", str(bad))
     assert result.returncode == 1
     assert "2 problem(s)" in result.stderr
     assert "daemon.log_level" in result.stderr
     assert "resources.x.command: required key is missing" in result.stderr
     good = tmp_path / "good.toml"
     good.write_text(CONFIG)
-    result = subprocess.run(
-        [sys.executable, "-m", "supervisor", "check", "-c", str(good)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("check", "-c", str(good))
     assert result.returncode == 0
     assert "resources (3): a, b, c" in result.stdout
 
@@ -194,23 +176,13 @@ def test_check_prints_problems_or_a_summary(tmp_path: Path) -> None:
 def test_help_describes_every_command() -> None:
     """--help of the program and of each subcommand is complete."""
     env = {**os.environ, "COLUMNS": "120"}
-    top = subprocess.run(
-        [sys.executable, "-m", "supervisor", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
+    top = run_cli("--help", env=env)
+    assert top.returncode == 0
     assert "run" in top.stdout
     assert "check" in top.stdout
-    for command in ("run", "check"):
-        sub = subprocess.run(
-            [sys.executable, "-m", "supervisor", command, "--help"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        )
+    for command in ("run", "check", "status", "start", "stop", "restart", "reload", "events"):
+        sub = run_cli(command, "--help", env=env)
+        assert sub.returncode == 0
         assert "--config" in sub.stdout
 
 

@@ -6,13 +6,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import httpx
 import trio
 
+from tests.integration.conftest import free_port
 from tests.integration.test_api import running
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -80,12 +80,6 @@ def test_alert_rules_and_dashboard_use_only_contract_metrics() -> None:
     used = rules | metric_names(exprs)
     assert used <= CONTRACT, used - CONTRACT
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def prometheus_query(client: httpx.AsyncClient, query: str) -> list[dict[str, object]]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from pathlib import Path
 
 import trio
 
 from supervisor.launchers.local import LocalLauncher
 from supervisor.supervision.states import Liveness, State
-from tests.integration.conftest import alive, process_gone, supervise
+from tests.integration.conftest import alive, free_port, process_gone, supervise
 
 SLEEPER = """
 [resources.sleeper]
@@ -154,7 +153,7 @@ async def test_health_check_failures_restart_the_process(
 
 async def test_http_and_tcp_probes_against_a_real_server(launcher: LocalLauncher) -> None:
     """A tcp startup probe gates RUNNING; an http health probe keeps it ONLINE."""
-    port = _free_port()
+    port = free_port()
     toml = f"""
     [resources.web]
     kind = "process"
@@ -196,9 +195,3 @@ async def test_unknown_user_is_fatal_misconfiguration(launcher: LocalLauncher) -
         fatal = await run.entered("who", State.FATAL)
         assert "unknown user 'no-such-user-here'" in fatal.detail
         assert run["who"].liveness is Liveness.MISCONFIGURED
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -22,7 +22,7 @@ from supervisor.config.load import load_file
 from supervisor.daemon import Daemon
 from supervisor.errors import ConfigError, DaemonUnavailableError, RequestError
 from supervisor.supervision.states import State
-from tests.integration.conftest import process_gone
+from tests.integration.conftest import process_gone, run_cli
 
 
 def config_text(tmp_path: Path, names: list[str], *, changed: dict[str, str] | None = None) -> str:
@@ -232,22 +232,12 @@ def test_cli_reload_reports_the_plan_and_refuses_bad_files(
     """`supervisor reload` prints the plan; a broken file exits 1 listing the problems."""
     _, path, sock = running_daemon
     good = path.read_text()
-    dry = subprocess.run(
-        [sys.executable, "-m", "supervisor", "reload", "--dry-run", "--socket", str(sock)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    dry = run_cli("reload", "--dry-run", "--socket", str(sock))
     assert dry.returncode == 0, dry.stderr
     assert '"dry_run": true' in dry.stdout
     try:
         path.write_text(good + "\n[resources.c]\nkind = 'process'\n")
-        bad = subprocess.run(
-            [sys.executable, "-m", "supervisor", "reload", "--socket", str(sock)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        bad = run_cli("reload", "--socket", str(sock))
         assert bad.returncode == 1
         assert "keeps running on its old config" in bad.stderr
         assert "resources.c.command: required key is missing" in bad.stderr

@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import trio
 from supervisor.errors import StateDirError
 from supervisor.launchers.local import open_local_launcher
 from supervisor.state import StateDir, process_start_time
-from tests.integration.conftest import alive, children_of, is_guardian, process_gone
+from tests.integration.conftest import alive, children_of, is_guardian, process_gone, run_cli
 from tests.integration.test_daemon import daemon
 
 
@@ -88,13 +86,7 @@ def test_a_state_dir_in_use_stops_a_second_daemon(tmp_path: Path) -> None:
         config.write_text(
             f'[daemon]\ncontrol_socket = "{tmp_path}/c.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
         )
-        result = subprocess.run(
-            [sys.executable, "-m", "supervisor", "run", "-c", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = run_cli("run", "-c", str(config))
         assert result.returncode == 1
         assert "another daemon" in result.stderr
         assert not (tmp_path / "c.sock").exists()
