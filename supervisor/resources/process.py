@@ -7,7 +7,8 @@ import signal
 import structlog
 import trio
 
-from supervisor.config.schema import HealthProbeConfig, ProcessConfig, StartupProbeConfig
+from supervisor.config.schema import ProcessConfig
+from supervisor.config.types import HealthProbeConfig, StartupProbeConfig
 from supervisor.errors import MisconfiguredError
 from supervisor.launchers.local import LocalLauncher, resolve_credentials, scrubbed_environment
 from supervisor.resources.probes import run_probe
