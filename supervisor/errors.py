@@ -6,6 +6,18 @@
     │   └── StartError              the resource could not be started
     │       └── MisconfiguredError  ...and retrying cannot help (bad user, bad settings)
     ├── StateDirError               the state directory cannot be used
+    ├── SandboxError                something went wrong in a sandbox environment
+    │   ├── SandboxStateError       the sandbox itself is broken (dead, unreachable)
+    │   ├── FeatureTeardownError    features failed to tear down (errors per feature)
+    │   ├── SessionTeardownError    features failed to end a session (errors per feature)
+    │   ├── FeatureCommandError     a feature's command failed (a user error)
+    │   ├── AcquireError            no session could be handed out
+    │   │   ├── PoolOverloadedError     every sandbox is busy (retry later)
+    │   │   ├── EnvironmentOutageError  sandboxes cannot be brought up (retry later)
+    │   │   └── EnvironmentOfflineError the environment is not (or no longer) serving
+    │   └── SessionError            a session id that cannot be used
+    │       ├── SessionNotFoundError    no such session
+    │       └── SessionExpiredError     its TTL or lease ran out; the daemon ended it
     └── ClientError                 the API client could not get an answer
         ├── DaemonUnavailableError  nothing answers at the socket or URL
         └── RequestError            the daemon answered with an error (code, message)
@@ -16,7 +28,7 @@ exceptions instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -59,6 +71,71 @@ class MisconfiguredError(StartError):
 
 class StateDirError(SupervisorError):
     """The state directory is missing, unwritable or owned by another daemon."""
+
+
+class SandboxError(SupervisorError):
+    """Something went wrong in a sandbox environment."""
+
+
+class SandboxStateError(SandboxError):
+    """The sandbox itself is broken; it is shut down rather than reused."""
+
+
+class _PerFeatureError(SandboxError):
+    def __init__(self, what: str, errors: Mapping[str, BaseException]) -> None:
+        self.errors = dict(errors)
+        parts = "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in self.errors.items())
+        super().__init__(f"{what} failed for {len(self.errors)} feature(s): {parts}")
+
+
+class FeatureTeardownError(_PerFeatureError):
+    """`teardown` raised for some features; `errors` maps feature name to its error."""
+
+    def __init__(self, errors: Mapping[str, BaseException]) -> None:
+        super().__init__("teardown", errors)
+
+
+class SessionTeardownError(_PerFeatureError):
+    """`teardown_session` raised for some features; `errors` maps name to error."""
+
+    def __init__(self, errors: Mapping[str, BaseException]) -> None:
+        super().__init__("teardown_session", errors)
+
+
+class FeatureCommandError(SandboxError):
+    """A feature's hook command exited non-zero or timed out; the config must change."""
+
+
+class AcquireError(SandboxError):
+    """No session could be handed out; `retry_after` (seconds) when worth retrying."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PoolOverloadedError(AcquireError):
+    """Every sandbox stayed busy for the whole acquire timeout."""
+
+
+class EnvironmentOutageError(AcquireError):
+    """Sandboxes have failed to come up for longer than the outage grace."""
+
+
+class EnvironmentOfflineError(AcquireError):
+    """The environment is not serving (not started yet, shutting down or offline)."""
+
+
+class SessionError(SandboxError):
+    """A session id that cannot be used."""
+
+
+class SessionNotFoundError(SessionError):
+    """No session with this id exists (or it ended long ago)."""
+
+
+class SessionExpiredError(SessionError):
+    """The session outlived its TTL or lease and was ended by the daemon."""
 
 
 class ClientError(SupervisorError):

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import trio
 
-from supervisor.errors import MisconfiguredError, StartError
+from supervisor.errors import MisconfiguredError, SandboxStateError, StartError
+from supervisor.sandbox.backends import ExecResult
+from supervisor.sandbox.events import EventHandler
+from supervisor.sandbox.features import Feature
+from supervisor.sandbox.sandbox import Sandbox
+from supervisor.sandbox.session import Session
 from supervisor.supervision.policy import Termination, describe_exit
 from supervisor.supervision.resource import CheckResult, CheckSettings
 from supervisor.supervision.states import Liveness
@@ -129,3 +137,141 @@ class FakeResource:
     @property
     def current(self) -> FakeHandle:
         return self.handles[-1]
+
+
+# -- sandbox environments -------------------------------------------------------------
+
+
+class FakeInstance:
+    """A sandbox that lives in memory; `break_()` makes it a broken one."""
+
+    def __init__(self, backend: FakeBackend, sandbox_id: str) -> None:
+        self.backend = backend
+        self.id = sandbox_id
+        self.dead = trio.Event()
+        self.broken = False
+        self.stopped = False
+        self.state: dict[str, str] = {}  # what client work left behind
+
+    def break_(self) -> None:
+        self.broken = True
+
+    async def exec(
+        self, argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+    ) -> ExecResult:
+        if self.broken or self.stopped:
+            raise SandboxStateError(f"{self.id} is broken")
+        if argv[0] == "user-error":
+            raise ValueError("bad input")
+        if argv[0] == "set":
+            self.state[argv[1]] = argv[2]
+        await trio.sleep(self.backend.exec_delay)
+        return ExecResult(0, " ".join(f"{k}={v}" for k, v in sorted(self.state.items())), "", 0.0)
+
+    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
+        return await self.exec(["script", script], timeout=timeout)
+
+    async def put(self, source: Path, dest: str) -> None:
+        self.state[dest] = source.name
+
+    async def check(self) -> None:
+        if self.broken:
+            raise SandboxStateError(f"{self.id} failed its keepalive")
+
+    async def wait_dead(self) -> str:
+        await self.dead.wait()
+        return "killed"
+
+    async def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.backend.live -= 1
+
+    def connection(self) -> dict[str, Any]:
+        return {"sandbox": self.id}
+
+
+class FakeBackend:
+    """Creates FakeInstances after `create_delay`; `failure` makes creation raise."""
+
+    name = "fake"
+
+    def __init__(self, create_delay: float = 0.0, exec_delay: float = 0.0) -> None:
+        self.create_delay = create_delay
+        self.exec_delay = exec_delay
+        self.failure: BaseException | None = None
+        self.instances: dict[str, FakeInstance] = {}
+        self.live = 0
+        self.max_live = 0
+        self.created = 0
+
+    async def create(self, sandbox_id: str) -> FakeInstance:
+        await trio.sleep(self.create_delay)
+        if self.failure is not None:
+            raise self.failure
+        instance = FakeInstance(self, sandbox_id)
+        self.instances[sandbox_id] = instance
+        self.created += 1
+        self.live += 1
+        self.max_live = max(self.max_live, self.live)
+        return instance
+
+
+class RecordingFeature(Feature):
+    """Records every hook call in `calls`; `fail[hook]` makes that hook raise it."""
+
+    def __init__(
+        self,
+        name: str,
+        calls: list[tuple[str, str, str, str | None]],
+        *,
+        fail: Mapping[str, BaseException] | None = None,
+        delay: Mapping[str, float] | None = None,
+        sandbox_scoped: bool = True,
+        housekeep_interval: float | None = None,
+    ) -> None:
+        self.name = name
+        self.calls = calls
+        self.fail = dict(fail or {})
+        self.delay = dict(delay or {})
+        self.sandbox_scoped = sandbox_scoped
+        self.housekeep_interval = housekeep_interval
+
+    async def _record(self, hook: str, sandbox: Sandbox | None, session: Session | None) -> None:
+        self.calls.append(
+            (self.name, hook, sandbox.id if sandbox else "", session.id if session else None)
+        )
+        if hook in self.delay:
+            await trio.sleep(self.delay[hook])
+        if hook in self.fail:
+            raise self.fail[hook]
+
+    async def setup(self, sandbox: Sandbox | None) -> None:
+        await self._record("setup", sandbox, None)
+
+    async def teardown(self, sandbox: Sandbox | None) -> None:
+        await self._record("teardown", sandbox, None)
+
+    async def setup_session(self, sandbox: Sandbox, session: Session | None) -> None:
+        await self._record("setup_session", sandbox, session)
+
+    async def teardown_session(self, sandbox: Sandbox, session: Session) -> None:
+        await self._record("teardown_session", sandbox, session)
+
+    async def housekeep(self, sandbox: Sandbox | None) -> None:
+        await self._record("housekeep", sandbox, None)
+
+
+class RecordingHandler(EventHandler):
+    """Records (callback name, args) for every event."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("on_"):
+            return lambda *args: object.__getattribute__(self, "events").append((name, args))
+        return object.__getattribute__(self, name)
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]

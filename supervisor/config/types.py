@@ -193,3 +193,21 @@ class StartupProbeConfig(ProbeBase):
     """A readiness gate: STARTING becomes RUNNING once this probe first succeeds."""
 
     interval: PositiveDuration = 0.5
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from 1048576, "512k", "512m", "1.5g" or "2GiB" (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    if isinstance(value, str) and (match := _SIZE.match(value.strip())):
+        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    raise ValueError(f'expected a size such as "512m", "2g" or a number of bytes, got {value!r}')
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]

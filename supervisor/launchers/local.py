@@ -112,6 +112,7 @@ class ProcessHandle:
         self.termination: Termination | None = None
         self.exited = trio.Event()
         self.output_done = trio.Event()  # every line the child wrote has been relayed
+        self.captured: tuple[int, int] | None = None  # (stdout, stderr) read ends, if asked
 
     @property
     def pid(self) -> int:
@@ -171,8 +172,12 @@ class LocalLauncher:
         stop_signal: int = signal.SIGTERM,
         on_output: LineSink | None = None,
         record_as: str | None = None,
+        capture: bool = False,
     ) -> ProcessHandle:
         """Start `argv` in its own session; `on_output` receives its lines (else discarded).
+
+        `capture=True` instead leaves the raw output to the caller: `handle.captured` holds
+        the read ends of stdout and stderr, which the caller must drain and close.
 
         `record_as` (a resource name) also records the process in the state directory,
         for the next start to clean up should the daemon and its guardian both die.
@@ -183,7 +188,7 @@ class LocalLauncher:
         out_r = err_r = None
         stdout: int = subprocess.DEVNULL
         stderr: int = subprocess.DEVNULL
-        if on_output is not None:
+        if on_output is not None or capture:
             out_r, stdout = os.pipe()
             err_r, stderr = os.pipe()
 
@@ -229,7 +234,12 @@ class LocalLauncher:
             self._records.record(popen.pid, record_as)
         pidfd = os.pidfd_open(popen.pid)
         self._nursery.start_soon(self._reap, handle, pidfd)
-        if on_output is not None:
+        if capture:
+            assert out_r is not None
+            assert err_r is not None
+            handle.captured = (out_r, err_r)
+            handle.output_done.set()
+        elif on_output is not None:
             assert out_r is not None
             assert err_r is not None
             self._nursery.start_soon(_relay_both, handle, out_r, err_r, on_output)

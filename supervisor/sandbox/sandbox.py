@@ -1,0 +1,489 @@
+"""One sandbox: its status machine, the order of feature hooks, and the error split.
+
+Why it is shaped this way (rule numbers are the semantics page's):
+- Setup work (start, session setup, proactive setup for the next session) runs inside
+  one cancel scope at a time. Shutdown cancels that scope and waits for it to unwind
+  before tearing anything down, and `_set_status` refuses every move out of
+  SHUTTING_DOWN/OFFLINE, so a sandbox that began shutting down never comes back to
+  READY (rule 10), whatever was in flight.
+- Proactive setup for the next session runs while the sandbox is SETTING_UP, where
+  nobody can acquire it; it turns READY only when that setup is done. No later session
+  can start on it mid-setup, so its state cannot be clobbered (rule 11).
+- A state error (`SandboxStateError`) is recorded on the sandbox and condemns it: it is
+  shut down at the next decision point and never reused. A user error (anything else)
+  is the caller's to handle and leaves the sandbox reusable, except in
+  `teardown_session`, where we cannot tell what state the user's code left behind.
+- Shutdown is shielded and bounded: a client that goes away mid-release must not leave
+  a half-torn-down sandbox behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from supervisor.errors import FeatureTeardownError, SandboxStateError, SessionTeardownError
+from supervisor.sandbox.status import ONLINE, SANDBOX_TRANSITIONS, SandboxStatus
+
+if TYPE_CHECKING:
+    from supervisor.sandbox.backends import ExecResult, Instance
+    from supervisor.sandbox.environment import Environment
+    from supervisor.sandbox.features import Feature
+    from supervisor.sandbox.session import Session
+
+S = SandboxStatus
+log = structlog.get_logger("supervisor.sandbox")
+
+
+class Sandbox:
+    """One isolated execution place of an environment, with id `env/slot:generation`."""
+
+    def __init__(self, env: Environment, slot: int, generation: int, *, reusable: bool) -> None:
+        self.env = env
+        self.slot = slot
+        self.generation = generation
+        self.id = f"{env.name}/{slot}:{generation}"
+        self.reusable = reusable
+        self.status = S.CREATED
+        self.created_at = trio.current_time()
+        self.status_since = self.created_at
+        self.instance: Instance | None = None
+        self.set_up: list[Feature] = []
+        self.prepared = False  # setup_session already ran for the next session
+        self.state_error: BaseException | None = None
+        self.session: Session | None = None
+        self.sessions_served = 0
+        self.recycle_at = env.recycle_deadline(self.created_at)
+        self.offline = trio.Event()
+        self.reserved_for: object = None  # the waiter a sandbox grown on demand is for
+        self._work: trio.CancelScope | None = None
+        self._idle = trio.Event()
+        self._idle.set()
+        self._exiting: trio.Event | None = None
+        self._closing = False
+        self._housekeeper: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.id} {self.status}>"
+
+    @property
+    def closing(self) -> bool:
+        """Whether shutdown has begun (the sandbox will never serve again)."""
+        return self._closing
+
+    @property
+    def is_online(self) -> bool:
+        return self.status in ONLINE
+
+    # -- status ------------------------------------------------------------------------
+
+    def _set_status(self, new: SandboxStatus) -> bool:
+        """Move to `new`; refused (False) once shutdown began, unless moving towards OFFLINE."""
+        old = self.status
+        if self._closing and new not in (S.EXITING_SESSION, S.SHUTTING_DOWN, S.OFFLINE):
+            return False
+        if new not in SANDBOX_TRANSITIONS[old]:
+            raise RuntimeError(f"sandbox {self.id}: illegal transition {old} -> {new}")
+        now = trio.current_time()
+        span, self.status, self.status_since = now - self.status_since, new, now
+        self.env.events.on_sandbox_status_change(self, old, new, span)
+        self.env.sandbox_status_changed(self, old, new)
+        return True
+
+    def record(self, error: BaseException) -> None:
+        """Remember the first state error: the sandbox will not be reused."""
+        if self.state_error is None:
+            self.state_error = error
+            log.warning("sandbox_state_error", sandbox=self.id, error=str(error))
+
+    @contextlib.contextmanager
+    def _setup_work(self) -> Iterator[trio.CancelScope]:
+        scope = trio.CancelScope()
+        self._work, self._idle = scope, trio.Event()
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._work = None
+            self._idle.set()
+
+    async def _hook(
+        self, feature: Feature, hook: str, session: Session | None = None
+    ) -> BaseException | None:
+        """Run one feature hook, emit its event; return (not raise) its error."""
+        started = trio.current_time()
+        error: BaseException | None = None
+        try:
+            if hook == "setup":
+                await feature.setup(self)
+            elif hook == "teardown":
+                await feature.teardown(self)
+            elif hook == "setup_session":
+                await feature.setup_session(self, session)
+            elif hook == "teardown_session":
+                assert session is not None
+                await feature.teardown_session(self, session)
+            else:
+                await feature.housekeep(self)
+        except Exception as exc:
+            error = exc
+            if isinstance(exc, SandboxStateError):
+                self.record(exc)
+            self.env.feature_failed(feature, hook)
+        duration = trio.current_time() - started
+        events = self.env.events
+        if hook == "setup":
+            events.on_feature_setup(self, feature, duration, error)
+        elif hook == "teardown":
+            events.on_feature_teardown(self, feature, duration, error)
+        elif hook == "setup_session":
+            events.on_feature_setup_session(self, feature, session, duration, error)
+        elif hook == "teardown_session":
+            assert session is not None
+            events.on_feature_teardown_session(self, feature, session, duration, error)
+        else:
+            events.on_feature_housekeep(self, feature, 0, duration, error)
+        return error
+
+    # -- start -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """CREATED -> SETTING_UP -> READY: backend, each `setup`, proactive `setup_session`.
+
+        On failure the sandbox is shut down and the error re-raised (rule 3).
+        """
+        started = trio.current_time()
+        self._set_status(S.SETTING_UP)
+        try:
+            with self._setup_work():
+                self.instance = await self.env.backend.create(self.id)
+                for feature in self.env.features:
+                    self.set_up.append(feature)  # before setup runs: teardown pairs with it
+                    if (error := await self._hook(feature, "setup")) is not None:
+                        raise error
+                if self.env.settings.proactive_session_setup and self.reusable:
+                    await self._setup_sessions(None, [])
+                    self.prepared = True
+            if self._closing:
+                raise SandboxStateError(f"sandbox {self.id} was shut down while starting")
+        except Exception as exc:
+            if isinstance(exc, SandboxStateError):
+                self.record(exc)
+            self.env.events.on_sandbox_start(self, trio.current_time() - started, exc)
+            with contextlib.suppress(FeatureTeardownError):
+                await self.shutdown()
+            raise
+        self._set_status(S.READY)
+        self.env.events.on_sandbox_start(self, trio.current_time() - started, None)
+
+    async def _setup_sessions(self, session: Session | None, attempted: list[Feature]) -> None:
+        """Run every `setup_session`, noting each in `attempted`; raise the first error."""
+        for feature in self.env.features:
+            attempted.append(feature)
+            if (error := await self._hook(feature, "setup_session", session)) is not None:
+                raise error
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """READY -> ACQUIRED (the caller owns the sandbox until it releases it)."""
+        if self.status is not S.READY:
+            raise RuntimeError(f"sandbox {self.id} is {self.status}, not READY")
+        self._set_status(S.ACQUIRED)
+
+    def release_unused(self) -> None:
+        """Give back a sandbox that was acquired but never used: ACQUIRED -> READY."""
+        if self.status is S.ACQUIRED and not self.closing:
+            self._set_status(S.READY)
+
+    async def start_session(self, session: Session) -> None:
+        """ACQUIRED -> SETTING_UP -> IN_SESSION, running `setup_session` unless done already.
+
+        On failure: the session-start event, `teardown_session` for every feature whose
+        `setup_session` was attempted, shutdown, and the error re-raised (rule 5).
+        """
+        if self.status is not S.ACQUIRED or self.session is not None:
+            raise RuntimeError(f"sandbox {self.id} is {self.status}; acquire it first")
+        started = trio.current_time()
+        self.session = session
+        attempted: list[Feature] = list(self.env.features) if self.prepared else []
+        self._set_status(S.SETTING_UP)
+        try:
+            with trio.CancelScope(shield=True), self._setup_work():
+                if not self.prepared:
+                    await self._setup_sessions(session, attempted)
+                self.prepared = False
+            if self._closing or not self._set_status(S.IN_SESSION):
+                raise SandboxStateError(f"sandbox {self.id} was shut down while setting up")
+        except Exception as exc:
+            if isinstance(exc, SandboxStateError):
+                self.record(exc)
+            self.env.events.on_session_start(self, session, trio.current_time() - started, exc)
+            with trio.CancelScope(shield=True):
+                for feature in attempted:
+                    await self._hook(feature, "teardown_session", session)
+                self.session = None
+                session.ended, session.end_reason = True, "setup_failed"
+                session.ended_event.set()
+                with contextlib.suppress(FeatureTeardownError):
+                    await self.shutdown()
+            raise
+        self.sessions_served += 1
+        self.env.events.on_session_start(self, session, trio.current_time() - started, None)
+
+    def _require(self, session: Session) -> Instance:
+        if self.session is not session or self.status is not S.IN_SESSION:
+            raise RuntimeError(f"session {session.id} is not in progress on {self.id}")
+        assert self.instance is not None
+        return self.instance
+
+    async def exec(
+        self,
+        session: Session,
+        argv: Sequence[str],
+        *,
+        timeout: float | None,
+        env: Mapping[str, str] | None,
+    ) -> ExecResult:
+        """Client work: run `argv`; a state error condemns the sandbox (rule 6)."""
+        instance = self._require(session)
+        limit = self.env.settings.exec_timeout if timeout is None else timeout
+        return await self._activity(
+            "exec", session, instance.exec(argv, timeout=limit, env=env), {"argv": list(argv)}
+        )
+
+    async def run_script(
+        self, session: Session, script: str, *, timeout: float | None
+    ) -> ExecResult:
+        instance = self._require(session)
+        limit = self.env.settings.exec_timeout if timeout is None else timeout
+        return await self._activity(
+            "run_script", session, instance.run_script(script, timeout=limit), {}
+        )
+
+    async def _activity(
+        self, name: str, session: Session, work: Any, args: Mapping[str, Any]
+    ) -> ExecResult:
+        started = trio.current_time()
+        error: BaseException | None = None
+        try:
+            result: ExecResult = await work
+        except Exception as exc:
+            error = exc
+            if isinstance(exc, SandboxStateError):
+                self.record(exc)
+            raise
+        finally:
+            self.env.events.on_session_activity(
+                self, name, session, trio.current_time() - started, error, args
+            )
+        return result
+
+    async def end_session(self, *, expired: bool = False) -> None:
+        """IN_SESSION -> EXITING_SESSION -> READY (or shutdown); idempotent (rules 7, 8).
+
+        Raises:
+            SessionTeardownError: a `teardown_session` failed (the sandbox is shut down).
+        """
+        if self.status is not S.IN_SESSION or self.session is None:
+            return
+        session = self.session
+        started = trio.current_time()
+        self._exiting = trio.Event()
+        self._set_status(S.EXITING_SESSION)
+        errors: dict[str, BaseException] = {}
+        with trio.CancelScope(shield=True):
+            try:
+                for feature in self.env.features:
+                    error = await self._hook(feature, "teardown_session", session)
+                    if error is not None and not isinstance(error, SandboxStateError):
+                        errors[feature.name] = error
+            finally:
+                self.session = None
+                session.ended = True
+                session.expired = expired
+                session.end_reason = "expired" if expired else "released"
+                session.ended_event.set()
+                self._exiting.set()
+            teardown_error = SessionTeardownError(errors) if errors else None
+            self.env.events.on_session_end(
+                self,
+                session,
+                trio.current_time() - started,
+                trio.current_time() - session.started_at,
+                self.state_error or teardown_error,
+            )
+            if self._closing:
+                return  # shutdown ended this session; it carries on from here
+            if self.state_error is not None:
+                await self._shutdown_quietly()
+                return
+            if teardown_error is not None:
+                await self._shutdown_quietly()
+                raise teardown_error
+            if expired or not self.env.reusable(self):
+                await self._shutdown_quietly()
+                return
+            if self.env.settings.proactive_session_setup:
+                self._set_status(S.SETTING_UP)
+                self.env.nursery.start_soon(self._prepare_next)
+            else:
+                self._set_status(S.READY)
+
+    async def _prepare_next(self) -> None:
+        """Proactive setup for the next session, off the releasing client's path."""
+        try:
+            with self._setup_work():
+                await self._setup_sessions(None, [])
+            if self._closing:
+                return
+            self.prepared = True
+            self._set_status(S.READY)
+        except Exception as exc:
+            if isinstance(exc, SandboxStateError):
+                self.record(exc)
+            log.warning("proactive_setup_failed", sandbox=self.id, error=str(exc))
+            await self._shutdown_quietly()
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    async def housekeep(self) -> None:
+        """Keepalive probes, death watch and feature housekeeping until shutdown (rule 12)."""
+        assert self.instance is not None
+        instance = self.instance
+        counter = 0
+
+        async def probe() -> None:
+            nonlocal counter
+            while True:
+                await trio.sleep(self.env.settings.keepalive_interval)
+                counter += 1
+                started = trio.current_time()
+                error: BaseException | None = None
+                try:
+                    with trio.fail_after(self.env.settings.keepalive_interval):
+                        await instance.check()
+                except trio.TooSlowError:
+                    error = SandboxStateError(f"sandbox {self.id} did not answer its keepalive")
+                except Exception as exc:
+                    error = exc
+                self.env.events.on_sandbox_housekeep(
+                    self, counter, trio.current_time() - started, error
+                )
+                if error is not None:
+                    self._condemn(error)
+
+        async def feature_loop(feature: Feature, interval: float) -> None:
+            while True:
+                await trio.sleep(interval)
+                error = await self._hook(feature, "housekeep")
+                if isinstance(error, SandboxStateError):
+                    self._condemn(error)
+                elif error is not None:
+                    log.warning("feature_housekeep_failed", sandbox=self.id, feature=feature.name)
+
+        async def death() -> None:
+            reason = await instance.wait_dead()
+            self._condemn(SandboxStateError(f"sandbox {self.id} died: {reason}"))
+
+        with trio.CancelScope() as self._housekeeper:
+            if self._closing:
+                return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(probe)
+                nursery.start_soon(death)
+                for feature in self.env.features:
+                    if feature.housekeep_interval is not None:
+                        nursery.start_soon(feature_loop, feature, feature.housekeep_interval)
+
+    def _condemn(self, error: BaseException) -> None:
+        """A state error outside client work: record it and shut down (ending any session)."""
+        self.record(error)
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+        self.env.nursery.start_soon(self._shutdown_quietly)
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    async def _shutdown_quietly(self) -> None:
+        try:
+            await self.shutdown()
+        except FeatureTeardownError as exc:
+            log.warning("sandbox_teardown_failed", sandbox=self.id, error=str(exc))
+
+    async def shutdown(self) -> None:
+        """Tear down and stop; re-entrant, never resurrects (rule 10).
+
+        Raises:
+            FeatureTeardownError: user errors from `teardown` (state errors are recorded).
+        """
+        if self._closing:
+            with trio.CancelScope(shield=True):
+                await self.offline.wait()
+            return
+        self._closing = True
+        started = trio.current_time()
+        errors: dict[str, BaseException] = {}
+        stopped = self.instance is None
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.env.stop_grace):
+                if self._work is not None:
+                    self._work.cancel()
+                await self._idle.wait()
+                if self._housekeeper is not None:
+                    self._housekeeper.cancel()
+                if self.status is S.IN_SESSION:
+                    with contextlib.suppress(SessionTeardownError):
+                        await self.end_session()
+                elif self._exiting is not None:
+                    await self._exiting.wait()
+                self._set_status(S.SHUTTING_DOWN)
+                for feature in reversed(self.set_up):
+                    error = await self._hook(feature, "teardown")
+                    if error is not None and not isinstance(error, SandboxStateError):
+                        errors[feature.name] = error
+                if self.instance is not None:
+                    try:
+                        await self.instance.stop()
+                    except Exception as exc:
+                        self.record(exc)
+                    stopped = True
+            if self.status is not S.SHUTTING_DOWN:
+                self._set_status(S.SHUTTING_DOWN)
+            if not stopped and self.instance is not None:
+                log.warning("sandbox_shutdown_timeout", sandbox=self.id)
+                with contextlib.suppress(Exception), trio.move_on_after(self.env.stop_grace):
+                    await self.instance.stop()  # still remove what we can
+            self._set_status(S.OFFLINE)
+            failure = FeatureTeardownError(errors) if errors else None
+            now = trio.current_time()
+            self.env.events.on_sandbox_shutdown(
+                self, now - started, now - self.created_at, failure or self.state_error
+            )
+            self.offline.set()
+        if failure is not None:
+            raise failure
+
+    # -- helpers for features ----------------------------------------------------------
+
+    def _instance(self) -> Instance:
+        if self.instance is None:
+            raise SandboxStateError(f"sandbox {self.id} has no running instance")
+        return self.instance
+
+    async def instance_exec(self, argv: Sequence[str], *, timeout: float) -> ExecResult:
+        return await self._instance().exec(argv, timeout=timeout)
+
+    async def instance_script(self, script: str, *, timeout: float) -> ExecResult:
+        return await self._instance().run_script(script, timeout=timeout)
+
+    async def instance_put(self, source: Path, dest: str) -> None:
+        await self._instance().put(source, dest)
+
+    def connection(self) -> dict[str, Any]:
+        return self._instance().connection()
