@@ -5,11 +5,14 @@
 #   - systemd's tools (systemd-analyze, -sysusers, -tmpfiles);
 #   - a Docker engine (Debian's docker.io; dockerd is started when none answers);
 #   - the local test images, built without any registry (`docker import` of a rootfs):
-#       supervisor-test/systemd:bookworm  Debian minbase + systemd, to boot as PID 1.
+#       supervisor-test/systemd:bookworm  Debian minbase + systemd, to boot as PID 1;
+#       supervisor-test/sandbox:bookworm  the same image, tagged for sandbox tests (sh,
+#                                         coreutils' `timeout` for exec deadlines, ps).
 # Idempotent: what is there already is left alone.
 set -euo pipefail
 
 SYSTEMD_IMAGE=supervisor-test/systemd:bookworm
+SANDBOX_IMAGE=supervisor-test/sandbox:bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -71,7 +74,12 @@ if ! docker image inspect "$SYSTEMD_IMAGE" >/dev/null 2>&1; then
   tar -C "$rootfs" -c . | docker import - "$SYSTEMD_IMAGE" >/dev/null
 fi
 
+if ! docker image inspect "$SANDBOX_IMAGE" >/dev/null 2>&1; then
+  echo "provision: tagging $SYSTEMD_IMAGE as $SANDBOX_IMAGE"
+  docker tag "$SYSTEMD_IMAGE" "$SANDBOX_IMAGE"
+fi
+
 promtool --version >/dev/null
 systemd-analyze --version >/dev/null
-docker image inspect "$SYSTEMD_IMAGE" >/dev/null
-echo "provision: ok (promtool, prometheus, systemd tools, docker, $SYSTEMD_IMAGE)"
+docker image inspect "$SYSTEMD_IMAGE" "$SANDBOX_IMAGE" >/dev/null
+echo "provision: ok (promtool, prometheus, systemd tools, docker, $SYSTEMD_IMAGE, $SANDBOX_IMAGE)"

@@ -1,0 +1,240 @@
+"""The docker SDK's edges: clients, error mapping, stream closing, and one SDK bug fixed.
+
+Everything here knows a quirk of the blocking SDK so that `launchers.docker` need not:
+- SDK, HTTP, socket and deadline failures become our errors in one context manager
+  (`docker_errors`), pinned by tests/unit/test_docker_errors.py.
+- A streamed response (events, exec output) blocks its reading thread until
+  `CancellableStream.close()` shuts the socket down; `StreamSlot` makes sure exactly one
+  party closes it, even when the opening thread was abandoned.
+- The API version is pinned (1.41: Docker 20.10 and later), so building a client does no
+  I/O and an engine that is down at start-up is just "not up yet".
+- The SDK's unix-socket connection leaks its socket when connecting fails; while an
+  engine is down that is one ResourceWarning per reconnect attempt, so it is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import docker.tls
+import docker.utils
+import requests
+import trio
+from docker.transport.unixconn import (
+    UnixHTTPAdapter,
+    UnixHTTPConnection,
+    UnixHTTPConnectionPool,
+)
+
+from supervisor.errors import ResourceError
+
+API_VERSION = "1.41"
+
+
+class DockerError(ResourceError):
+    """The Docker engine refused or failed a request."""
+
+
+class ContainerNotFoundError(DockerError):
+    """The container does not exist (any more)."""
+
+
+class EngineUnavailableError(DockerError):
+    """The Docker engine did not answer: down, unreachable or too slow."""
+
+
+@contextlib.contextmanager
+def docker_errors(action: str) -> Iterator[None]:
+    """Turn docker SDK, HTTP, socket and deadline failures of `action` into DockerError."""
+    try:
+        yield
+    except trio.TooSlowError as exc:
+        raise EngineUnavailableError(f"{action}: the Docker engine did not answer in time") from exc
+    except docker.errors.ImageNotFound as exc:
+        raise DockerError(
+            f"{action}: {_explain(exc)} (the daemon never pulls: build, load or pull it first)"
+        ) from exc
+    except docker.errors.NotFound as exc:
+        raise ContainerNotFoundError(f"{action}: {_explain(exc)}") from exc
+    except docker.errors.APIError as exc:
+        raise DockerError(f"{action}: {_explain(exc)}") from exc
+    except (requests.ConnectionError, requests.Timeout, OSError) as exc:
+        raise EngineUnavailableError(
+            f"{action}: cannot reach the Docker engine ({type(exc).__name__})"
+        ) from exc
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise DockerError(f"{action}: {exc}") from exc
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    return str(exc.explanation or exc)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """Client certificate, key and CA for an engine at tcp:// with TLS."""
+
+    cert: str
+    key: str
+    ca: str | None = None
+
+
+class StreamSlot:
+    """A stream opened in one thread, read in another, closed from the loop: exactly once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stream: Any = None
+        self._closed = False
+
+    def fill(self, open_stream: Callable[[], Any]) -> None:
+        stream = open_stream()
+        with self._lock:
+            if self._closed:  # the caller gave up waiting: nobody else will close it
+                close_stream(stream)
+            else:
+                self._stream = stream
+
+    def consume(self, consume: Callable[[Any], None]) -> None:
+        try:
+            consume(self._stream)
+        except Exception:
+            # Closing under a blocked read surfaces as whatever the SDK trips on.
+            if not self._closed:
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._stream is not None:
+                close_stream(self._stream)
+
+
+async def close_when_cancelled(slot: StreamSlot) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        slot.close()
+
+
+def close_stream(stream: Any) -> None:
+    """Close a CancellableStream: shuts its socket down, which ends a blocked read."""
+    with contextlib.suppress(Exception):  # already closed, or the response is gone
+        stream.close()
+    with contextlib.suppress(Exception):
+        stream._response.close()
+
+
+def force_remove(api: docker.APIClient, ref: str) -> None:
+    """Kill and remove `ref`; already gone, or being removed by someone else, is done."""
+    try:
+        api.remove_container(ref, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409 or "already in progress" not in str(exc.explanation):
+            raise
+
+
+def make_clients(
+    base_url: str | None, tls: TLSFiles | None, timeout: float
+) -> tuple[docker.APIClient, docker.APIClient]:
+    """A client for requests and one for the event stream (no I/O: the version is pinned)."""
+    kwargs: dict[str, Any]
+    if base_url is None:
+        kwargs = docker.utils.kwargs_from_env()  # DOCKER_HOST, DOCKER_TLS_VERIFY, ...
+    else:
+        kwargs = {"base_url": base_url}
+        if tls is not None:
+            kwargs["tls"] = docker.tls.TLSConfig(
+                client_cert=(tls.cert, tls.key), ca_cert=tls.ca, verify=tls.ca is not None
+            )
+    kwargs.update(version=API_VERSION, timeout=timeout)
+    api = _fix_unix_adapter(docker.APIClient(**kwargs))
+    try:
+        return api, _fix_unix_adapter(docker.APIClient(**kwargs))
+    except BaseException:
+        api.close()
+        raise
+
+
+class _UnixConnection(UnixHTTPConnection):  # type: ignore[misc]
+    """The SDK's unix connection, minus its leak: a failed connect() closes its socket."""
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.unix_socket)
+        except BaseException:
+            sock.close()  # the SDK leaves this to the GC: a ResourceWarning per retry
+            raise
+        self.sock = sock
+
+
+class _UnixPool(UnixHTTPConnectionPool):  # type: ignore[misc]
+    def _new_conn(self) -> _UnixConnection:
+        return _UnixConnection(self.base_url, self.socket_path, self.timeout)
+
+
+class _UnixAdapter(UnixHTTPAdapter):  # type: ignore[misc]
+    def get_connection(self, url: str, proxies: object = None) -> _UnixPool:
+        with self.pools.lock:
+            pool: _UnixPool | None = self.pools.get(url)
+            if pool is None:
+                pool = self.pools[url] = _UnixPool(
+                    url, self.socket_path, self.timeout, maxsize=self.max_pool_size
+                )
+        return pool
+
+
+def _fix_unix_adapter(api: docker.APIClient) -> docker.APIClient:
+    """Swap in `_UnixAdapter` on a unix-socket client (no I/O has happened yet)."""
+    original = getattr(api, "_custom_adapter", None)
+    if isinstance(original, UnixHTTPAdapter):
+        adapter = _UnixAdapter(
+            "http+unix://" + original.socket_path,
+            original.timeout,
+            max_pool_size=original.max_pool_size,
+        )
+        original.close()
+        api._custom_adapter = adapter
+        api.mount("http+docker://", adapter)
+    return api
+
+
+class Capped:
+    """Keeps the first `limit` bytes of a stream and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+
+    def add(self, chunk: bytes | None) -> None:
+        if not chunk:
+            return
+        room = self.limit - self.size
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[: max(room, 0)]
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def drain(stream: Any, *, out: Capped, err: Capped) -> None:
+    # Read to the end even past the limit: a writer blocked on a full pipe never exits.
+    for stdout, stderr in stream:
+        out.add(stdout)
+        err.add(stderr)

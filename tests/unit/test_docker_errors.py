@@ -1,0 +1,87 @@
+"""Every failure the docker SDK can raise becomes one of our errors at the boundary."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import docker.errors
+import pytest
+import requests
+import trio
+
+from supervisor.launchers.docker_events import reconnect_delay
+from supervisor.launchers.docker_sdk import (
+    ContainerNotFoundError,
+    DockerError,
+    EngineUnavailableError,
+    docker_errors,
+)
+
+
+def _sdk_exceptions() -> list[type[Any]]:
+    return [
+        obj
+        for _, obj in inspect.getmembers(docker.errors, inspect.isclass)
+        if issubclass(obj, docker.errors.DockerException)
+    ]
+
+
+def _instance(cls: type[Any]) -> Exception:
+    args: tuple[Any, ...] = ("boom",)
+    kwargs: dict[str, Any] = {}
+    if issubclass(cls, docker.errors.APIError):
+        kwargs = {"explanation": "it broke"}
+    elif cls is docker.errors.ContainerError:
+        args = ("c", 1, "true", "img", b"")
+    elif cls is docker.errors.BuildError:
+        args = ("reason", [])
+    elif cls is docker.errors.StreamParseError:
+        args = (ValueError("x"),)
+    error: Exception = cls(*args, **kwargs)
+    return error
+
+
+@pytest.mark.parametrize("cls", _sdk_exceptions(), ids=lambda c: c.__name__)
+def test_every_sdk_exception_is_mapped(cls: type[Any]) -> None:
+    """No docker.errors class escapes the boundary unmapped."""
+    with pytest.raises(DockerError) as info, docker_errors("do it"):
+        raise _instance(cls)
+    assert str(info.value).startswith("do it: ")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        requests.ConnectionError("refused"),
+        requests.ReadTimeout("slow"),
+        ConnectionRefusedError(111, "refused"),
+        trio.TooSlowError(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_unreachable_engine_is_engine_unavailable(exc: BaseException) -> None:
+    """Connection failures and deadlines mean the engine is unavailable, not the container."""
+    with pytest.raises(EngineUnavailableError), docker_errors("list"):
+        raise exc
+
+
+def test_missing_container_and_missing_image_differ() -> None:
+    """A 404 on a container is ContainerNotFoundError; a missing image says we never pull."""
+    with pytest.raises(ContainerNotFoundError), docker_errors("inspect"):
+        raise docker.errors.NotFound("no such container")
+    with pytest.raises(DockerError, match="never pulls") as info, docker_errors("create"):
+        raise docker.errors.ImageNotFound("no such image")
+    assert not isinstance(info.value, ContainerNotFoundError)
+
+
+def test_other_exceptions_pass_through() -> None:
+    """Bugs are not disguised as engine errors."""
+    with pytest.raises(KeyError), docker_errors("x"):
+        raise KeyError("bug")
+
+
+def test_reconnect_delay_is_immediate_then_doubles_to_a_cap() -> None:
+    """The first reconnect is immediate, then 0.1 s doubling, never above 5 s."""
+    assert [reconnect_delay(n) for n in range(1, 6)] == [0.0, 0.1, 0.2, 0.4, 0.8]
+    assert reconnect_delay(50) == 5.0
