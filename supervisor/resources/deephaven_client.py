@@ -1,0 +1,313 @@
+"""The daemon's side of the Deephaven client helper: a proxy with deadlines.
+
+pydeephaven never runs in the daemon. Each resource talks to its own helper process
+(`launchers/deephaven_worker.py`) over a private unix socket, one JSON line per request.
+Every call has a deadline; a call that does not answer in time, or is cancelled while in
+flight, kills the helper, because a helper with a request outstanding is in an unknown
+state (blocked in gRPC, or about to answer the wrong caller). The helper is spawned by
+the `LocalLauncher`, so it dies with the daemon, even on SIGKILL.
+
+Calls are serialised (one in flight); errors are mapped to liveness in one place,
+`classify`, by the gRPC status the helper found on the exception chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+import trio
+
+from supervisor.errors import ResourceError
+from supervisor.launchers.local import LocalLauncher, ProcessHandle, scrubbed_environment
+from supervisor.supervision.states import Liveness
+
+log = structlog.get_logger("supervisor.deephaven")
+
+HELPER_START_TIMEOUT = 10.0
+# Found, not imported: the daemon itself must never load pydeephaven.
+_WORKER_SPEC = importlib.util.find_spec("supervisor.launchers.deephaven_worker")
+assert _WORKER_SPEC is not None
+assert _WORKER_SPEC.origin is not None
+WORKER = _WORKER_SPEC.origin
+_CLOSE_GRACE = 2.0
+
+# gRPC status names -> liveness. Anything absent is UNKNOWN.
+_LIVENESS_BY_CODE = {
+    "UNAVAILABLE": Liveness.OFFLINE,
+    "DEADLINE_EXCEEDED": Liveness.OFFLINE,
+    "CANCELLED": Liveness.OFFLINE,
+    "UNAUTHENTICATED": Liveness.UNAUTHORIZED,
+    "PERMISSION_DENIED": Liveness.UNAUTHORIZED,
+    "INVALID_ARGUMENT": Liveness.MISCONFIGURED,
+    "UNIMPLEMENTED": Liveness.MISCONFIGURED,  # something that is not Deephaven answers
+}
+
+# Wipes user state from a Python console scope; names present at connect time stay.
+RESET_SCOPE_SCRIPT = """\
+_keep = globals().get("__supervisor_baseline__")
+for _name in [n for n in list(globals()) if not n.startswith("__")]:
+    if _keep is None or _name not in _keep:
+        del globals()[_name]
+"""
+BASELINE_SCRIPT = "__supervisor_baseline__ = frozenset(globals()) | {'_keep', '_name'}"
+
+
+class DeephavenClientError(ResourceError):
+    """A Deephaven call failed; `code` is the gRPC status name when there is one."""
+
+    def __init__(self, message: str, *, code: str | None = None, type_: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.type = type_
+
+    @property
+    def liveness(self) -> Liveness:
+        return classify(self.code, self.type)
+
+
+class HelperGoneError(DeephavenClientError):
+    """The helper process crashed, was killed, or did not answer in time."""
+
+
+def classify(code: str | None, type_: str = "") -> Liveness:
+    """The liveness a failed call implies (see the table above)."""
+    if type_ == "settings":
+        return Liveness.MISCONFIGURED
+    if code is None:
+        return Liveness.UNKNOWN
+    return _LIVENESS_BY_CODE.get(code, Liveness.UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectSpec:
+    """Where and how to open a session; `token` never appears in a repr."""
+
+    host: str
+    port: int
+    auth_type: str
+    token: str = field(default="", repr=False)
+    use_tls: bool = False
+    tls_root_certs: Path | None = None
+    client_cert_chain: Path | None = None
+    client_private_key: Path | None = None
+    session_type: str = "python"
+
+    def request(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "auth_type": self.auth_type,
+            "auth_token": self.token,
+            "use_tls": self.use_tls,
+            "tls_root_certs": _opt(self.tls_root_certs),
+            "client_cert_chain": _opt(self.client_cert_chain),
+            "client_private_key": _opt(self.client_private_key),
+            "session_type": self.session_type,
+        }
+
+
+class DeephavenClient:
+    """One helper process and the session it holds; open it with `open_client()`."""
+
+    def __init__(self, process: ProcessHandle, stream: trio.SocketStream) -> None:
+        self.process = process
+        self._stream = stream
+        self._buffer = b""
+        self._lock = trio.Lock()
+        self._next_id = 0
+        self.connected = False
+        self.killed = False  # ended on purpose (a stop, or a call that did not answer)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self.process.exited.is_set() and not self.killed
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    async def connect(self, spec: ConnectSpec, timeout: float) -> None:
+        """Open a session (closing any previous one)."""
+        self.connected = False
+        await self.call("connect", timeout, **spec.request())
+        self.connected = True
+
+    async def ping(self, timeout: float) -> float:
+        """One real round trip with a gRPC deadline; returns its duration in seconds."""
+        started = trio.current_time()
+        # The gRPC deadline is a little shorter than ours, so a slow server gets a clean
+        # DEADLINE_EXCEEDED and the helper survives it.
+        await self.call("ping", timeout, rpc_timeout=max(timeout * 0.8, timeout - 1.0))
+        return trio.current_time() - started
+
+    async def run_script(self, script: str, timeout: float) -> None:
+        """Run `script` in the session's console; the helper is killed if it overruns."""
+        await self.call("run_script", timeout, script=script)
+
+    async def mark_baseline(self, timeout: float) -> None:
+        """Remember the console's current names as the ones `reset_scope` keeps."""
+        await self.run_script(BASELINE_SCRIPT, timeout)
+
+    async def reset_scope(self, timeout: float) -> None:
+        """Delete every user-defined global of the Python console (tables included)."""
+        await self.run_script(RESET_SCOPE_SCRIPT, timeout)
+
+    async def debug(self, what: str, timeout: float = 5.0) -> None:
+        """Fault injection for tests (`abort`, `use_after_close`, `drop_session`)."""
+        await self.call("debug", timeout, what=what)
+
+    async def call(self, op: str, timeout: float, **fields: object) -> object:
+        """Send one request and return its result.
+
+        Raises:
+            DeephavenClientError: the call failed in the helper.
+            HelperGoneError: the helper is dead, or was killed for not answering.
+        """
+        async with self._lock:
+            if not self.alive:
+                raise HelperGoneError(f"client helper is gone ({self._end()})")
+            self._next_id += 1
+            request = {"id": self._next_id, "op": op, **fields}
+            answered = False
+            try:
+                with trio.move_on_after(timeout):
+                    await self._stream.send_all(json.dumps(request).encode() + b"\n")
+                    line = await self._read_line()
+                    answered = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                line = None
+                answered = True
+            finally:
+                if not answered:  # timed out or cancelled in flight
+                    self.kill()
+            if not answered:
+                raise HelperGoneError(f"{op}: no answer within {timeout:g}s")
+            if line is None:
+                with trio.move_on_after(1.0):
+                    await self.process.exited.wait()
+                self._terminate()  # it died by itself: not `killed`, so its handle ends
+                raise HelperGoneError(f"client helper died during {op} ({self._end()})")
+        response = json.loads(line)
+        if response.get("ok"):
+            return response.get("result")
+        error = response.get("error") or {}
+        raise DeephavenClientError(
+            f"{op}: {error.get('message', 'failed')}",
+            code=error.get("code"),
+            type_=str(error.get("type", "")),
+        )
+
+    async def close(self, timeout: float = _CLOSE_GRACE) -> None:
+        """Close the session, let the helper exit, kill it if it does not; idempotent."""
+        if self.alive and not self.busy:
+            with trio.move_on_after(timeout):
+                with contextlib.suppress(DeephavenClientError):
+                    await self.call("close", timeout)
+                await self._stream.aclose()
+                await self.process.exited.wait()
+        self.kill()
+
+    def kill(self) -> None:
+        """End the helper now; its session dies with it."""
+        self.killed = True
+        self._terminate()
+
+    def _terminate(self) -> None:
+        self.connected = False
+        if not self.process.exited.is_set():
+            self.process.kill()
+        self._stream.socket.close()  # sync and idempotent; wakes a blocked reader
+
+    def _end(self) -> str:
+        term = self.process.termination
+        return "killed" if term is None and self.killed else (term.detail if term else "running")
+
+    async def _read_line(self) -> bytes | None:
+        while b"\n" not in self._buffer:
+            chunk = await self._stream.receive_some(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+
+async def open_client(
+    launcher: LocalLauncher,
+    *,
+    on_output: Callable[[str, str], None] | None = None,
+    timeout: float = HELPER_START_TIMEOUT,
+) -> DeephavenClient:
+    """Start a helper and accept its connection; kill it if that does not work out.
+
+    Raises:
+        HelperGoneError: the helper exited or did not connect within `timeout`.
+    """
+    tmpdir = tempfile.mkdtemp(prefix="supervisor-dh-")  # 0700: only we can connect
+    path = os.path.join(tmpdir, "client.sock")
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await listener.bind(path)
+        listener.listen(1)
+        argv = [sys.executable, "-I", WORKER, path]
+        process = await launcher.spawn(argv, env=scrubbed_environment(), on_output=on_output)
+        try:
+            sock = await _accept(listener, process, timeout)
+        except BaseException:
+            process.kill()
+            raise
+    finally:
+        listener.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return DeephavenClient(process, trio.SocketStream(sock))
+
+
+async def _accept(
+    listener: trio.socket.SocketType, process: ProcessHandle, timeout: float
+) -> trio.socket.SocketType:
+    accepted: list[trio.socket.SocketType] = []
+    with trio.move_on_after(timeout):
+        async with trio.open_nursery() as nursery:
+
+            async def accept() -> None:
+                sock, _ = await listener.accept()
+                accepted.append(sock)
+                nursery.cancel_scope.cancel()
+
+            async def exited() -> None:
+                await process.exited.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(accept)
+            nursery.start_soon(exited)
+    if not accepted:
+        detail = process.termination.detail if process.termination else "no connection"
+        raise HelperGoneError(f"client helper did not start: {detail}")
+    sock = accepted[0]
+    # Only our own child may talk to us (the directory is private, this is belt and braces).
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid = struct.unpack("3i", creds)[0]
+    if pid != process.pid:
+        sock.close()
+        raise HelperGoneError(f"unexpected peer pid {pid} on the client socket")
+    return sock
+
+
+def _opt(path: Path | None) -> str | None:
+    return None if path is None else str(path)
