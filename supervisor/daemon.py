@@ -12,6 +12,7 @@ SIGINT skips the graceful part.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Callable
@@ -26,14 +27,18 @@ from prometheus_client import CollectorRegistry
 from supervisor import __version__
 from supervisor.api.server import ApiServer, serve_api
 from supervisor.config.diff import ReloadPlan, plan_reload
+from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
 from supervisor.errors import ConfigError
+from supervisor.launchers.docker_engines import DockerEngines
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.observability.logging import log_transition
 from supervisor.observability.loop import LoopMonitor
 from supervisor.observability.metrics import Metrics
-from supervisor.resources.process import ProcessResource
+from supervisor.resources.deephaven import DeephavenResource
+from supervisor.sandbox.environment import Environment
+from supervisor.sandbox.service import SandboxService
 from supervisor.state import StateDir, reap_orphans
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.concurrency import race
@@ -42,9 +47,13 @@ from supervisor.supervision.states import State
 from supervisor.supervision.supervisor import ResourceSupervisor
 from supervisor.systemd import Notifier, serve_watchdog, watchdog_interval
 from supervisor.wiring import (
+    adoptable,
     build_supervisors,
+    make_environment,
+    make_resource,
     make_supervisor,
     read_token,
+    reconfigure,
     settings_for,
     stop_in_order,
 )
@@ -86,6 +95,7 @@ class Daemon:
         self._force = trio.Event()
         self._stopping = False
         self._launcher: LocalLauncher | None = None
+        self._engines: DockerEngines | None = None
         self._root: trio.Nursery | None = None
         self._scopes: dict[str, trio.CancelScope] = {}
         self._reload_lock = trio.Lock()
@@ -93,6 +103,18 @@ class Daemon:
         self._reload_failure = ""
         self._status_dirty = trio.Event()
         self.notifier = Notifier()
+        self.sandbox_service = SandboxService(self._make_environment)
+
+    def _make_environment(self, name: str, config: EnvironmentConfig) -> Environment:
+        assert self._launcher is not None
+        return make_environment(
+            name,
+            config,
+            launcher=self._launcher,
+            state_path=self.config.daemon.state_path,
+            bus=self.bus,
+            metrics=self.metrics,
+        )
 
     # ------------------------------------------------------------- the Control protocol
 
@@ -108,8 +130,29 @@ class Daemon:
     def events(self) -> EventBus:
         return self.bus
 
+    @property
+    def sandboxes(self) -> SandboxService:
+        return self.sandbox_service
+
     def snapshots(self) -> list[Snapshot]:
-        return [sup.snapshot() for sup in self.supervisors.values()]
+        return [self._snapshot(sup) for sup in self.supervisors.values()]
+
+    @staticmethod
+    def _snapshot(sup: ResourceSupervisor) -> Snapshot:
+        snap = sup.snapshot()
+        resource = sup.resource
+        if isinstance(resource, DeephavenResource):
+            return dataclasses.replace(
+                snap, endpoint=resource.endpoint, identity=str(resource.identity)
+            )
+        return snap
+
+    def credentials(self, name: str) -> dict[str, Any] | None:
+        resource = self.supervisors[name].resource
+        if not isinstance(resource, DeephavenResource):
+            raise LookupError(f"{name} is a {resource.kind} resource: it has no credentials")
+        creds = resource.credentials()
+        return None if creds is None else creds.to_json()
 
     def command(self, name: str, action: str) -> Snapshot:
         sup = self.supervisors[name]
@@ -201,9 +244,10 @@ class Daemon:
             self._scopes.pop(name).cancel()
             self.metrics.forget(name, sup.resource.kind)
         self.config = new
+        await self._engines_for(new)
         for name in plan.restarted:
             sup = self.supervisors[name]
-            sup.resource = ProcessResource(name, new.resources[name], self._launcher)
+            sup.resource = make_resource(name, new.resources[name], self._launcher, self._engines)
             sup.update(settings_for(new, name))
             if sup.state in (State.STARTING, State.RUNNING, State.BACKOFF):
                 sup.restart("reload")
@@ -211,9 +255,7 @@ class Daemon:
                 sup.start("reload")
         for name in plan.updated:
             sup = self.supervisors[name]
-            resource = sup.resource
-            assert isinstance(resource, ProcessResource)
-            resource.reconfigure(new.resources[name])
+            reconfigure(sup.resource, new.resources[name])
             sup.update(settings_for(new, name))
             if sup.state is State.FATAL:  # its config changed: worth trying at once
                 sup.start("reload")
@@ -228,6 +270,7 @@ class Daemon:
                     self.bus,
                     existing,
                     on_check=self.metrics.observe_check,
+                    engines=self._engines,
                 )
                 added.append(existing[name])
         for name, sup in existing.items():
@@ -236,6 +279,9 @@ class Daemon:
         async with trio.open_nursery() as starters:
             for sup in added:
                 starters.start_soon(self._root.start, self._serve_supervisor, sup)
+        for name in plan.environments.removed:
+            self.metrics.forget_environment(name)
+        await self.sandbox_service.apply(new.environments, plan.environments)
 
     async def _serve_supervisor(
         self,
@@ -249,7 +295,7 @@ class Daemon:
             await sup.serve(task_status=task_status)
 
     async def render_metrics(self) -> bytes:
-        return await self.metrics.render(self.snapshots())
+        return await self.metrics.render(self.snapshots(), self.sandbox_service.stats())
 
     # ------------------------------------------------------------------------ running
 
@@ -269,13 +315,8 @@ class Daemon:
             version=__version__,
             config=str(self.config_path) if self.config_path else "<embedded default>",
             resources=len(self.config.resources),
+            environments=len(self.config.environments),
         )
-        for name in self.config.environments:
-            log.warning(
-                "environment_not_served",
-                environment=name,
-                detail="sandbox environments are not served by this release yet",
-            )
         state = StateDir(daemon_config.state_path)
         state.open()
         try:
@@ -321,13 +362,22 @@ class Daemon:
             async with trio.open_nursery() as root:
                 self._launcher, self._root = launcher, root
                 await root.start(self.loop.serve)
+                self._engines = DockerEngines(root, state.instance_id)
+                await self._engines_for(self.config, reap=True)
                 self.supervisors = build_supervisors(
-                    self.config, launcher, self.bus, on_check=self.metrics.observe_check
+                    self.config,
+                    launcher,
+                    self.bus,
+                    on_check=self.metrics.observe_check,
+                    engines=self._engines,
                 )
                 started_at = trio.current_time()
                 async with trio.open_nursery() as starters:
                     for sup in self.supervisors.values():
                         starters.start_soon(root.start, self._serve_supervisor, sup)
+                    starters.start_soon(
+                        root.start, self.sandbox_service.serve, self.config.environments
+                    )
                 root.start_soon(self._serve_reload_requests)
                 self.ready.set()
                 log.info(
@@ -346,16 +396,27 @@ class Daemon:
                 root.cancel_scope.cancel()
             self.api.close()
 
+    async def _engines_for(self, config: Config, *, reap: bool = False) -> None:
+        """Open the Docker engines `config` uses; at start-up, reap the last run's leftovers.
+
+        Containers of this instance that a previous run left behind are removed before
+        anything starts, except those of `adopt = true` resources (taken over as they are).
+        """
+        assert self._engines is not None
+        new = await self._engines.open_for(config.docker_hosts())
+        if not reap:
+            return
+        for host in new:
+            reaped = await self._engines.reap_orphans(host, adoptable(config, host))
+            if reaped:
+                self.metrics.orphans_reaped.labels("container").inc(len(reaped))
+
     async def _shutdown(self) -> None:
         self._stopping = True
         timeout = self.config.daemon.shutdown_timeout
         log.info("daemon_stopping", timeout=timeout)
         with trio.move_on_after(timeout) as scope:
-            await race(
-                lambda: stop_in_order(self.supervisors),
-                self._force.wait,
-                self._extend_stop_timeout,
-            )
+            await race(self._stop_everything, self._force.wait, self._extend_stop_timeout)
         if scope.cancelled_caught or self._force.is_set():
             left = [
                 n
@@ -363,6 +424,11 @@ class Daemon:
                 if s.state not in (State.STOPPED, State.EXITED)
             ]
             log.warning("daemon_stop_forced", timed_out=scope.cancelled_caught, remaining=left)
+
+    async def _stop_everything(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_in_order, self.supervisors)
+            nursery.start_soon(self.sandbox_service.stop)
 
     async def _extend_stop_timeout(self) -> None:
         """While the shutdown makes progress, ask systemd for more time (never returns).
@@ -416,6 +482,11 @@ class Daemon:
             for s, n in counts.items()
             if n or s in (State.RUNNING, State.FATAL)
         ]
+        envs = self.sandbox_service.stats()
+        if envs:
+            online = sum(1 for e in envs if e["status"] == "ONLINE" and not e["outage"])
+            sessions = sum(e["active_sessions"] for e in envs)
+            parts.append(f"{online}/{len(envs)} environments online, {sessions} sessions")
         return ", ".join(parts)
 
     async def serve_signals(self) -> None:

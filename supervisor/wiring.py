@@ -6,13 +6,30 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
-from supervisor.config.schema import Config
+from supervisor.config.environment import EnvironmentConfig
+from supervisor.config.schema import (
+    Config,
+    ContainerConfig,
+    DeephavenConfig,
+    ProcessConfig,
+    ResourceConfig,
+)
 from supervisor.errors import ConfigError, ConfigProblem
+from supervisor.launchers.docker import DockerEngine, OwnedContainer
 from supervisor.launchers.local import LocalLauncher
+from supervisor.observability.metrics import Metrics
+from supervisor.resources.container import ContainerResource
+from supervisor.resources.deephaven import DeephavenResource
 from supervisor.resources.process import ProcessResource
+from supervisor.sandbox.backends import Backend, UnavailableBackend
+from supervisor.sandbox.backends.process import ProcessBackend
+from supervisor.sandbox.environment import Environment
+from supervisor.sandbox.features import build_features
+from supervisor.sandbox.observe import ObservingHandler
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.settings import Settings
 from supervisor.supervision.supervisor import ResourceSupervisor
@@ -29,6 +46,67 @@ def settings_for(config: Config, name: str) -> Settings:
     )
 
 
+AnyResource = ProcessResource | ContainerResource | DeephavenResource
+
+
+def make_resource(
+    name: str, spec: ResourceConfig, launcher: LocalLauncher, engines: Engines | None = None
+) -> AnyResource:
+    """The resource object for `spec`'s kind.
+
+    Raises:
+        ConfigError: it needs a Docker engine that was not opened.
+    """
+    if isinstance(spec, ProcessConfig):
+        return ProcessResource(name, spec, launcher)
+    if isinstance(spec, ContainerConfig):
+        return ContainerResource(name, spec, _engine(engines, spec.docker_host, name))
+    docker = _engine(engines, None, name) if spec.launch == "docker" else None
+    return DeephavenResource(name, spec, launcher, docker=docker)
+
+
+def _engine(engines: Engines | None, host: str | None, name: str) -> DockerEngine:
+    engine = engines.get(host) if engines is not None else None
+    if engine is None:
+        raise ConfigError(
+            "config",
+            [
+                ConfigProblem(
+                    f"resources.{name}",
+                    f"no Docker engine is open for {host or 'the local socket'}",
+                )
+            ],
+        )
+    return engine
+
+
+def reconfigure(resource: object, spec: ResourceConfig) -> None:
+    """Apply the in-place part of a changed config to a running resource of the same kind."""
+    if isinstance(resource, ProcessResource):
+        assert isinstance(spec, ProcessConfig)  # a change of kind is a restart, not this
+        resource.reconfigure(spec)
+    elif isinstance(resource, ContainerResource):
+        assert isinstance(spec, ContainerConfig)
+        resource.reconfigure(spec)
+    elif isinstance(resource, DeephavenResource):
+        assert isinstance(spec, DeephavenConfig)
+        resource.reconfigure(spec)
+
+
+def adoptable(config: Config, host: str | None) -> Callable[[OwnedContainer], bool]:
+    """Which leftover containers on `host` to spare at start-up: `adopt = true` resources'."""
+    names = {
+        name
+        for name, spec in config.resources.items()
+        if isinstance(spec, ContainerConfig) and spec.adopt and spec.docker_host == host
+    }
+    return lambda container: container.resource in names
+
+
+class Engines(Protocol):
+    def get(self, host: str | None) -> DockerEngine | None: ...
+
+
 def make_supervisor(
     name: str,
     config: Config,
@@ -38,12 +116,13 @@ def make_supervisor(
     *,
     rng: random.Random | None = None,
     on_check: Callable[[str, float], None] | None = None,
+    engines: Engines | None = None,
 ) -> ResourceSupervisor:
     """A supervisor for resource `name`, wired to its dependencies among `existing`."""
     spec = config.resources[name]
     return ResourceSupervisor(
         name,
-        ProcessResource(name, spec, launcher),
+        make_resource(name, spec, launcher, engines),
         settings_for(config, name),
         bus=bus,
         depends_on=[existing[d] for d in spec.depends_on],
@@ -56,16 +135,42 @@ def build_supervisors(
     config: Config,
     launcher: LocalLauncher,
     bus: EventBus,
+    *,
     rng: random.Random | None = None,
     on_check: Callable[[str, float], None] | None = None,
+    engines: Engines | None = None,
 ) -> dict[str, ResourceSupervisor]:
     """One supervisor per resource, in start order, wired to its dependencies."""
     supervisors: dict[str, ResourceSupervisor] = {}
     for name in config.start_order():
         supervisors[name] = make_supervisor(
-            name, config, launcher, bus, supervisors, rng=rng, on_check=on_check
+            name, config, launcher, bus, supervisors, rng=rng, on_check=on_check, engines=engines
         )
     return supervisors
+
+
+def make_environment(
+    name: str,
+    config: EnvironmentConfig,
+    *,
+    launcher: LocalLauncher,
+    state_path: Path,
+    bus: EventBus,
+    metrics: Metrics | None,
+) -> Environment:
+    """An environment with its backend and features, observed on `bus` and `metrics`."""
+    if config.backend == "process":
+        backend: Backend = ProcessBackend(
+            launcher, state_path / "sandboxes" / name, config.limits, config.output_limit
+        )
+    else:
+        backend = UnavailableBackend(
+            config.backend, f"the {config.backend} backend is not available in this build"
+        )
+    features = build_features(config, launcher, state_path / "environments" / name)
+    return Environment(
+        name, config, backend, features, handlers=[ObservingHandler(name, bus, metrics)]
+    )
 
 
 def read_token(path: Path | None) -> bytes | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -23,11 +23,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from supervisor.api.responses import ApiError, error_response, read_json
+from supervisor.api.sandboxes import Sandboxes, sandbox_routes
 from supervisor.errors import ConfigError
 from supervisor.supervision.settings import Snapshot
 from supervisor.supervision.states import Transition
 
-MAX_BODY = 1 << 20
 HEARTBEAT = 15.0
 ACTIONS = ("start", "stop", "restart")
 
@@ -49,6 +50,10 @@ class Control(Protocol):
     @property
     def events(self) -> EventSource: ...
     def snapshots(self) -> Sequence[Snapshot]: ...
+    def credentials(self, name: str) -> dict[str, Any] | None:
+        """How to connect to `name` (None: not running); KeyError if no such resource,
+        LookupError if its kind has no credentials."""
+
     def command(self, name: str, action: str) -> Snapshot:
         """Apply start/stop/restart to `name`; KeyError if there is no such resource."""
 
@@ -56,25 +61,9 @@ class Control(Protocol):
         """Reload the config; ConfigError if invalid, NotImplementedError if unsupported."""
 
     async def render_metrics(self) -> bytes: ...
-
-
-class ApiError(HTTPException):
-    def __init__(self, status: int, code: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(status, message)
-        self.code = code
-        self.retryable = retryable
-
-
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    retryable: bool = False,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "retryable": retryable}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    @property
+    def sandboxes(self) -> Sandboxes | None:
+        """The environments and sessions, or None when the daemon serves none."""
 
 
 _CODES = {
@@ -118,29 +107,59 @@ def resource_json(snap: Snapshot) -> dict[str, Any]:
         "since": round(time.time() - (trio.current_time() - snap.since), 3),
         "pid": snap.pid,
         "container_id": snap.ident,
-        "endpoint": None,
+        "endpoint": snap.endpoint,
+        **({"deephaven": snap.identity} if snap.identity else {}),
     }
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object (an empty body is {}); 400/413/422 otherwise."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise ApiError(413, "body_too_large", f"request body over {MAX_BODY} bytes")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise ApiError(413, "body_too_large", f"request body over {MAX_BODY} bytes")
-    if not body.strip():
-        return {}
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(422, "unprocessable", "body must be a JSON object")
-    return data
+def resource_routes(control: Control) -> list[Route]:
+    """/v1/resources: status, credentials and start/stop/restart."""
+
+    async def list_resources(request: Request) -> Response:
+        return JSONResponse({"resources": [resource_json(s) for s in control.snapshots()]})
+
+    async def get_resource(request: Request) -> Response:
+        name = request.path_params["name"]
+        for snap in control.snapshots():
+            if snap.name == name:
+                return JSONResponse(resource_json(snap))
+        raise ApiError(404, "not_found", f"no resource named {name!r}")
+
+    async def credentials(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            creds = control.credentials(name)
+        except KeyError:
+            raise ApiError(404, "not_found", f"no resource named {name!r}") from None
+        except LookupError as exc:
+            raise ApiError(404, "no_credentials", str(exc)) from None
+        if creds is None:
+            raise ApiError(
+                409, "not_running", f"{name} is not running: no credentials yet", retryable=True
+            )
+        return JSONResponse(creds, headers={"cache-control": "no-store"})
+
+    async def act(request: Request) -> Response:
+        name, action = request.path_params["name"], request.path_params["action"]
+        if action not in ACTIONS:
+            raise ApiError(
+                404, "not_found", f"unknown action {action!r} (use one of: {', '.join(ACTIONS)})"
+            )
+        await read_json(request)
+        try:
+            snap = control.command(name, action)
+        except KeyError:
+            raise ApiError(404, "not_found", f"no resource named {name!r}") from None
+        return JSONResponse(
+            {"name": name, "action": action, "state": snap.state.value}, status_code=202
+        )
+
+    return [
+        Route("/v1/resources", list_resources, methods=["GET"]),
+        Route("/v1/resources/{name}", get_resource, methods=["GET"]),
+        Route("/v1/resources/{name}/credentials", credentials, methods=["GET"]),
+        Route("/v1/resources/{name}/{action}", act, methods=["POST"]),
+    ]
 
 
 def build_app(
@@ -166,31 +185,6 @@ def build_app(
     async def metrics(request: Request) -> Response:
         return Response(
             await control.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
-
-    async def list_resources(request: Request) -> Response:
-        return JSONResponse({"resources": [resource_json(s) for s in control.snapshots()]})
-
-    async def get_resource(request: Request) -> Response:
-        name = request.path_params["name"]
-        for snap in control.snapshots():
-            if snap.name == name:
-                return JSONResponse(resource_json(snap))
-        raise ApiError(404, "not_found", f"no resource named {name!r}")
-
-    async def act(request: Request) -> Response:
-        name, action = request.path_params["name"], request.path_params["action"]
-        if action not in ACTIONS:
-            raise ApiError(
-                404, "not_found", f"unknown action {action!r} (use one of: {', '.join(ACTIONS)})"
-            )
-        await read_json(request)
-        try:
-            snap = control.command(name, action)
-        except KeyError:
-            raise ApiError(404, "not_found", f"no resource named {name!r}") from None
-        return JSONResponse(
-            {"name": name, "action": action, "state": snap.state.value}, status_code=202
         )
 
     async def reload(request: Request) -> Response:
@@ -241,11 +235,10 @@ def build_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            Route("/v1/resources", list_resources, methods=["GET"]),
-            Route("/v1/resources/{name}", get_resource, methods=["GET"]),
-            Route("/v1/resources/{name}/{action}", act, methods=["POST"]),
+            *resource_routes(control),
             Route("/v1/reload", reload, methods=["POST"]),
             Route("/v1/events", events, methods=["GET"]),
+            *(sandbox_routes(control.sandboxes) if control.sandboxes is not None else ()),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )

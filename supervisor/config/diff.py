@@ -8,16 +8,57 @@ everything else is left alone, same pid, no transition.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
 
 from supervisor.config.schema import Config
 
-# Fields baked into a running process: changing one needs a new process.
-RESTART_FIELDS = frozenset({"kind", "command", "cwd", "env", "user", "group", "log_output"})
+# Fields a running resource takes in place (supervision settings, probes, ordering);
+# a change to any other field (the command, env, image, port...) needs a new instance.
+IN_PLACE_FIELDS = frozenset(
+    {
+        "autostart",
+        "depends_on",
+        "start_timeout",
+        "stop_signal",
+        "stop_timeout",
+        "success_exit_codes",
+        "startup",
+        "health",
+        "liveness",
+        "restart",
+    }
+)
+# Environment fields that shape its sandboxes: changing one replaces the environment.
+# Everything else (sizes, timeouts, intervals, leases) is applied to the running pool.
+ENVIRONMENT_RECREATE_FIELDS = frozenset(
+    {"backend", "limits", "docker", "deephaven", "features", "output_limit"}
+)
 # [daemon] keys the running daemon cannot change without restarting itself.
 DAEMON_RESTART_FIELDS = frozenset(
     {"control_socket", "http", "api_token_file", "state_dir", "log_format", "log_level"}
 )
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentPlan:
+    """What a reload does to each environment: `resized` ones keep their sandboxes."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    recreated: tuple[str, ...] = ()
+    resized: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "recreated": list(self.recreated),
+            "resized": list(self.resized),
+            "unchanged": list(self.unchanged),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +71,9 @@ class ReloadPlan:
     updated: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
     daemon_restart_needed: tuple[str, ...] = ()
+    environments: EnvironmentPlan = field(default_factory=EnvironmentPlan)
 
-    def to_json(self) -> dict[str, list[str]]:
+    def to_json(self) -> dict[str, object]:
         return {
             "added": list(self.added),
             "removed": list(self.removed),
@@ -39,6 +81,7 @@ class ReloadPlan:
             "updated": list(self.updated),
             "unchanged": list(self.unchanged),
             "daemon_restart_needed": list(self.daemon_restart_needed),
+            "environments": self.environments.to_json(),
         }
 
     def summary(self) -> str:
@@ -56,6 +99,31 @@ class ReloadPlan:
         return ", ".join(parts) or "nothing configured"
 
 
+def plan_environments(old: Config, new: Config) -> EnvironmentPlan:
+    added, recreated, resized, unchanged = [], [], [], []
+    for name, after in new.environments.items():
+        before = old.environments.get(name)
+        if before is None:
+            added.append(name)
+        elif any(getattr(before, f) != getattr(after, f) for f in ENVIRONMENT_RECREATE_FIELDS):
+            recreated.append(name)
+        elif before != after:
+            resized.append(name)
+        else:
+            unchanged.append(name)
+    removed = [name for name in old.environments if name not in new.environments]
+    return EnvironmentPlan(
+        tuple(added), tuple(removed), tuple(recreated), tuple(resized), tuple(unchanged)
+    )
+
+
+def _needs_restart(before: BaseModel, after: BaseModel) -> bool:
+    if type(before) is not type(after):
+        return True
+    fields = type(before).model_fields
+    return any(getattr(before, f) != getattr(after, f) for f in fields if f not in IN_PLACE_FIELDS)
+
+
 def plan_reload(old: Config, new: Config) -> ReloadPlan:
     """Classify every resource of `old` and `new`."""
     added, removed, restarted, updated, unchanged = [], [], [], [], []
@@ -64,7 +132,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
             added.append(name)
             continue
         before, after = old.resources[name], new.resources[name]
-        if any(getattr(before, f) != getattr(after, f) for f in RESTART_FIELDS):
+        if _needs_restart(before, after):
             restarted.append(name)
         elif before != after or old.restart_for(name) != new.restart_for(name):
             updated.append(name)
@@ -81,4 +149,5 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         tuple(updated),
         tuple(unchanged),
         tuple(daemon),
+        plan_environments(old, new),
     )

@@ -58,13 +58,24 @@ def validate(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
 
 
 def _problem(err: ErrorDetails) -> ConfigProblem:
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+    raw = list(err["loc"])
+    # pydantic puts the discriminator's value (the kind) into the path of a tagged union
+    # member: right after a resource's name, or after a feature's list index.
+    loc = [
+        p
+        for i, p in enumerate(raw)
+        if not (
+            isinstance(p, str)
+            and p in _UNION_TAGS
+            and ((i == 2 and raw[0] == "resources") or (i > 0 and isinstance(raw[i - 1], int)))
+        )
+    ]
     if loc and loc[-1] == "[key]":
         loc = loc[:-1]
     path = ".".join(str(p) for p in loc)
     kind = err["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(raw[:-1])
         hint = ""
         if allowed:
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -99,7 +110,15 @@ def _problem(err: ErrorDetails) -> ConfigProblem:
     return ConfigProblem(path, message)
 
 
-_UNION_TAGS = {"process"}
+_UNION_TAGS = {
+    "process",
+    "container",
+    "deephaven",
+    "command",
+    "files",
+    "deephaven_script",
+    "plugin",
+}
 
 
 def _allowed_keys(loc: list[int | str]) -> list[str]:
@@ -107,6 +126,9 @@ def _allowed_keys(loc: list[int | str]) -> list[str]:
     annotation: Any = Config
     for part in loc:
         annotation = _unwrap(annotation)
+        if (member := _union_member(annotation, part)) is not None:
+            annotation = member  # the kind pydantic put into the path picks the model
+            continue
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             field = annotation.model_fields.get(str(part))
             if field is None:
@@ -120,6 +142,17 @@ def _allowed_keys(loc: list[int | str]) -> list[str]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return sorted(annotation.model_fields)
     return []
+
+
+def _union_member(annotation: Any, tag: int | str) -> Any:
+    """The member of a tagged union of models whose `kind` is `tag`, else None."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    for member in typing.get_args(annotation):
+        field = getattr(member, "model_fields", {}).get("kind")
+        if field is not None and tag in typing.get_args(field.annotation):
+            return member
+    return None
 
 
 def _unwrap(annotation: Any) -> Any:

@@ -10,10 +10,13 @@ once a resource's overrides are merged over `[defaults.restart]`) come from
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 
+from supervisor.config.container import ContainerConfig
+from supervisor.config.deephaven import DeephavenConfig
+from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.paths import default_socket_path, default_state_dir
 from supervisor.config.types import (
     Command,
@@ -30,7 +33,14 @@ from supervisor.config.types import (
     split_host_port,
 )
 
-__all__ = ["Config", "ProcessConfig", "split_host_port"]
+__all__ = [
+    "Config",
+    "ContainerConfig",
+    "DeephavenConfig",
+    "ProcessConfig",
+    "ResourceConfig",
+    "split_host_port",
+]
 
 
 class ProcessConfig(Model):
@@ -54,27 +64,9 @@ class ProcessConfig(Model):
     restart: RestartOverrides = RestartOverrides()
 
 
-ResourceConfig = Annotated[ProcessConfig, Field(discriminator="kind")]
-
-
-class EnvironmentConfig(Model):
-    """`[environments.NAME]`: a warm pool of sandboxes (served by a later release)."""
-
-    backend: Literal["process", "docker", "deephaven"] = "process"
-    min_ready: int = Field(1, ge=0)
-    max_size: int = Field(8, ge=1)
-    acquire_timeout: Duration = 30.0
-    session_ttl: PositiveDuration = 3600.0
-    lease: PositiveDuration = 60.0
-    proactive_session_setup: bool = True
-    housekeep_interval: PositiveDuration = 10.0
-    features: list[dict[str, Any]] = []
-
-    @model_validator(mode="after")
-    def _sizes(self) -> Self:
-        if self.min_ready > self.max_size:
-            raise ValueError(f"min_ready ({self.min_ready}) must be <= max_size ({self.max_size})")
-        return self
+ResourceConfig = Annotated[
+    ProcessConfig | ContainerConfig | DeephavenConfig, Field(discriminator="kind")
+]
 
 
 class DaemonConfig(Model):
@@ -112,6 +104,21 @@ class Config(Model):
     defaults: DefaultsConfig = DefaultsConfig()
     resources: dict[Name, ResourceConfig] = {}
     environments: dict[Name, EnvironmentConfig] = {}
+
+    def docker_hosts(self) -> list[str | None]:
+        """The Docker engines this config uses (None: the local one), in first-use order."""
+        hosts: list[str | None] = []
+        for res in self.resources.values():
+            if isinstance(res, ContainerConfig):
+                hosts.append(res.docker_host)
+            elif isinstance(res, DeephavenConfig) and res.launch == "docker":
+                hosts.append(None)
+        for env in self.environments.values():
+            if env.docker is not None:
+                hosts.append(env.docker.docker_host)
+            elif env.deephaven is not None and env.deephaven.launch == "docker":
+                hosts.append(None)
+        return list(dict.fromkeys(hosts))
 
     def restart_for(self, name: str) -> RestartConfig:
         """The effective restart settings of resource `name`."""

@@ -60,13 +60,17 @@ def log_transition(event: Transition) -> None:
         "reason": event.reason,
         "seq": event.seq,
     }
+    if event.environment:
+        fields["environment"] = event.environment
     if event.detail:
         fields["detail"] = event.detail
     if event.attempt:
         fields["attempt"] = event.attempt
     if event.next_delay is not None:
         fields["next_delay"] = round(event.next_delay, 3)
-    if event.to_state == "FATAL":
+    if event.subject == "sandbox":
+        log.debug("state_changed", **fields)  # sessions and environments carry the story
+    elif event.to_state == "FATAL":
         log.error("state_changed", **fields)
     elif event.to_state == "BACKOFF":
         log.warning("state_changed", **fields)

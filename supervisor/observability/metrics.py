@@ -10,7 +10,8 @@ supervisors' snapshots when Prometheus scrapes, so a series can never disagree w
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import trio
 from prometheus_client import (
@@ -53,6 +54,40 @@ def render_state_sets(snapshots: Sequence[Snapshot]) -> str:
         )
     return "".join(out)
 
+
+def render_environment_gauges(environments: Sequence[Mapping[str, Any]]) -> str:
+    """supervisor_environment_status (state-set), supervisor_sandboxes and
+    supervisor_sessions_active, from each environment's `stats()`."""
+    status = [
+        "# HELP supervisor_environment_status Current status of each environment (1 for the current status).\n",
+        "# TYPE supervisor_environment_status gauge\n",
+    ]
+    sandboxes = [
+        "# HELP supervisor_sandboxes Sandboxes of each environment, by status.\n",
+        "# TYPE supervisor_sandboxes gauge\n",
+    ]
+    active = [
+        "# HELP supervisor_sessions_active Sessions in progress.\n",
+        "# TYPE supervisor_sessions_active gauge\n",
+    ]
+    for env in environments:
+        name = _escape(str(env["name"]))
+        for value in ENVIRONMENT_STATUSES:
+            flag = "1.0" if env["status"] == value else "0.0"
+            status.append(
+                f'supervisor_environment_status{{environment="{name}",status="{value}"}} {flag}\n'
+            )
+        for value, count in env["sandboxes"].items():
+            sandboxes.append(
+                f'supervisor_sandboxes{{environment="{name}",status="{value}"}} {float(count)}\n'
+            )
+        active.append(
+            f'supervisor_sessions_active{{environment="{name}"}} {float(env["active_sessions"])}\n'
+        )
+    return "".join(status + sandboxes + active)
+
+
+ENVIRONMENT_STATUSES = ("CREATED", "ONLINE", "SHUTTING_DOWN", "OFFLINE")
 
 _STATE_HEADER = (
     "# HELP supervisor_resource_state Current state of each resource (1 for the current state, 0 otherwise).\n"
@@ -118,6 +153,51 @@ class Metrics:
             "How late the event loop woke a periodic probe, most recent sample.",
             registry=r,
         )
+        self.sandbox_transitions = Counter(
+            "supervisor_sandbox_transitions_total",
+            "Sandbox status changes.",
+            ["environment", "from_status", "to_status"],
+            registry=r,
+        )
+        self.acquire_wait = Histogram(
+            "supervisor_session_acquire_wait_seconds",
+            "Time from an acquire request to a sandbox handed out.",
+            ["environment"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.session_duration = Histogram(
+            "supervisor_session_duration_seconds",
+            "Session lifetimes, start to end.",
+            ["environment"],
+            buckets=(*_DURATION_BUCKETS, 600, 1800, 3600, 14400),
+            registry=r,
+        )
+        self.sessions_ended = Counter(
+            "supervisor_sessions_ended_total",
+            "Sessions ended, by outcome (released, expired, failed).",
+            ["environment", "outcome"],
+            registry=r,
+        )
+        self.acquire_rejections = Counter(
+            "supervisor_acquire_rejections_total",
+            "Acquires refused, by reason (overload, outage, offline).",
+            ["environment", "reason"],
+            registry=r,
+        )
+        self.feature_errors = Counter(
+            "supervisor_feature_errors_total",
+            "Feature hooks that raised, by hook.",
+            ["environment", "feature", "phase"],
+            registry=r,
+        )
+        self.housekeeping_duration = Histogram(
+            "supervisor_housekeeping_duration_seconds",
+            "Duration of an environment's periodic housekeeping run.",
+            ["environment"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
         ProcessCollector(registry=r)
         self._starting_at: dict[str, float] = {}
         self.config_last_reload_success.set(time.time())
@@ -152,11 +232,38 @@ class Metrics:
                     continue
         self._starting_at.pop(name, None)
 
-    async def render(self, snapshots: Sequence[Snapshot]) -> bytes:
-        """The exposition text; state-sets from `snapshots`, rendered off the event loop."""
+    def forget_environment(self, name: str) -> None:
+        """Drop the labelled series of an environment that no longer exists."""
+        for collector in (
+            self.sandbox_transitions,
+            self.acquire_wait,
+            self.session_duration,
+            self.sessions_ended,
+            self.acquire_rejections,
+            self.feature_errors,
+            self.housekeeping_duration,
+        ):
+            stale = [
+                labels
+                for labels in list(collector._metrics)  # no public way to list the children
+                if labels[0] == name
+            ]
+            for labels in stale:
+                collector.remove(*labels)
+
+    async def render(
+        self, snapshots: Sequence[Snapshot], environments: Sequence[Mapping[str, Any]] = ()
+    ) -> bytes:
+        """The exposition text; state-sets from `snapshots` and environment gauges from
+        `environments` (their `stats()`), rendered off the event loop."""
         frozen = tuple(snapshots)
+        envs = tuple(environments)
 
         def render() -> bytes:
-            return generate_latest(self.registry) + render_state_sets(frozen).encode()
+            return (
+                generate_latest(self.registry)
+                + render_state_sets(frozen).encode()
+                + render_environment_gauges(envs).encode()
+            )
 
         return await trio.to_thread.run_sync(render)

@@ -56,3 +56,5 @@ class Snapshot:
     since: float
     pid: int | None
     ident: str | None
+    endpoint: str | None = None  # host:port for network resources (never a secret)
+    identity: str | None = None  # a Deephaven full name, e.g. community:config:NAME

@@ -81,6 +81,7 @@ class Transition:
     attempt: int = 0
     next_delay: float | None = None
     restart: bool = False
+    environment: str = ""  # for sandbox and session events: the environment they belong to
     seq: int = 0
     time: float = 0.0
 
@@ -96,6 +97,8 @@ class Transition:
             "to": self.to_state,
             "reason": self.reason,
         }
+        if self.environment:
+            data["environment"] = self.environment
         if self.detail:
             data["detail"] = self.detail
         if self.attempt:
