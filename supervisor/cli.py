@@ -105,7 +105,65 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SEQ",
         help="replay from after this sequence number (0: everything kept)",
     )
+    credentials = commands.add_parser(
+        "credentials",
+        parents=[client],
+        help="print how to connect to a Deephaven resource (includes its token)",
+        description="Print host, port, auth type and token of a Deephaven resource as JSON. "
+        "Only over the control socket or with the API token: treat the output as a secret.",
+    )
+    credentials.add_argument("name", help="the resource's name")
+    add_session_commands(commands, client)
     return parser
+
+
+def add_session_commands(commands: Any, client: argparse.ArgumentParser) -> None:
+    session = commands.add_parser(
+        "session",
+        help="acquire, use and release a sandbox session",
+        description="Sessions lease one sandbox of an environment: acquire one, run commands "
+        "in it, heartbeat to keep the lease, release it when done.",
+    )
+    verbs = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
+    acquire = verbs.add_parser(
+        "acquire",
+        parents=[client],
+        help="acquire a session; prints its id",
+        description="Acquire a session in ENV and print its id (or, with --json, everything "
+        "the daemon returned, including connection details). Exits 1 with the reason when "
+        "the pool is overloaded or in an outage.",
+    )
+    acquire.add_argument("environment", metavar="ENV", help="the environment's name")
+    acquire.add_argument("--ttl", help='end the session after this long (e.g. "30m")')
+    acquire.add_argument("--wait", help='wait at most this long for a sandbox (e.g. "5s", 0)')
+    acquire.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="tag the session"
+    )
+    acquire.add_argument(
+        "--idempotency-key", help="a retried acquire with the same key returns the same session"
+    )
+    acquire.add_argument("--json", action="store_true", help="print the full response")
+    exec_ = verbs.add_parser(
+        "exec",
+        parents=[client],
+        help="run a command in the session's sandbox",
+        description="Run a command (no shell: the arguments after -- are the argv) or a "
+        "--script in the session's sandbox. Prints its output and exits with its exit code "
+        "(124 when it timed out).",
+    )
+    exec_.add_argument("id", help="the session id")
+    exec_.add_argument("--script", help="run this script instead of a command")
+    exec_.add_argument("--timeout", help='kill the command after this long (e.g. "30s")')
+    exec_.add_argument("argv", nargs="*", metavar="CMD", help="the command and its arguments")
+    for verb, text in (
+        ("heartbeat", "extend the session's lease"),
+        ("release", "end the session and give the sandbox back"),
+        ("show", "print the session as JSON"),
+    ):
+        sub = verbs.add_parser(
+            verb, parents=[client], help=text, description=text[0].upper() + text[1:] + "."
+        )
+        sub.add_argument("id", help="the session id")
 
 
 def resolve_config(path: Path | None) -> tuple[Config, Path | None]:
@@ -189,11 +247,42 @@ def connect(args: argparse.Namespace) -> Client:
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
     resources = client.resources()
+    environments = client.environments()
     if args.json:
-        print(json.dumps({"resources": resources}, indent=2))
+        print(json.dumps({"resources": resources, "environments": environments}, indent=2))
         return EXIT_OK
     print(format_status(resources, now=time.time()))
+    if environments:
+        print()
+        print(format_environments(environments))
     return EXIT_OK
+
+
+def format_environments(environments: list[dict[str, Any]]) -> str:
+    """The environments table under `status`."""
+    header = ("ENVIRONMENT", "BACKEND", "STATUS", "READY", "BUSY", "SIZE", "SESSIONS", "WAITERS")
+    rows = [header]
+    for env in environments:
+        counts = env["sandboxes"]
+        busy = sum(counts[s] for s in ("ACQUIRED", "IN_SESSION", "EXITING_SESSION", "SETTING_UP"))
+        status = "OUTAGE" if env["outage"] else env["status"]
+        rows.append(
+            (
+                env["name"],
+                env["backend"],
+                status,
+                str(counts["READY"]),
+                str(busy),
+                f"{env['min_ready']}..{env['max_size']}",
+                str(env["active_sessions"]),
+                str(env["waiters"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def format_status(resources: list[dict[str, Any]], *, now: float) -> str:
@@ -274,7 +363,64 @@ def format_event(event: dict[str, Any]) -> str:
     return line + ")"
 
 
+def cmd_credentials(args: argparse.Namespace, client: Client) -> int:
+    print(json.dumps(client.credentials(args.name), indent=2))
+    return EXIT_OK
+
+
+def _seconds(text: str | None) -> float | None:
+    from supervisor.config.durations import parse_duration
+
+    return None if text is None else parse_duration(text)
+
+
+def cmd_session(args: argparse.Namespace, client: Client) -> int:
+    action = args.session_command
+    if action == "acquire":
+        labels = dict(label.partition("=")[::2] for label in args.label)
+        result = client.acquire(
+            args.environment,
+            ttl=_seconds(args.ttl),
+            wait=_seconds(args.wait),
+            labels=labels or None,
+            idempotency_key=args.idempotency_key,
+        )
+        print(json.dumps(result, indent=2) if args.json else result["session_id"])
+        return EXIT_OK
+    if action == "exec":
+        if bool(args.argv) == bool(args.script):
+            print("supervisor session exec: give a command after -- or --script", file=sys.stderr)
+            return EXIT_FAILURE
+        result = client.exec(
+            args.id, args.argv or None, script=args.script, timeout=_seconds(args.timeout)
+        )
+        sys.stdout.write(result["stdout"])
+        sys.stderr.write(result["stderr"])
+        if result["truncated"]:
+            print("supervisor: output truncated at the daemon's output_limit", file=sys.stderr)
+        if result["timed_out"]:
+            print(f"supervisor: timed out after {result['duration_s']:.1f}s", file=sys.stderr)
+            return 124
+        code: int = result["exit_code"]
+        return code if 0 <= code <= 255 else 128 + abs(code)
+    if action == "heartbeat":
+        result = client.heartbeat(args.id)
+        print(
+            f"lease extended until {time.strftime('%H:%M:%S', time.localtime(result['lease_expires_at'] or 0))}"
+        )
+        return EXIT_OK
+    if action == "release":
+        warning = client.release(args.id)
+        if warning is not None:
+            print(f"released, but: {warning['teardown_error']}", file=sys.stderr)
+        return EXIT_OK
+    print(json.dumps(client.session(args.id), indent=2))
+    return EXIT_OK
+
+
 CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
+    "credentials": cmd_credentials,
+    "session": cmd_session,
     "status": cmd_status,
     "start": cmd_verb,
     "stop": cmd_verb,
@@ -298,6 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
     except RequestError as exc:
         print(f"supervisor {args.command}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ValueError as exc:  # a bad duration on the command line
+        print(f"supervisor {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except ConfigError as exc:
         print_problems(exc, "cannot read the config to find the daemon")

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from supervisor.errors import DaemonUnavailableError, RequestError
 
@@ -116,6 +116,69 @@ class Client:
     def reload(self, *, dry_run: bool = False) -> dict[str, Any]:
         return self._json("POST", "/v1/reload", {"dry_run": dry_run})
 
+    def credentials(self, name: str) -> dict[str, Any]:
+        """Host, port, auth type and token of a Deephaven resource."""
+        return self._json("GET", f"/v1/resources/{quote(name, safe='')}/credentials")
+
+    def environments(self) -> list[dict[str, Any]]:
+        envs: list[dict[str, Any]] = self._json("GET", "/v1/environments")["environments"]
+        return envs
+
+    def environment(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/environments/{quote(name, safe='')}")
+
+    def acquire(
+        self,
+        environment: str,
+        *,
+        ttl: float | None = None,
+        wait: float | None = None,
+        labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """A new session (or, for a repeated `idempotency_key`, the one already given)."""
+        body: dict[str, Any] = {"labels": labels} if labels else {}
+        if ttl is not None:
+            body["ttl"] = ttl
+        if wait is not None:
+            body["wait"] = wait
+        headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
+        # The daemon may hold the request for up to the wait (acquire_timeout by default).
+        return self._json(
+            "POST",
+            f"/v1/environments/{quote(environment, safe='')}/sessions",
+            body,
+            headers=headers,
+            long=True,
+        )
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/sessions/{quote(session_id, safe='')}")
+
+    def heartbeat(self, session_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/sessions/{quote(session_id, safe='')}/heartbeat")
+
+    def exec(
+        self,
+        session_id: str,
+        command: list[str] | None = None,
+        *,
+        script: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run a command (argv, no shell) or a script; returns exit_code, stdout, stderr..."""
+        body: dict[str, Any] = {"command": command} if command is not None else {"script": script}
+        if timeout is not None:
+            body["timeout"] = timeout
+        return self._json(
+            "POST", f"/v1/sessions/{quote(session_id, safe='')}/exec", body, long=True
+        )
+
+    def release(self, session_id: str) -> dict[str, Any] | None:
+        """End the session; returns a teardown warning, if the daemon reported one."""
+        status, raw = self._request("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
+        return None if status == 204 or not raw else json.loads(raw)
+
     def metrics(self) -> str:
         _, body = self._request("GET", "/metrics")
         return body.decode()
@@ -145,8 +208,16 @@ class Client:
         finally:
             conn.close()
 
-    def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        status, raw = self._request(method, path, body)
+    def _json(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        long: bool = False,
+    ) -> dict[str, Any]:
+        status, raw = self._request(method, path, body, headers=headers, long=long)
         try:
             data = json.loads(raw)
         except ValueError:
@@ -156,12 +227,32 @@ class Client:
         return data
 
     def _request(
-        self, method: str, path: str, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        long: bool = False,
     ) -> tuple[int, bytes]:
+        """One request; `long` ones (acquire, exec) get a connection with no read timeout."""
         payload = json.dumps(body).encode() if body is not None else None
-        headers = dict(self._headers)
+        headers = {**self._headers, **(headers or {})}
         if payload is not None:
             headers["content-type"] = "application/json"
+        if long:
+            conn = self._make(None)
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+            except OSError as exc:
+                raise self._unavailable(exc) from None
+            finally:
+                conn.close()
+            if response.status >= 400:
+                raise _request_error(response.status, raw)
+            return response.status, raw
         for attempt in (1, 2):  # a kept-alive connection the server closed: retry once
             if self._conn is None:
                 self._conn = self._make()

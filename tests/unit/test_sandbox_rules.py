@@ -6,7 +6,7 @@ Pure logic over an in-memory backend, so virtual time (autojump_clock) is honest
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +25,7 @@ from supervisor.errors import (
     SessionTeardownError,
 )
 from supervisor.sandbox.environment import Environment, open_environment
+from supervisor.sandbox.events import EventHandler
 from supervisor.sandbox.features import Feature
 from supervisor.sandbox.status import EnvironmentStatus, SandboxStatus
 from tests.fakes import FakeBackend, RecordingFeature, RecordingHandler
@@ -74,10 +75,27 @@ def statuses(handler: RecordingHandler, sandbox_id: str) -> list[str]:
     return seen
 
 
-async def until(predicate: Any, timeout: float = 60.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
+class _Wake(EventHandler):
+    def __init__(self) -> None:
+        self.changed = trio.Event()
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("on_"):
+            return lambda *args: object.__getattribute__(self, "changed").set()
+        return object.__getattribute__(self, name)
+
+
+async def until(env: Environment, predicate: Any, timeout: float = 60.0) -> None:
+    """Wait (bounded, virtual time) until `predicate()` holds, re-checking after each event."""
+    wake = _Wake()
+    remove = env.events.add(wake)
+    try:
+        with trio.fail_after(timeout):
+            while not predicate():
+                await wake.changed.wait()
+                wake.changed = trio.Event()
+    finally:
+        remove()
 
 
 # -- sandbox lifecycle -----------------------------------------------------------------
@@ -195,7 +213,7 @@ async def test_rule_06_state_error_in_client_work_condemns_the_sandbox(
                 backend.instances[session.sandbox.id].break_()
                 await session.exec(["true"])
         assert session.sandbox.status is S.OFFLINE
-        await until(lambda: env.stats()["sandboxes"]["READY"] == 1)  # replaced: env/0:1
+        await until(env, lambda: env.stats()["sandboxes"]["READY"] == 1)  # replaced: env/0:1
         assert "env/0:1" in backend.instances
 
 
@@ -204,7 +222,7 @@ async def test_rule_06_user_error_in_client_work_keeps_the_sandbox(
 ) -> None:
     """A user error leaves the sandbox reusable."""
     async with environment(min_ready=1, max_size=1, proactive_session_setup=False) as env:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="bad input"):
             async with env.session() as session:
                 await session.exec(["user-error"])
         assert session.sandbox.status is S.READY
@@ -259,7 +277,9 @@ async def test_rule_08_state_error_ends_session_quietly_and_is_not_reused(
         assert session.sandbox.status is S.OFFLINE
 
 
-async def test_rule_08_recycle_due_after_max_sessions(autojump_clock: trio.testing.MockClock) -> None:
+async def test_rule_08_recycle_due_after_max_sessions(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A sandbox that served max_sessions_per_sandbox is shut down at session end."""
     async with environment(max_size=1, max_sessions_per_sandbox=2) as env:
         first = None
@@ -333,7 +353,7 @@ async def test_rule_12_keepalive_state_error_shuts_the_sandbox_down(
     async with environment(backend, max_size=1, keepalive_interval=2) as env:
         session = await env.open_session()
         backend.instances[session.sandbox.id].break_()
-        await until(lambda: session.sandbox.status is S.OFFLINE)
+        await until(env, lambda: session.sandbox.status is S.OFFLINE)
         assert session.ended
         with pytest.raises(SessionExpiredError):
             await session.exec(["true"])
@@ -360,7 +380,7 @@ async def test_rule_12_a_dead_sandbox_is_noticed_from_its_death_event(
     backend = FakeBackend()
     async with environment(backend, max_size=1, keepalive_interval=3600) as env:
         backend.instances["env/0:0"].dead.set()
-        await until(lambda: "env/0:1" in backend.instances)
+        await until(env, lambda: "env/0:1" in backend.instances)
         assert env.stats()["sandboxes"]["READY"] == 1
 
 
@@ -467,7 +487,7 @@ async def test_rule_17_outage_after_grace_then_recovery(
             await env.acquire()
         assert trio.current_time() == started  # fast
         backend.failure = None
-        await until(lambda: env.stats()["sandboxes"]["READY"] == 1)
+        await until(env, lambda: env.stats()["sandboxes"]["READY"] == 1)
         assert not env.stats()["outage"]
         assert env.stats()["offline_duration"] == 0
 
@@ -505,7 +525,7 @@ async def test_rule_18_housekeeping_replaces_recycles_and_shrinks(
         sessions = [await env.open_session() for _ in range(3)]
         for session in sessions:
             await env.close_session(session)
-        await until(lambda: env.stats()["sandboxes"]["READY"] == 3)
+        await until(env, lambda: env.stats()["sandboxes"]["READY"] == 3)
         await trio.sleep(7)  # idle past idle_timeout: shrink to min_ready
         assert env.stats()["sandboxes"]["READY"] == 1
         await trio.sleep(30)  # past max_sandbox_age: recycled, replaced in its slot
@@ -532,7 +552,7 @@ async def test_rule_19_an_expired_lease_ends_the_session_and_retires_the_sandbox
         assert session.sandbox.status is S.OFFLINE
         with pytest.raises(SessionExpiredError):
             session.heartbeat()
-        await until(lambda: env.stats()["sandboxes"]["READY"] == 1)
+        await until(env, lambda: env.stats()["sandboxes"]["READY"] == 1)
 
 
 async def test_rule_19_the_ttl_is_absolute(autojump_clock: trio.testing.MockClock) -> None:
@@ -629,7 +649,7 @@ async def test_feature_teardown_errors_are_aggregated(
         session = await env.open_session()
         sandbox = session.sandbox
         await env.close_session(session)
-        await until(lambda: sandbox.status is S.READY)
+        await until(env, lambda: sandbox.status is S.READY)
         with pytest.raises(FeatureTeardownError) as caught:
             await sandbox.shutdown()
         assert set(caught.value.errors) == {"a", "b"}
@@ -641,4 +661,3 @@ def test_settings_reject_min_ready_above_max_size() -> None:
         settings(min_ready=3, max_size=2)
     with pytest.raises(ValueError, match="max_size = 0"):
         settings(min_ready=1, max_size=0)
-
