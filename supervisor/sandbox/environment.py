@@ -437,6 +437,9 @@ class Environment:
         started = trio.current_time()
         self.events.on_environment_starting(self)
         try:
+            reset = getattr(self.backend, "reset", None)
+            if reset is not None:  # what a killed previous run left behind
+                await reset()
             for feature in self.env_features:
                 self._env_set_up.append(feature)
                 await self._env_hook(feature, "setup")

@@ -182,6 +182,10 @@ class ProcessBackend:
         self.prefix = limit_prefix(limits)
         self.output_limit = output_limit
 
+    async def reset(self) -> None:
+        """Remove every sandbox directory a previous run left (called once, at start)."""
+        await trio.to_thread.run_sync(shutil.rmtree, self.root, True)
+
     async def create(self, sandbox_id: str) -> ProcessInstance:
         workdir = self.root / sandbox_id.replace("/", "__").replace(":", "_")
 
