@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import secrets
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import docker
+import docker.utils.socket
 import structlog
 import trio
 
@@ -480,6 +482,41 @@ class DockerEngine:
             exit_code, out.data(), err.data(), duration, timed_out, out.truncated or err.truncated
         )
 
+    async def exec_input(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        data: bytes,
+        *,
+        timeout: float,
+        output_limit: int,
+        workdir: str | None = None,
+    ) -> ExecResult:
+        """Run `argv` with `data` on its standard input (say, `tar -x`), killed after `timeout`.
+
+        `put_archive` cannot do this job: it writes beside a tmpfs mount, not into it, and
+        refuses a read-only container outright; a sandbox's workdir is both.
+
+        Raises:
+            DockerError: the engine refused or did not answer.
+        """
+        command = ["timeout", "-s", "KILL", f"{timeout:.3f}", *argv]
+        created = await self._call(
+            "exec", self._api.exec_create, container_id, command, stdin=True, workdir=workdir
+        )
+        started = trio.current_time()
+        out, err = Capped(output_limit), Capped(output_limit)
+        feed = partial(_feed_exec, self._api, created["Id"], data, out=out, err=err)
+        with docker_errors("exec with input"), trio.fail_after(timeout + EXEC_GRACE):
+            await trio.to_thread.run_sync(feed, limiter=self._exec_limiter, abandon_on_cancel=True)
+        duration = trio.current_time() - started
+        info = await self._call("inspect exec", self._api.exec_inspect, created["Id"])
+        exit_code = None if info["Running"] else int_or_none(info["ExitCode"])
+        timed_out = duration >= timeout and exit_code in (124, 137)
+        return ExecResult(
+            exit_code, out.data(), err.data(), duration, timed_out, out.truncated or err.truncated
+        )
+
     # ------------------------------------------------------------------ plumbing
 
     async def _call(
@@ -568,6 +605,25 @@ class DockerEngine:
                 await self._inspect_into(watch)
             except DockerError as exc:  # the next reconnect tries again
                 log.warning("container_recheck_failed", container=watch.id[:12], error=str(exc))
+
+
+def _feed_exec(
+    api: docker.APIClient, exec_id: str, data: bytes, *, out: Capped, err: Capped
+) -> None:
+    """Start an exec on a hijacked socket, write `data`, half-close, read to the end.
+
+    The half-close is what the engine turns into EOF on the command's stdin.
+    """
+    sock = api.exec_start(exec_id, socket=True)
+    raw = getattr(sock, "_sock", sock)  # unix: a SocketIO over the socket; https: the socket
+    try:
+        raw.sendall(data)
+        raw.shutdown(socket.SHUT_WR)
+        for stream, chunk in docker.utils.socket.frames_iter(sock, tty=False):
+            (err if stream == docker.utils.socket.STDERR else out).add(chunk)
+    finally:
+        sock.close()
+        raw.close()
 
 
 def _port_key(port: str) -> str:

@@ -1,0 +1,286 @@
+"""`backend = "deephaven"`: a sandbox is one launched Deephaven server, used through scripts.
+
+Why it is built this way:
+- A sandbox reuses the `deephaven` resource's launch code whole (`DeephavenResource`): a
+  local server (`launch = "python"`) or a container (`launch = "docker"`), PSK auth with
+  a key generated per sandbox, our pydeephaven helper process, start-up bounded by
+  `start_timeout`. Nothing here talks to pydeephaven or Docker directly.
+- Its language is Python run in the server. `exec` has no meaning there: it answers
+  exit 127 with a message, as a missing command does elsewhere, and never runs argv.
+- Between sessions the server's Python scope is wiped back to a baseline, so the next
+  session sees no leftover variables. That is `ScopeResetFeature`, appended last to the
+  environment's features: its `setup` marks the baseline after every other feature's
+  setup (so their globals stay), its `teardown_session` resets after every other
+  feature's teardown. A failed reset is a state error: the sandbox is not reused.
+- A script that overruns its timeout keeps running in the server, and our helper is
+  killed mid-call. The session carries on (a new helper connects on the next call) but
+  the sandbox is tainted: its reset fails, so it is replaced rather than handed out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from supervisor.config.deephaven import DeephavenConfig
+from supervisor.config.environment import DeephavenSandboxConfig
+from supervisor.errors import (
+    DeephavenClientError,
+    MisconfiguredError,
+    SandboxStateError,
+    StartError,
+)
+from supervisor.launchers.deephaven import pick_free_port
+from supervisor.launchers.docker import DockerEngine
+from supervisor.launchers.local import LocalLauncher
+from supervisor.resources.deephaven import DeephavenHandle, DeephavenResource
+from supervisor.sandbox.backends import ExecResult
+from supervisor.sandbox.backends.docker import SandboxConfigError, classify
+from supervisor.sandbox.features import Feature
+from supervisor.supervision.states import Liveness
+
+if TYPE_CHECKING:
+    from supervisor.sandbox.sandbox import Sandbox
+    from supervisor.sandbox.session import Session
+
+# gRPC statuses that mean the server or our session is gone, not that the script failed.
+_BROKEN = frozenset(
+    {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED", "UNAUTHENTICATED", "PERMISSION_DENIED"}
+)
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+USE_SCRIPT = "a deephaven sandbox runs Python in its server: send a script, not a command\n"
+
+log = structlog.get_logger("supervisor.sandbox.deephaven")
+
+
+class DeephavenInstance:
+    """One deephaven sandbox: a launched server and the session our helper holds on it."""
+
+    def __init__(
+        self, backend: DeephavenBackend, resource: DeephavenResource, handle: DeephavenHandle
+    ) -> None:
+        self._backend = backend
+        self.resource = resource
+        self.handle = handle
+        self.tainted: str | None = None  # why the scope can no longer be trusted
+        self._stopping = False
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        return ExecResult(127, "", USE_SCRIPT, 0.0)
+
+    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
+        """Run Python in the server: exit 0, or 1 with the error in stderr."""
+        started = trio.current_time()
+        error: DeephavenClientError | None = None
+        with trio.move_on_after(timeout) as deadline:
+            await self._reconnect_if_needed()
+            client = self.handle.client
+            try:
+                # Our deadline comes first; the helper is killed when it cancels the call.
+                await client.run_script(script, timeout + 1.0)
+            except DeephavenClientError as exc:
+                error = exc
+        duration = trio.current_time() - started
+        if deadline.cancelled_caught:
+            self.tainted = f"a script overran its {timeout:g}s timeout"
+            message = f"the script did not finish within {timeout:g}s and was abandoned\n"
+            return ExecResult(None, "", message, duration, timed_out=True)
+        if error is None:
+            return ExecResult(0, "", "", duration)
+        if error.code in _BROKEN or not client.alive or self.handle.server_exited:
+            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: {error}")
+        return ExecResult(1, "", script_error(str(error)), duration)
+
+    async def _reconnect_if_needed(self) -> None:
+        """After a timeout killed our helper, open a new one (and a new session)."""
+        if self.handle.client.alive:
+            return
+        if self.handle.server_exited:
+            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: server exited")
+        self.tainted = self.tainted or "the client helper was replaced"
+        result = await self.resource.check(self.handle)
+        if result.liveness is not Liveness.ONLINE:
+            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: {result.detail}")
+
+    async def put(self, source: Path, dest: str) -> None:
+        raise SandboxConfigError(
+            "a deephaven sandbox has no file system to copy into (use a script)"
+        )
+
+    async def check(self) -> None:
+        """A real RPC (unless a script is running); a dead helper is reopened."""
+        before = self.handle.client
+        result = await self.resource.check(self.handle)
+        if self.handle.client is not before:
+            self.tainted = self.tainted or "the client helper was replaced"
+        if result.liveness is not Liveness.ONLINE:
+            raise SandboxStateError(
+                f"deephaven sandbox {self.resource.name} is {result.liveness}: {result.detail}"
+            )
+
+    async def wait_dead(self) -> str:
+        term = await self.handle.wait()
+        if self._stopping:
+            await trio.sleep_forever()  # our own stop is no death
+        return f"server {term.detail}"
+
+    async def stop(self) -> None:
+        if self._stopping and self.handle.stopped:
+            return
+        self._stopping = True
+        await self.handle.stop(self._backend.stop_timeout)
+
+    def connection(self) -> dict[str, Any]:
+        credentials = self.resource.credentials()
+        if credentials is None:
+            raise SandboxStateError(f"deephaven sandbox {self.resource.name} is not running")
+        return credentials.to_json()
+
+    async def mark_baseline(self) -> None:
+        """Remember the scope's current names as the ones `reset` keeps."""
+        try:
+            await self.handle.client.mark_baseline(self._backend.reset_timeout)
+        except DeephavenClientError as exc:
+            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: {exc}") from exc
+
+    async def reset(self) -> None:
+        """Delete every global a session left in the scope.
+
+        Raises:
+            SandboxStateError: the scope cannot be made clean (tainted, or the reset failed).
+        """
+        if self.tainted is not None:
+            raise SandboxStateError(
+                f"deephaven sandbox {self.resource.name} is not reusable: {self.tainted}"
+            )
+        try:
+            await self.handle.client.reset_scope(self._backend.reset_timeout)
+        except DeephavenClientError as exc:
+            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: {exc}") from exc
+
+
+class ScopeResetFeature(Feature):
+    """Marks the scope's baseline after setup and wipes the scope after every session.
+
+    Append it last to a deephaven environment's features (see the module docstring).
+    """
+
+    name = "deephaven_reset"
+
+    async def setup(self, sandbox: Sandbox | None) -> None:
+        await _instance(sandbox).mark_baseline()
+
+    async def teardown_session(self, sandbox: Sandbox, session: Session) -> None:
+        await _instance(sandbox).reset()
+
+
+def _instance(sandbox: Sandbox | None) -> DeephavenInstance:
+    instance = None if sandbox is None else sandbox.instance
+    if not isinstance(instance, DeephavenInstance):
+        raise TypeError("deephaven_reset only works in a deephaven sandbox")
+    return instance
+
+
+class DeephavenBackend:
+    """Launches one Deephaven server per sandbox, from `config`."""
+
+    name = "deephaven"
+
+    def __init__(
+        self,
+        launcher: LocalLauncher,
+        config: DeephavenSandboxConfig,
+        *,
+        environment: str,
+        docker: DockerEngine | None = None,
+        start_timeout: float = 120.0,
+        stop_timeout: float = 10.0,
+        reset_timeout: float = 30.0,
+        pick_port: Callable[[str], int] = pick_free_port,
+    ) -> None:
+        self.launcher = launcher
+        self.config = config
+        self.environment = environment
+        self.docker = docker
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.reset_timeout = reset_timeout
+        self._pick_port = pick_port
+        self.server_config = server_config(config, start_timeout)
+
+    async def create(self, sandbox_id: str) -> DeephavenInstance:
+        """Launch a server and open our session on it, within `start_timeout`.
+
+        Raises:
+            SandboxStateError: the server did not start or answer in time, or exited.
+            SandboxConfigError: the settings cannot work (no Docker engine, missing image).
+        """
+        name = _UNSAFE_NAME.sub("-", sandbox_id).strip("-.")
+        resource = DeephavenResource(
+            name,
+            self.server_config,
+            self.launcher,
+            docker=self.docker,
+            pick_port=self._pick_port,
+        )
+        what = f"sandbox {sandbox_id}"
+        handle: DeephavenHandle | None = None
+        try:
+            with trio.fail_after(self.start_timeout):
+                started = await resource.start()
+                assert isinstance(started, DeephavenHandle)
+                handle = started
+                await resource.ready(handle)
+        except BaseException as exc:
+            if handle is not None:
+                with trio.CancelScope(shield=True):
+                    await handle.stop(self.stop_timeout)
+            if isinstance(exc, trio.TooSlowError):
+                raise SandboxStateError(
+                    f"{what}: the server did not start within {self.start_timeout:g}s"
+                ) from exc
+            if isinstance(exc, MisconfiguredError):
+                raise SandboxConfigError(f"{what}: {exc}") from exc
+            if isinstance(exc, StartError) and self.config.launch == "docker":
+                raise classify(exc, what) from exc
+            if isinstance(exc, StartError | DeephavenClientError):
+                raise SandboxStateError(f"{what}: {exc}") from exc
+            raise
+        log.info("deephaven_sandbox_started", sandbox=sandbox_id, endpoint=handle.endpoint)
+        return DeephavenInstance(self, resource, handle)
+
+
+def script_error(message: str) -> str:
+    """A script's failure as the user wants to read it: the Python part, no Java frames."""
+    message = message.removeprefix("run_script: ")
+    lines = [line for line in message.splitlines() if not line.startswith("\tat ")]
+    return "\n".join(lines).strip() + "\n"
+
+
+def server_config(config: DeephavenSandboxConfig, start_timeout: float) -> DeephavenConfig:
+    """The `deephaven` resource settings that launch one sandbox's server."""
+    fields: dict[str, Any] = {
+        "kind": "deephaven",
+        "launch": config.launch,
+        "port": "auto",
+        "auth": "psk",
+        "heap": config.heap,
+        "jvm_args": config.jvm_args,
+        "start_timeout": start_timeout,
+    }
+    if config.launch == "python" and config.python_venv is not None:
+        fields["python_venv"] = config.python_venv
+    if config.launch == "docker" and config.image is not None:
+        fields["image"] = config.image
+    return DeephavenConfig.model_validate(fields)
