@@ -33,6 +33,7 @@ from supervisor.config.schema import Config
 from supervisor.errors import ConfigError
 from supervisor.launchers.docker_engines import DockerEngines
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
+from supervisor.observability.health import health_problem, summary
 from supervisor.observability.logging import log_transition
 from supervisor.observability.loop import LoopMonitor
 from supervisor.observability.metrics import Metrics
@@ -114,6 +115,7 @@ class Daemon:
             state_path=self.config.daemon.state_path,
             bus=self.bus,
             metrics=self.metrics,
+            engines=self._engines,
         )
 
     # ------------------------------------------------------------- the Control protocol
@@ -458,36 +460,11 @@ class Daemon:
 
     def health_problem(self) -> str | None:
         """Why the watchdog should not be petted now, or None if all is well."""
-        now = trio.current_time()
-        if self.loop.lag > WATCHDOG_MAX_LAG:
-            return f"event loop lag {self.loop.lag:.1f}s"
-        if now - self.loop.last_tick > 3 * self.loop.interval + WATCHDOG_MAX_LAG:
-            return "the event loop probe stopped ticking"
-        for sup in self.supervisors.values():
-            limit = {
-                State.STARTING: sup.settings.start_timeout,
-                State.STOPPING: sup.settings.stop_timeout,
-            }.get(sup.state)
-            if limit is not None and now - sup.since > limit + STUCK_MARGIN:
-                return f"{sup.name} stuck in {sup.state.value} for {now - sup.since:.0f}s"
-        return None
+        return health_problem(self.loop, self.supervisors.values(), WATCHDOG_MAX_LAG, STUCK_MARGIN)
 
     def summary(self) -> str:
-        """One line: how many resources are in each notable state."""
-        counts = dict.fromkeys((State.RUNNING, State.STARTING, State.BACKOFF, State.FATAL), 0)
-        for sup in self.supervisors.values():
-            counts[sup.state] = counts.get(sup.state, 0) + 1
-        parts = [
-            f"{n} {s.value.lower()}"
-            for s, n in counts.items()
-            if n or s in (State.RUNNING, State.FATAL)
-        ]
-        envs = self.sandbox_service.stats()
-        if envs:
-            online = sum(1 for e in envs if e["status"] == "ONLINE" and not e["outage"])
-            sessions = sum(e["active_sessions"] for e in envs)
-            parts.append(f"{online}/{len(envs)} environments online, {sessions} sessions")
-        return ", ".join(parts)
+        """One line: resources in each notable state, environments online, sessions."""
+        return summary(self.supervisors.values(), self.sandbox_service.stats())
 
     async def serve_signals(self) -> None:
         """SIGTERM/SIGINT stop (a second SIGINT forces); SIGHUP reloads; SIGUSR1 logs status."""

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import trio
 
-from supervisor.config.environment import EnvironmentConfig
+from supervisor.config.environment import DeephavenSandboxConfig, EnvironmentConfig
 from supervisor.config.schema import (
     Config,
     ContainerConfig,
@@ -26,6 +26,8 @@ from supervisor.resources.container import ContainerResource
 from supervisor.resources.deephaven import DeephavenResource
 from supervisor.resources.process import ProcessResource
 from supervisor.sandbox.backends import Backend, UnavailableBackend
+from supervisor.sandbox.backends.deephaven import DeephavenBackend, ScopeResetFeature
+from supervisor.sandbox.backends.docker import DockerBackend
 from supervisor.sandbox.backends.process import ProcessBackend
 from supervisor.sandbox.environment import Environment
 from supervisor.sandbox.features import build_features
@@ -157,17 +159,37 @@ def make_environment(
     state_path: Path,
     bus: EventBus,
     metrics: Metrics | None,
+    engines: Engines | None = None,
 ) -> Environment:
     """An environment with its backend and features, observed on `bus` and `metrics`."""
+    features = build_features(config, launcher, state_path / "environments" / name)
+    backend: Backend
     if config.backend == "process":
-        backend: Backend = ProcessBackend(
+        backend = ProcessBackend(
             launcher, state_path / "sandboxes" / name, config.limits, config.output_limit
         )
+    elif config.backend == "docker":
+        assert config.docker is not None  # the schema requires the table
+        engine = engines.get(config.docker.docker_host) if engines is not None else None
+        if engine is None:
+            backend = UnavailableBackend("docker", "no Docker engine is open for it")
+        else:
+            backend = DockerBackend(
+                engine, config.docker, environment=name, output_limit=config.output_limit
+            )
     else:
-        backend = UnavailableBackend(
-            config.backend, f"the {config.backend} backend is not available in this build"
+        spec = config.deephaven or DeephavenSandboxConfig()
+        docker = engines.get(None) if engines is not None and spec.launch == "docker" else None
+        backend = DeephavenBackend(
+            launcher,
+            spec,
+            environment=name,
+            docker=docker,
+            start_timeout=spec.start_timeout,
         )
-    features = build_features(config, launcher, state_path / "environments" / name)
+        # Last: it marks the scope's baseline after every other setup and wipes the
+        # scope after every other teardown_session, so each session starts clean.
+        features.append(ScopeResetFeature())
     return Environment(
         name, config, backend, features, handlers=[ObservingHandler(name, bus, metrics)]
     )

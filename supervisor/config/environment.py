@@ -105,6 +105,7 @@ class DeephavenSandboxConfig(Model):
     jvm_args: list[str] = []
     image: str | None = None
     python_venv: Path | None = None
+    start_timeout: PositiveDuration = 120.0
 
 
 class EnvironmentConfig(Model):

@@ -17,6 +17,7 @@ from supervisor.config.load import load_text
 from supervisor.daemon import Daemon
 from tests.integration.conftest import run_cli
 from tests.integration.test_api import unix
+from tests.integration.test_docker import labelled
 
 ENV = """
 [environments.box]
@@ -277,3 +278,30 @@ async def test_metrics_and_events_describe_environments(tmp_path: Path) -> None:
         subjects = {e.subject for e in events}
         assert {"environment", "sandbox", "session"} <= subjects
         assert any(e.name == sid and e.to_state == "ended" for e in events)
+
+
+async def test_docker_sandboxes_through_the_api(tmp_path: Path) -> None:
+    """A docker environment end to end: acquire, exec in the container, release, no leftovers."""
+    config = """
+[environments.box]
+backend = "docker"
+min_ready = 1
+max_size = 2
+docker = { image = "supervisor-test/sandbox:bookworm", memory = "128m" }
+"""
+    async with daemon_with(tmp_path, config) as daemon, unix(daemon) as client:
+        await until_ready(daemon, 1, timeout=60)
+        answer = await acquire(client)
+        assert answer.status_code == 201, answer.text
+        session = answer.json()
+        container = session["connection"]["container_id"]
+        ran = await client.post(
+            f"/v1/sessions/{session['session_id']}/exec",
+            json={"command": ["sh", "-c", "pwd; cat /proc/1/cgroup >/dev/null; echo ok"]},
+        )
+        assert ran.json()["stdout"] == "/work\nok\n"
+        assert (await client.delete(f"/v1/sessions/{session['session_id']}")).status_code == 204
+        assert daemon._engines is not None
+        instance = daemon._engines[None].instance_id
+    left = await labelled(instance)
+    assert not left, f"left behind: {left} (one was {container})"
