@@ -3,8 +3,11 @@
     SupervisorError
     ├── ConfigError                 a config file that cannot be used (carries every problem)
     ├── ResourceError               something went wrong with one managed resource
-    │   └── StartError              the resource could not be started
-    │       └── MisconfiguredError  ...and retrying cannot help (bad user, bad settings)
+    │   ├── StartError              the resource could not be started
+    │   │   └── MisconfiguredError  ...and retrying cannot help (bad user, bad settings)
+    │   │       └── UnauthorizedError   ...because the server rejected the credentials
+    │   └── DeephavenClientError    a Deephaven call failed (gRPC status in `code`)
+    │       └── HelperGoneError     the client helper process crashed, hung or was killed
     ├── StateDirError               the state directory cannot be used
     ├── SandboxError                something went wrong in a sandbox environment
     │   ├── SandboxStateError       the sandbox itself is broken (dead, unreachable)
@@ -67,6 +70,27 @@ class StartError(ResourceError):
 
 class MisconfiguredError(StartError):
     """The resource cannot start with its current settings; retrying will not help."""
+
+
+class UnauthorizedError(MisconfiguredError):
+    """The server rejected the credentials; the supervisor reports liveness UNAUTHORIZED."""
+
+
+class DeephavenClientError(ResourceError):
+    """A Deephaven call failed; `code` is the gRPC status name when there is one.
+
+    `type` is the helper's classification of the failure (`settings`, `unauthorized`,
+    `offline`, or the exception's class name); `deephaven_client.classify` maps both.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, type_: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.type = type_
+
+
+class HelperGoneError(DeephavenClientError):
+    """The helper process crashed, was killed, or did not answer in time."""
 
 
 class StateDirError(SupervisorError):

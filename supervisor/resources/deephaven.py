@@ -29,7 +29,7 @@ import structlog
 import trio
 
 from supervisor.config.deephaven import PSK_HANDLER, DeephavenConfig
-from supervisor.errors import MisconfiguredError, StartError
+from supervisor.errors import DeephavenClientError, HelperGoneError, MisconfiguredError, StartError
 from supervisor.launchers.deephaven import (
     ANONYMOUS_HANDLER,
     Redactor,
@@ -45,9 +45,11 @@ from supervisor.launchers.local import LocalLauncher, scrubbed_environment
 from supervisor.resources.deephaven_client import (
     ConnectSpec,
     DeephavenClient,
-    DeephavenClientError,
-    HelperGoneError,
+    describe,
+    liveness_of,
+    lost_session_result,
     open_client,
+    start_error,
 )
 from supervisor.resources.deephaven_names import FullName
 from supervisor.supervision.policy import Termination
@@ -215,8 +217,8 @@ class DeephavenResource:
                     handle.client = await self._open_client(Redactor([handle.spec.token]))
                 await handle.client.connect(handle.spec, min(self.config.start_timeout, 10.0))
             except DeephavenClientError as exc:
-                if exc.liveness in (Liveness.UNAUTHORIZED, Liveness.MISCONFIGURED):
-                    raise MisconfiguredError(_describe(exc)) from None
+                if liveness_of(exc) in (Liveness.UNAUTHORIZED, Liveness.MISCONFIGURED):
+                    raise start_error(exc) from None
                 await trio.sleep(_CONNECT_RETRY)
                 continue
             await _mark_baseline(handle.client, self._log)
@@ -237,8 +239,8 @@ class DeephavenResource:
             return CheckResult(Liveness.ONLINE)
         except DeephavenClientError as exc:
             if handle.server is None:
-                return _lost_session_result(exc)
-            self._log.warning("deephaven_session_failed", detail=_describe(exc))
+                return lost_session_result(exc)
+            self._log.warning("deephaven_session_failed", detail=describe(exc))
         return await self._recreate_session(handle)
 
     def is_success(self, term: Termination) -> bool:
@@ -298,7 +300,7 @@ class DeephavenResource:
             await handle.client.connect(handle.spec, timeout)
             await _mark_baseline(handle.client, self._log)
         except DeephavenClientError as exc:
-            return CheckResult(exc.liveness, _describe(exc))
+            return CheckResult(liveness_of(exc), describe(exc))
         self._log.info("deephaven_session_recreated", pid=handle.client.pid)
         return CheckResult(Liveness.ONLINE, "session recreated")
 
@@ -445,9 +447,7 @@ async def _connect_or_raise(client: DeephavenClient, spec: ConnectSpec, timeout:
     try:
         await client.connect(spec, timeout)
     except DeephavenClientError as exc:
-        if exc.liveness in (Liveness.UNAUTHORIZED, Liveness.MISCONFIGURED):
-            raise MisconfiguredError(_describe(exc)) from None
-        raise StartError(_describe(exc)) from None
+        raise start_error(exc) from None
 
 
 async def _mark_baseline(
@@ -456,16 +456,7 @@ async def _mark_baseline(
     try:
         await client.mark_baseline(5.0)
     except DeephavenClientError as exc:  # a groovy console, say: reset is then unavailable
-        log.info("deephaven_baseline_skipped", detail=_describe(exc))
-
-
-def _lost_session_result(exc: DeephavenClientError) -> CheckResult:
-    liveness = exc.liveness
-    if liveness is Liveness.UNAUTHORIZED:
-        # An established session whose token the server no longer knows: it expired or
-        # the server restarted. A new session will tell whether the credentials still work.
-        return CheckResult(Liveness.UNKNOWN, f"session no longer valid: {_describe(exc)}")
-    return CheckResult(liveness, _describe(exc))
+        log.info("deephaven_baseline_skipped", detail=describe(exc))
 
 
 async def _tcp_check(spec: ConnectSpec) -> CheckResult:
@@ -475,12 +466,6 @@ async def _tcp_check(spec: ConnectSpec) -> CheckResult:
         return CheckResult(Liveness.OFFLINE, f"{spec.host}:{spec.port}: {exc.strerror or exc}")
     await stream.aclose()
     return CheckResult(Liveness.ONLINE, "no session yet (lazy)")
-
-
-def _describe(exc: DeephavenClientError) -> str:
-    liveness = exc.liveness.value
-    code = f" [{exc.code}]" if exc.code else ""
-    return f"{liveness}{code}: {exc}"
 
 
 def _client_host(bind_host: str) -> str:

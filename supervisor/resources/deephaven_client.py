@@ -29,8 +29,15 @@ from pathlib import Path
 import structlog
 import trio
 
-from supervisor.errors import ResourceError
+from supervisor.errors import (
+    DeephavenClientError,
+    HelperGoneError,
+    MisconfiguredError,
+    StartError,
+    UnauthorizedError,
+)
 from supervisor.launchers.local import LocalLauncher, ProcessHandle, scrubbed_environment
+from supervisor.supervision.resource import CheckResult
 from supervisor.supervision.states import Liveness
 
 log = structlog.get_logger("supervisor.deephaven")
@@ -64,30 +71,51 @@ for _name in [n for n in list(globals()) if not n.startswith("__")]:
 BASELINE_SCRIPT = "__supervisor_baseline__ = frozenset(globals()) | {'_keep', '_name'}"
 
 
-class DeephavenClientError(ResourceError):
-    """A Deephaven call failed; `code` is the gRPC status name when there is one."""
-
-    def __init__(self, message: str, *, code: str | None = None, type_: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.type = type_
-
-    @property
-    def liveness(self) -> Liveness:
-        return classify(self.code, self.type)
-
-
-class HelperGoneError(DeephavenClientError):
-    """The helper process crashed, was killed, or did not answer in time."""
+# Failure types the helpers classify themselves (no gRPC status to go by).
+_LIVENESS_BY_TYPE = {
+    "settings": Liveness.MISCONFIGURED,
+    "unauthorized": Liveness.UNAUTHORIZED,
+    "offline": Liveness.OFFLINE,
+}
 
 
 def classify(code: str | None, type_: str = "") -> Liveness:
-    """The liveness a failed call implies (see the table above)."""
-    if type_ == "settings":
-        return Liveness.MISCONFIGURED
+    """The liveness a failed call implies (see the tables above)."""
+    if type_ in _LIVENESS_BY_TYPE:
+        return _LIVENESS_BY_TYPE[type_]
     if code is None:
         return Liveness.UNKNOWN
     return _LIVENESS_BY_CODE.get(code, Liveness.UNKNOWN)
+
+
+def liveness_of(exc: DeephavenClientError) -> Liveness:
+    return classify(exc.code, exc.type)
+
+
+def describe(exc: DeephavenClientError) -> str:
+    """`LIVENESS [CODE]: message`, the detail shown in status and events."""
+    code = f" [{exc.code}]" if exc.code else ""
+    return f"{liveness_of(exc).value}{code}: {exc}"
+
+
+def lost_session_result(exc: DeephavenClientError) -> CheckResult:
+    """The check result of an established session whose liveness call failed."""
+    liveness = liveness_of(exc)
+    if liveness is Liveness.UNAUTHORIZED:
+        # A session whose token the server no longer knows: it expired or the server
+        # restarted. A new session (a restart) tells whether the credentials still work.
+        return CheckResult(Liveness.UNKNOWN, f"session no longer valid: {describe(exc)}")
+    return CheckResult(liveness, describe(exc))
+
+
+def start_error(exc: DeephavenClientError) -> StartError:
+    """What a failed start becomes: UNAUTHORIZED and MISCONFIGURED are not retried fast."""
+    liveness = liveness_of(exc)
+    if liveness is Liveness.UNAUTHORIZED:
+        return UnauthorizedError(describe(exc))
+    if liveness is Liveness.MISCONFIGURED:
+        return MisconfiguredError(describe(exc))
+    return StartError(describe(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,8 +281,10 @@ async def open_client(
     *,
     on_output: Callable[[str, str], None] | None = None,
     timeout: float = HELPER_START_TIMEOUT,
+    worker: str = WORKER,
+    python: str = sys.executable,
 ) -> DeephavenClient:
-    """Start a helper and accept its connection; kill it if that does not work out.
+    """Start `python -I worker SOCKET` and accept its connection; kill it if that fails.
 
     Raises:
         HelperGoneError: the helper exited or did not connect within `timeout`.
@@ -265,7 +295,7 @@ async def open_client(
     try:
         await listener.bind(path)
         listener.listen(1)
-        argv = [sys.executable, "-I", WORKER, path]
+        argv = [python, "-I", worker, path]
         process = await launcher.spawn(argv, env=scrubbed_environment(), on_output=on_output)
         try:
             sock = await _accept(listener, process, timeout)

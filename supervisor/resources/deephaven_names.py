@@ -51,6 +51,10 @@ class FullName:
     def enterprise_factory(cls, system: str) -> Self:
         return cls("enterprise", "factory", system)
 
+    @classmethod
+    def enterprise(cls, system: str, name: str) -> Self:
+        return cls("enterprise", system, name)
+
     @property
     def is_factory(self) -> bool:
         return self.system == "enterprise" and self.source == "factory"

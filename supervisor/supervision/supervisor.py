@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 import trio
 
-from supervisor.errors import MisconfiguredError, StartError
+from supervisor.errors import MisconfiguredError, StartError, UnauthorizedError
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.concurrency import race, tagged
 from supervisor.supervision.policy import (
@@ -246,9 +246,6 @@ class ResourceSupervisor:
             self._handle = None
             success = self.resource.is_success(term)
             self._after_failure(term.reason, term.detail, success=success)
-        elif kind == "misconfigured":
-            await self._stop_handle("misconfigured")
-            self._fatal(outcome[1], liveness=Liveness.MISCONFIGURED)
         elif kind == "hopeless":
             result: CheckResult = outcome[1]
             await self._stop_handle(result.liveness.value.lower())
@@ -265,7 +262,7 @@ class ResourceSupervisor:
             try:
                 self._handle = handle = await self.resource.start()
             except MisconfiguredError as exc:
-                return finish(("misconfigured", str(exc)))
+                return finish(_hopeless(exc))
             except StartError as exc:
                 return finish(("start_failed", str(exc)))
             except Exception as exc:
@@ -280,7 +277,7 @@ class ResourceSupervisor:
             try:
                 await self.resource.ready(handle)
             except MisconfiguredError as exc:
-                return finish(("misconfigured", str(exc)))
+                return finish(_hopeless(exc))
             except Exception as exc:
                 self._log.exception("resource_ready_crashed")
                 return finish(("start_failed", f"unexpected error: {exc!r}"))
@@ -489,3 +486,11 @@ class ResourceSupervisor:
     def _changed_now(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+
+def _hopeless(exc: MisconfiguredError) -> tuple[str, CheckResult]:
+    """A start that no retry can fix: FATAL, with the liveness that says why."""
+    liveness = (
+        Liveness.UNAUTHORIZED if isinstance(exc, UnauthorizedError) else Liveness.MISCONFIGURED
+    )
+    return ("hopeless", CheckResult(liveness, str(exc)))

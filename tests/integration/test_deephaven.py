@@ -173,9 +173,11 @@ async def test_wrong_psk_goes_fatal_without_a_hot_loop(
             fatal = await run.entered("dh", State.FATAL)
             assert "UNAUTHENTICATED" in fatal.detail
             assert states(run.of("dh")) == ["STARTING", "FATAL"]
-            assert fatal.next_delay == RestartConfig().fatal_retry_after
-            # UNAUTHORIZED once errors.UnauthorizedError is wired (see the report).
-            assert run["dh"].liveness in (Liveness.UNAUTHORIZED, Liveness.MISCONFIGURED)
+            assert (fatal.reason, fatal.next_delay) == (
+                "unauthorized",
+                RestartConfig().fatal_retry_after,
+            )
+            assert run["dh"].liveness is Liveness.UNAUTHORIZED
     assert "not-the-token" not in repr(logs) + repr(run.events)
 
 

@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from supervisor.errors import UnauthorizedError
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.resource import CheckSettings
 from supervisor.supervision.settings import Settings
 from supervisor.supervision.states import Liveness, State, Transition
 from supervisor.supervision.supervisor import ResourceSupervisor
-from tests.fakes import Backoff, FakeResource, Intensity, Restart
+from tests.fakes import Backoff, FakeHandle, FakeResource, Intensity, Restart
 
 DEFAULT_RESTART = Restart()
 
@@ -166,6 +167,26 @@ async def test_misconfigured_goes_fatal_without_retrying_fast(
     async with supervising(fake) as (sup, _):
         await in_state(sup, State.FATAL)
         assert sup.liveness is Liveness.MISCONFIGURED
+        assert len(fake.starts) == 1
+
+
+class RejectedResource(FakeResource):
+    """A resource whose server rejects its credentials at every start."""
+
+    async def start(self) -> FakeHandle:
+        self.starts.append(trio.current_time())
+        raise UnauthorizedError("token rejected")
+
+
+async def test_unauthorized_start_goes_fatal_with_liveness_unauthorized(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """UnauthorizedError at start is FATAL with liveness UNAUTHORIZED, retried only later."""
+    fake = RejectedResource()
+    async with supervising(fake) as (sup, events):
+        await in_state(sup, State.FATAL)
+        assert sup.liveness is Liveness.UNAUTHORIZED
+        assert (events[-1].reason, events[-1].next_delay) == ("unauthorized", 300.0)
         assert len(fake.starts) == 1
 
 
