@@ -249,7 +249,9 @@ class Daemon:
         await self._engines_for(new)
         for name in plan.restarted:
             sup = self.supervisors[name]
-            sup.resource = make_resource(name, new.resources[name], self._launcher, self._engines)
+            sup.resource = make_resource(
+                name, new.resources[name], self._launcher, self._engines, self.supervisors
+            )
             sup.update(settings_for(new, name))
             if sup.state in (State.STARTING, State.RUNNING, State.BACKOFF):
                 sup.restart("reload")

@@ -15,6 +15,7 @@ from supervisor.config.schema import (
     Config,
     ContainerConfig,
     DeephavenConfig,
+    DeephavenEnterpriseConfig,
     ProcessConfig,
     ResourceConfig,
 )
@@ -24,6 +25,10 @@ from supervisor.launchers.local import LocalLauncher
 from supervisor.observability.metrics import Metrics
 from supervisor.resources.container import ContainerResource
 from supervisor.resources.deephaven import DeephavenResource
+from supervisor.resources.deephaven_enterprise import (
+    EnterpriseFactoryResource,
+    EnterpriseSessionResource,
+)
 from supervisor.resources.process import ProcessResource
 from supervisor.sandbox.backends import Backend, UnavailableBackend
 from supervisor.sandbox.backends.deephaven import DeephavenBackend, ScopeResetFeature
@@ -48,17 +53,36 @@ def settings_for(config: Config, name: str) -> Settings:
     )
 
 
-AnyResource = ProcessResource | ContainerResource | DeephavenResource
+AnyResource = (
+    ProcessResource
+    | ContainerResource
+    | DeephavenResource
+    | EnterpriseFactoryResource
+    | EnterpriseSessionResource
+)
 
 
 def make_resource(
-    name: str, spec: ResourceConfig, launcher: LocalLauncher, engines: Engines | None = None
+    name: str,
+    spec: ResourceConfig,
+    launcher: LocalLauncher,
+    engines: Engines | None = None,
+    existing: Mapping[str, ResourceSupervisor] | None = None,
 ) -> AnyResource:
-    """The resource object for `spec`'s kind.
+    """The resource object for `spec`'s kind (`existing`: the supervisors built so far,
+    where an Enterprise session finds its factory).
 
     Raises:
         ConfigError: it needs a Docker engine that was not opened.
     """
+    if isinstance(spec, DeephavenEnterpriseConfig):
+        if spec.is_factory:
+            return EnterpriseFactoryResource(name, spec, launcher)
+        assert spec.factory is not None
+        assert existing is not None
+        factory = existing[spec.factory].resource  # start order: factories come first
+        assert isinstance(factory, EnterpriseFactoryResource)
+        return EnterpriseSessionResource(name, spec, factory, launcher)
     if isinstance(spec, ProcessConfig):
         return ProcessResource(name, spec, launcher)
     if isinstance(spec, ContainerConfig):
@@ -93,6 +117,9 @@ def reconfigure(resource: object, spec: ResourceConfig) -> None:
     elif isinstance(resource, DeephavenResource):
         assert isinstance(spec, DeephavenConfig)
         resource.reconfigure(spec)
+    elif isinstance(resource, EnterpriseFactoryResource | EnterpriseSessionResource):
+        assert isinstance(spec, DeephavenEnterpriseConfig)
+        resource.reconfigure(spec)
 
 
 def adoptable(config: Config, host: str | None) -> Callable[[OwnedContainer], bool]:
@@ -124,7 +151,7 @@ def make_supervisor(
     spec = config.resources[name]
     return ResourceSupervisor(
         name,
-        make_resource(name, spec, launcher, engines),
+        make_resource(name, spec, launcher, engines, existing),
         settings_for(config, name),
         bus=bus,
         depends_on=[existing[d] for d in spec.depends_on],

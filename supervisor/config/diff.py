@@ -138,6 +138,16 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
             updated.append(name)
         else:
             unchanged.append(name)
+    # An Enterprise session holds its factory's object: a rebuilt factory rebuilds them.
+    for name, spec in new.resources.items():
+        factory = getattr(spec, "factory", None)
+        if factory in restarted and name not in restarted and name not in added:
+            for bucket in (updated, unchanged):
+                if name in bucket:
+                    bucket.remove(name)
+            restarted.append(name)
+    order = {name: i for i, name in enumerate(new.start_order())}
+    restarted.sort(key=order.__getitem__)  # factories before their sessions
     removed = [name for name in old.resources if name not in new.resources]
     daemon = sorted(
         f for f in DAEMON_RESTART_FIELDS if getattr(old.daemon, f) != getattr(new.daemon, f)

@@ -111,6 +111,7 @@ def _problem(err: ErrorDetails) -> ConfigProblem:
 
 
 _UNION_TAGS = {
+    "deephaven-enterprise",
     "process",
     "container",
     "deephaven",

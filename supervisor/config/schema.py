@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 
 from supervisor.config.container import ContainerConfig
 from supervisor.config.deephaven import DeephavenConfig
+from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.paths import default_socket_path, default_state_dir
 from supervisor.config.types import (
@@ -37,6 +38,7 @@ __all__ = [
     "Config",
     "ContainerConfig",
     "DeephavenConfig",
+    "DeephavenEnterpriseConfig",
     "ProcessConfig",
     "ResourceConfig",
     "split_host_port",
@@ -65,7 +67,8 @@ class ProcessConfig(Model):
 
 
 ResourceConfig = Annotated[
-    ProcessConfig | ContainerConfig | DeephavenConfig, Field(discriminator="kind")
+    ProcessConfig | ContainerConfig | DeephavenConfig | DeephavenEnterpriseConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -157,6 +160,18 @@ class Config(Model):
                         (
                             f"resources.{name}.depends_on.{i}",
                             f"no resource named {dep!r} (known: {known})",
+                        )
+                    )
+            if isinstance(res, DeephavenEnterpriseConfig) and res.factory is not None:
+                factory = self.resources.get(res.factory)
+                if factory is not None and not (
+                    isinstance(factory, DeephavenEnterpriseConfig) and factory.is_factory
+                ):
+                    found.append(
+                        (
+                            f"resources.{name}.factory",
+                            f"{res.factory!r} is not a deephaven-enterprise factory "
+                            "(one with connection_json_url)",
                         )
                     )
             try:

@@ -1,0 +1,1 @@
+"""Fake of `deephaven_core.proto`: only what the helper's liveness call builds."""

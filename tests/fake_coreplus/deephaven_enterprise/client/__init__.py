@@ -1,0 +1,1 @@
+"""Fake of `deephaven_enterprise.client` (deephaven-coreplus-client)."""
