@@ -169,6 +169,8 @@ class DeephavenConfig(Model):
     @field_validator(*_LAUNCH_ONLY, *_PYTHON_ONLY, *_DOCKER_ONLY)
     @classmethod
     def _launch_fields(cls, value: object, info: ValidationInfo) -> object:
+        if value is None or value in ([], {}):  # unset, or an empty default written out
+            return value
         launch = info.data.get("launch")
         if info.field_name in _LAUNCH_ONLY and launch is None:
             raise ValueError('only used with launch = "python" or launch = "docker"')

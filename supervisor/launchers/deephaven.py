@@ -14,8 +14,11 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import secrets
+import shutil
 import socket
 import sys
 from collections import deque
@@ -80,6 +83,27 @@ class ServerSpec:
 def python_for(venv: Path | None) -> str:
     """The interpreter of `venv`, or the daemon's own."""
     return sys.executable if venv is None else str(venv / "bin" / "python")
+
+
+def python_launch_problem(python: str, env: Mapping[str, str]) -> str | None:
+    """Why a python launch cannot work on this machine (no Java, no package), or None."""
+    java_home = env.get("JAVA_HOME") or os.environ.get("JAVA_HOME")
+    has_java = (java_home is not None and Path(java_home, "bin", "java").exists()) or (
+        shutil.which("java") is not None
+    )
+    if not has_java:
+        return (
+            'launch = "python" needs Java 17: no java on PATH and JAVA_HOME is unset '
+            '(install openjdk-17-jre-headless, or use launch = "docker")'
+        )
+    if not Path(python).exists():
+        return f"python_venv: {python} does not exist"
+    if python == sys.executable and importlib.util.find_spec("deephaven_server") is None:
+        return (
+            "the deephaven-server package is not installed in the daemon's environment "
+            "(pip install 'supervisor-daemon[deephaven]', or set python_venv)"
+        )
+    return None
 
 
 def pick_free_port(host: str = "127.0.0.1") -> int:

@@ -38,6 +38,7 @@ from supervisor.launchers.deephaven import (
     generate_psk,
     pick_free_port,
     python_for,
+    python_launch_problem,
     wait_started,
 )
 from supervisor.launchers.docker import RESOURCE_LABEL, ContainerSpec, DockerEngine
@@ -306,6 +307,10 @@ class DeephavenResource:
 
     async def _launch_python(self, token: str, redact: Redactor) -> DeephavenHandle:
         config = self.config
+        if (
+            problem := python_launch_problem(python_for(config.python_venv), config.env)
+        ) is not None:
+            raise MisconfiguredError(problem)
         psk = token if config.auth_type == PSK_HANDLER else None
         fixed = config.port if isinstance(config.port, int) else None
         auto = fixed is None
