@@ -405,17 +405,34 @@ class DockerEngine:
             del self._removing[ref]
             pending.set()
 
-    async def _discard(self, ref: str) -> None:
-        """Force-remove `ref` (id or name) if it exists; failures are logged, not raised."""
+    async def _discard(self, ref: str, *, final: bool = False) -> bool:
+        """Force-remove `ref` (id or name) if it exists; True when it is gone.
+
+        A failure (the engine is down) is logged, not raised, and `ref` stays pending: it
+        is tried again when the event stream reconnects, and as the engine closes; what
+        is still left then is reaped at the next start-up.
+        """
         try:
             await self._remove(ref)
         except DockerError as exc:
-            log.error(
-                "container_not_removed",
-                container=ref,
-                error=str(exc),
-                detail="it is reaped at the next start-up",
-            )
+            self._removals.add(ref)
+            if final:
+                log.error(
+                    "container_not_removed",
+                    container=ref,
+                    error=str(exc),
+                    detail="it is reaped at the next start-up",
+                )
+            else:
+                log.warning(
+                    "container_removal_deferred",
+                    container=ref,
+                    error=str(exc),
+                    detail="retried when the engine answers again",
+                )
+            return False
+        self._removals.discard(ref)
+        return True
 
     def _schedule_removal(self, container_id: str) -> None:
         self._removals.add(container_id)
@@ -424,15 +441,14 @@ class DockerEngine:
         except RuntimeError:  # the engine is closed: reaped at the next start-up
             log.error("container_not_removed", container=container_id, detail="engine closed")
 
-    async def _remove_scheduled(self, container_id: str) -> None:
+    async def _remove_scheduled(self, container_id: str, *, final: bool = False) -> None:
         if container_id in self._removals:
-            await self._discard(container_id)
-            self._removals.discard(container_id)
+            await self._discard(container_id, final=final)
 
-    async def _finish_removals(self) -> None:
+    async def _finish_removals(self, *, final: bool = True) -> None:
         async with trio.open_nursery() as nursery:
             for container_id in list(self._removals):
-                nursery.start_soon(self._remove_scheduled, container_id)
+                nursery.start_soon(partial(self._remove_scheduled, container_id, final=final))
 
     # ------------------------------------------------------------------ exec
 
@@ -599,12 +615,14 @@ class DockerEngine:
             await trio.sleep(reconnect_delay(failures))
 
     async def _recheck(self) -> None:
-        """After a gap in the event stream, ask about every container still awaited."""
+        """After a gap in the event stream, ask about every container still awaited, and
+        remove what could not be removed while the engine was away."""
         for watch in self._events.awaited():
             try:
                 await self._inspect_into(watch)
             except DockerError as exc:  # the next reconnect tries again
                 log.warning("container_recheck_failed", container=watch.id[:12], error=str(exc))
+        await self._finish_removals(final=False)
 
 
 def _feed_exec(

@@ -40,14 +40,13 @@ def restart_dockerd() -> None:
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     os.kill(pid, signal.SIGTERM)
     subprocess.run(["timeout", "60", "tail", f"--pid={pid}", "-f", "/dev/null"], check=True)
-    with DOCKERD_LOG.open("ab") as log:
-        subprocess.Popen(  # the very command that ran before
-            [a.decode() for a in argv],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+    # Through a shell that exits at once: dockerd is nobody's child, as before.
+    subprocess.run(
+        ["sh", "-c", f'"$@" >>{DOCKERD_LOG} 2>&1 </dev/null &', "sh", *(a.decode() for a in argv)],
+        check=True,
+        start_new_session=True,
+        timeout=30,
+    )
 
 
 async def test_containers_come_back_after_the_engine_restarts(tmp_path: Path) -> None:
