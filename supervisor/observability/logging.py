@@ -62,6 +62,8 @@ def log_transition(event: Transition) -> None:
     }
     if event.environment:
         fields["environment"] = event.environment
+    if event.identity:
+        fields["deephaven"] = event.identity
     if event.detail:
         fields["detail"] = event.detail
     if event.attempt:

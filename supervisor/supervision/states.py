@@ -82,6 +82,7 @@ class Transition:
     next_delay: float | None = None
     restart: bool = False
     environment: str = ""  # for sandbox and session events: the environment they belong to
+    identity: str = ""  # a Deephaven resource's full name (community:config:NAME, ...)
     seq: int = 0
     time: float = 0.0
 
@@ -99,6 +100,8 @@ class Transition:
         }
         if self.environment:
             data["environment"] = self.environment
+        if self.identity:
+            data["deephaven"] = self.identity
         if self.detail:
             data["detail"] = self.detail
         if self.attempt:

@@ -473,9 +473,15 @@ class ResourceSupervisor:
                 attempt=attempt,
                 next_delay=next_delay,
                 restart=restart,
+                identity=self._identity,
             )
         )
         self._changed_now()
+
+    @property
+    def _identity(self) -> str:
+        identity = getattr(self.resource, "identity", None)
+        return "" if identity is None else str(identity)
 
     def _set_liveness(self, liveness: Liveness, detail: str) -> None:
         if liveness is not self.liveness or detail != self.detail:

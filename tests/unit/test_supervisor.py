@@ -354,3 +354,14 @@ async def test_cancelling_a_graceful_stop_kills_at_once(autojump_clock: trio.abc
     assert trio.current_time() == 1.0
     assert fake.current.termination is not None
     assert fake.current.termination.signal == 9
+
+
+async def test_a_resource_identity_rides_on_every_event(autojump_clock: trio.abc.Clock) -> None:
+    """A Deephaven full name (the resource's `identity`) is in each event and its JSON."""
+    resource = FakeResource()
+    resource.identity = "community:config:r"  # type: ignore[attr-defined]
+    async with supervising(resource) as (sup, events):
+        await in_state(sup, State.RUNNING)
+    assert events
+    assert all(e.identity == "community:config:r" for e in events)
+    assert events[-1].to_json()["deephaven"] == "community:config:r"
