@@ -7,7 +7,9 @@
 #   - the local test images, built without any registry (`docker import` of a rootfs):
 #       supervisor-test/systemd:bookworm  Debian minbase + systemd, to boot as PID 1;
 #       supervisor-test/sandbox:bookworm  the same image, tagged for sandbox tests (sh,
-#                                         coreutils' `timeout` for exec deadlines, ps).
+#                                         coreutils' `timeout` for exec deadlines, ps);
+#       supervisor-test/deephaven:bookworm  Java 17 + deephaven-server, for the docker
+#                                         launch (tests/provision_deephaven_image.sh).
 # Idempotent: what is there already is left alone.
 set -euo pipefail
 
@@ -78,6 +80,9 @@ if ! docker image inspect "$SANDBOX_IMAGE" >/dev/null 2>&1; then
   echo "provision: tagging $SYSTEMD_IMAGE as $SANDBOX_IMAGE"
   docker tag "$SYSTEMD_IMAGE" "$SANDBOX_IMAGE"
 fi
+
+# Java 17 + deephaven-server in a rootfs, for the docker-launch tests (~80 s, cached by tag).
+bash "$(dirname "$0")/provision_deephaven_image.sh"
 
 promtool --version >/dev/null
 systemd-analyze --version >/dev/null

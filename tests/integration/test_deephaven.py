@@ -367,9 +367,9 @@ DH_IMAGE = "supervisor-test/deephaven:bookworm"  # tests/provision_deephaven_ima
 @pytest.fixture
 async def engine() -> AsyncIterator[DockerEngine]:
     if shutil.which("docker") is None:
-        pytest.skip("no docker CLI")
+        pytest.fail("no docker CLI (tests/provision.sh installs it)")
     if "Error" in await docker_cli("image", "inspect", DH_IMAGE, "--format", "ok", check=False):
-        pytest.skip(f"{DH_IMAGE} not built (run tests/provision_deephaven_image.sh)")
+        pytest.fail(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh builds it)")
     instance = f"test-{uuid.uuid4().hex[:12]}"
     try:
         async with open_docker_engine(None, instance) as engine:

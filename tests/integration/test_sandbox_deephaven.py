@@ -124,7 +124,7 @@ async def test_docker_server_with_an_overrun_script_is_not_reused(
 ) -> None:
     """A containerised server serves scripts; one that overran its timeout is not reused."""
     if not await docker_cli("image", "ls", "-q", DH_IMAGE):
-        pytest.skip(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh)")
+        pytest.fail(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh builds it)")
     async with environment(
         launcher,
         [ScopeResetFeature()],
