@@ -1,7 +1,8 @@
 """Run every benchmark, save the numbers as JSON and print one markdown table.
 
-python -m bench             # the full run: about 12 minutes
-python -m bench --quick     # smoke mode: tiny N, 5 kills, 3 s windows (about a minute)
+python -m bench                        # the full run: about 15 minutes
+python -m bench --quick                # smoke mode: tiny N, 5 kills, 3 s windows
+python -m bench --only sandbox,scrape  # some benchmarks only
 """
 
 from __future__ import annotations
@@ -15,12 +16,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from bench import control, idle_cpu, peers, reload, report, restart_latency
+from bench import (
+    control,
+    idle_cpu,
+    peers,
+    reload,
+    report,
+    restart_latency,
+    sandbox_pool,
+    scrape,
+)
 
 RESULTS = Path(__file__).with_name("results")
+BENCHMARKS = ("latency", "idle", "control", "reload", "sandbox", "scrape")
+PEER_BENCHMARKS = ("latency", "idle", "control", "reload")  # the supervisord/circus table
 
 
 def machine() -> str:
@@ -49,46 +63,160 @@ def revision() -> str:
     return sha + ("+dirty" if status else "")
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How much each benchmark does: the full run or the smoke mode."""
+
+    sizes: list[int]
+    kills: int
+    window: float
+    kill_settle: float
+    idle_settle: float
+    control_n: int
+    calls: int
+    cli_calls: int
+    reload_sizes: list[int]
+    pool_clients: list[int]
+    pool_window: float
+    pool_warmup: float
+    http_clients: list[int]
+    http_calls: int
+    scrape_n: int
+    sandboxes: int
+    per_env: int
+    scrapes: int
+    api_calls: int
+
+
+QUICK = Plan(
+    sizes=[3], kills=5, window=3.0, kill_settle=0.05, idle_settle=0.5,
+    control_n=5, calls=20, cli_calls=5, reload_sizes=[5],
+    pool_clients=[1], pool_window=0.3, pool_warmup=0.1, http_clients=[1, 4], http_calls=40,
+    scrape_n=5, sandboxes=20, per_env=10, scrapes=5, api_calls=10,
+)  # fmt: skip
+FULL = Plan(
+    sizes=[100, 500, 1000], kills=50, window=30.0, kill_settle=0.2, idle_settle=2.0,
+    control_n=100, calls=200, cli_calls=30, reload_sizes=[100, 1000],
+    pool_clients=[1, 4], pool_window=5.0, pool_warmup=1.0, http_clients=[1, 16, 64],
+    http_calls=3200,
+    # 10,000 process sandboxes come up in one environment in well under a minute.
+    scrape_n=1000, sandboxes=10_000, per_env=10_000, scrapes=50, api_calls=200,
+)  # fmt: skip
+
+
+def run_benchmarks(only: Sequence[str], plan: Plan, workdir: Path) -> dict[str, Any]:
+    """Run the chosen benchmarks one after the other; their results by JSON key."""
+    results: dict[str, Any] = {}
+    phase = time.monotonic()
+
+    def say(what: str) -> None:
+        print(what, file=sys.stderr)
+
+    def took() -> None:
+        nonlocal phase
+        phase, before = time.monotonic(), phase
+        say(f"  ({phase - before:.0f} s)")
+
+    for name in only:
+        (workdir / name).mkdir()
+    if "latency" in only:
+        say(f"restart latency: {plan.kills} kills each ...")
+        results["restart_latency"] = restart_latency.run(
+            workdir / "latency", plan.kills, plan.kill_settle
+        )
+        took()
+    if "idle" in only:
+        say(f"idle CPU: N={plan.sizes}, {plan.window:g} s windows ...")
+        results["idle_cpu"] = idle_cpu.run(
+            workdir / "idle", plan.sizes, plan.window, plan.idle_settle
+        )
+        took()
+    if "control" in only:
+        say(f"control latency: N={plan.control_n}, {plan.calls}/{plan.cli_calls} calls ...")
+        results["control_latency"] = control.run(
+            workdir / "control", plan.control_n, plan.calls, plan.cli_calls
+        )
+        took()
+    if "reload" in only:
+        say(f"reload: N={plan.reload_sizes} ...")
+        results["reload"] = reload.run(workdir / "reload", plan.reload_sizes)
+        took()
+    if "sandbox" in only:
+        say(
+            f"sandbox pool: clients={plan.pool_clients}, {plan.pool_window:g} s windows; "
+            f"HTTP acquire: clients={plan.http_clients} ..."
+        )
+        results["sandbox_pool"] = sandbox_pool.run(
+            workdir / "sandbox",
+            client_counts=plan.pool_clients,
+            window=plan.pool_window,
+            warmup=plan.pool_warmup,
+            http_clients=plan.http_clients,
+            http_calls=plan.http_calls,
+        )
+        took()
+    if "scrape" in only:
+        say(f"metrics scrape: N={plan.scrape_n}, {plan.sandboxes} sandboxes ...")
+        results["scrape"] = scrape.run(
+            workdir / "scrape",
+            n=plan.scrape_n,
+            sandboxes=plan.sandboxes,
+            per_env=plan.per_env,
+            scrapes=plan.scrapes,
+            calls=plan.api_calls,
+        )
+        took()
+    return results
+
+
+def tables(only: Sequence[str], results: dict[str, Any]) -> str:
+    """The peers' table (when all four of its benchmarks ran), then the others'."""
+    out = []
+    if all(name in only for name in PEER_BENCHMARKS):
+        out.append(
+            report.table(
+                results["restart_latency"],
+                results["idle_cpu"],
+                results["control_latency"],
+                results["reload"],
+            )
+        )
+    elif set(only) & set(PEER_BENCHMARKS):
+        out.append("(the peers' table needs latency, idle, control and reload: see the JSON)")
+    if "sandbox" in only:
+        out.append(report.sandbox_table(results["sandbox_pool"]))
+    if "scrape" in only:
+        out.append(report.scrape_table(results["scrape"]))
+    return "\n\n".join(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke mode: tiny N, few kills")
     parser.add_argument("--window", type=float, help="idle CPU window in seconds (default 30)")
+    parser.add_argument(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help=f"comma-separated benchmarks to run (default all: {','.join(BENCHMARKS)})",
+    )
     args = parser.parse_args(argv)
-    if args.quick:
-        sizes, kills, window, kill_settle, idle_settle = [3], 5, 3.0, 0.05, 0.5
-        control_n, calls, cli_calls, reload_sizes = 5, 20, 5, [5]
-    else:
-        sizes, kills, window, kill_settle, idle_settle = [100, 500, 1000], 50, 30.0, 0.2, 2.0
-        control_n, calls, cli_calls, reload_sizes = 100, 200, 30, [100, 1000]
-    window = args.window if args.window is not None else window
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if unknown := sorted(set(only) - set(BENCHMARKS)):
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {BENCHMARKS}")
+    plan = QUICK if args.quick else FULL
+    if args.window is not None:
+        plan = replace(plan, window=args.window)
 
     started = time.monotonic()
-    for peer in peers.PEERS:  # before anything runs: a peer that cannot install fails here
-        peers.ensure(peer)
+    # Before anything runs: a peer that cannot install fails here.
+    if set(only) & set(PEER_BENCHMARKS):
+        for peer in peers.PEERS:
+            peers.ensure(peer)
+    if "sandbox" in only:
+        sandbox_pool.ensure_langfun()
     code = revision()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        workdir = Path(tmp)
-        for name in ("latency", "idle", "control", "reload"):
-            (workdir / name).mkdir()
-        phase = time.monotonic()
-
-        def took() -> str:
-            nonlocal phase
-            phase, before = time.monotonic(), phase
-            return f"  ({phase - before:.0f} s)"
-
-        print(f"restart latency: {kills} kills each ...", file=sys.stderr)
-        latency = restart_latency.run(workdir / "latency", kills, kill_settle)
-        print(took(), file=sys.stderr)
-        print(f"idle CPU: N={sizes}, {window:g} s windows ...", file=sys.stderr)
-        idle = idle_cpu.run(workdir / "idle", sizes, window, idle_settle)
-        print(took(), file=sys.stderr)
-        print(f"control latency: N={control_n}, {calls}/{cli_calls} calls ...", file=sys.stderr)
-        ctl = control.run(workdir / "control", control_n, calls, cli_calls)
-        print(took(), file=sys.stderr)
-        print(f"reload: N={reload_sizes} ...", file=sys.stderr)
-        reloads = reload.run(workdir / "reload", reload_sizes)
-        print(took(), file=sys.stderr)
+        results = run_benchmarks(only, plan, Path(tmp))
     elapsed = time.monotonic() - started
 
     host, code_after = machine(), revision()
@@ -97,23 +225,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
-    results = {
-        "machine": host,
-        "revision": code,
-        "quick": args.quick,
-        "elapsed_s": elapsed,
-        "restart_latency": latency,
-        "idle_cpu": idle,
-        "control_latency": ctl,
-        "reload": reloads,
-        "peers": peers.versions(),
-    }
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    header = {"machine": host, "revision": code, "quick": args.quick, "elapsed_s": elapsed}
+    out.write_text(json.dumps({**header, **results, "peers": peers.versions()}, indent=2) + "\n")
 
-    print(report.table(latency, idle, ctl, reloads))
+    print(tables(only, results))
     print()
     print(f"Machine: {host}")
-    print("Peers: " + "; ".join(" ".join(pins) for pins in peers.versions().values()))
+    pins = [" ".join(p) for p in peers.versions().values()]
+    if "sandbox" in only:
+        pins.append(" ".join(sandbox_pool.LANGFUN_PINS))
+    print("Peers: " + "; ".join(pins))
     print(f"Code: {code}; took {elapsed:.0f} s; raw numbers in {os.path.relpath(out)}")
     return 0
 

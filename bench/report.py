@@ -49,7 +49,7 @@ def table(
     tick = idle["tick_s"]
     for n in (k for k in idle if k.isdigit()):
         window = idle[n]["daemon"]["window_s"]
-        metrics = (
+        metrics: tuple[tuple[str, str, str, float], ...] = (
             ("cpu_s", f"CPU s in {window:.0f} s", "{:.2f}", tick),
             ("cpu_pct", "CPU %", "{:.3f}", 100 * tick / window),
             ("rss_mb", "RSS incl. helpers (MiB)", "{:.1f}", 0.0),
@@ -73,4 +73,65 @@ def table(
         for key, label, fmt, resolution in metrics:
             values = {k: by_kind[k][key] for k in sut.MANAGERS}
             rows.append(row(f"reload 1 of N={n}", label, values, fmt, resolution))
+    return "\n".join(rows)
+
+
+def sandbox_table(pool: dict[str, Any]) -> str:
+    """Session cycles/s, ours vs langfun; then warm acquire over HTTP."""
+    cycles = pool["cycles"]
+    rows = [
+        f"| sandbox pool of {cycles['pool']}: cycles/s | ours (memory backend) "
+        "| ours (process backend) | langfun | ours memory/langfun | ours process/langfun |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in cycles["runs"]:
+        label = (
+            f"{run['clients']} client{'s' if run['clients'] > 1 else ''}, "
+            f"proactive setup {'on' if run['proactive'] else 'off'}"
+        )
+        ours, process, theirs = (run[k]["per_s"] for k in ("memory", "process", "langfun"))
+        rows.append(
+            f"| {label} | {ours:,.0f} | {process:,.0f} | {theirs:,.0f} "
+            f"| {ratio(ours, theirs)} | {ratio(process, theirs)} |"
+        )
+    http = pool["http_acquire"]
+    rows += [
+        "",
+        f"| warm acquire over HTTP, pool of {http['pool']} | acquire p50 (ms) | acquire p99 (ms) "
+        "| release p50 (ms) | release p99 (ms) | cycles/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in http.values():
+        if not isinstance(run, dict):
+            continue
+        acquire, release = run["acquire"], run["release"]
+        rows.append(
+            f"| {run['clients']} clients, {run['mode']} connection, {acquire['calls']} cycles "
+            f"| {acquire['median_ms']:.2f} | {acquire['p99_ms']:.2f} "
+            f"| {release['median_ms']:.2f} | {release['p99_ms']:.2f} | {run['cycles_per_s']:,.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def scrape_table(scrape: dict[str, Any]) -> str:
+    """/metrics latency, and API latency idle vs during back-to-back scrapes."""
+    envs = len(scrape["environments"])
+    head = (
+        f"{scrape['n']:,} sleepers + {scrape['sandboxes']:,} sandboxes "
+        f"({envs} environment{'s' if envs != 1 else ''}; up in {scrape['ready_s']:.1f} s)"
+    )
+    metrics = scrape["metrics"]
+    rows = [
+        f"| metrics scrape, {head} | median (ms) | p99 (ms) | calls | response |",
+        "|---|---:|---:|---:|---:|",
+        f"| `GET /metrics` | {metrics['median_ms']:.2f} | {metrics['p99_ms']:.2f} "
+        f"| {metrics['calls']} | {metrics['bytes'] / 1024:,.0f} KiB |",
+    ]
+    for target in ("/healthz", "/v1/resources"):
+        for when, label in (("idle", "idle"), ("scraped", "during scrapes")):
+            m = scrape[f"{when} {target}"]
+            rows.append(
+                f"| `GET {target}`, {label} | {m['median_ms']:.2f} | {m['p99_ms']:.2f} "
+                f"| {m['calls']} | {m['bytes'] / 1024:,.0f} KiB |"
+            )
     return "\n".join(rows)
