@@ -43,6 +43,7 @@ class Client:
     def __init__(self, make: Any, where: str, headers: dict[str, str]) -> None:
         self._make = make
         self._conn: http.client.HTTPConnection | None = None
+        self._long: http.client.HTTPConnection | None = None
         self._headers = headers
         self.where = where
 
@@ -79,9 +80,10 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._long):
+            if conn is not None:
+                conn.close()
+        self._conn = self._long = None
 
     # ----------------------------------------------------------------------- requests
 
@@ -240,25 +242,11 @@ class Client:
         headers = {**self._headers, **(headers or {})}
         if payload is not None:
             headers["content-type"] = "application/json"
-        if long:
-            conn = self._make(None)
+        for attempt in (1, 2):  # a kept-alive connection the server closed: retry once
+            conn = self._connection(long)
             try:
                 conn.request(method, path, body=payload, headers=headers)
                 response = conn.getresponse()
-                raw = response.read()
-            except OSError as exc:
-                raise self._unavailable(exc) from None
-            finally:
-                conn.close()
-            if response.status >= 400:
-                raise _request_error(response.status, raw)
-            return response.status, raw
-        for attempt in (1, 2):  # a kept-alive connection the server closed: retry once
-            if self._conn is None:
-                self._conn = self._make()
-            try:
-                self._conn.request(method, path, body=payload, headers=headers)
-                response = self._conn.getresponse()
                 raw = response.read()
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
@@ -271,6 +259,17 @@ class Client:
         if response.status >= 400:
             raise _request_error(response.status, raw)
         return response.status, raw
+
+    def _connection(self, long: bool) -> http.client.HTTPConnection:
+        """The kept-alive connection: one with the read timeout, one without (for calls the
+        daemon may hold: acquire waits for a sandbox, exec for its command)."""
+        if long:
+            if self._long is None:
+                self._long = self._make(None)
+            return self._long
+        if self._conn is None:
+            self._conn = self._make()
+        return self._conn
 
     def _unavailable(self, exc: OSError) -> DaemonUnavailableError:
         reason = exc.strerror or str(exc) or type(exc).__name__

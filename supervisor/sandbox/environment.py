@@ -312,6 +312,9 @@ class Environment:
         if not self._waiters and self._ready:
             sandbox = next(iter(self._ready))
             sandbox.acquire()
+            # A checkpoint even when nothing blocks: a caller looping over sessions must
+            # still let the lease watchers and housekeeping run (found by bench/).
+            await trio.lowlevel.checkpoint()
             return sandbox
         self._waiters.append(waiter)
         self._dispatch()
