@@ -194,6 +194,14 @@ class Daemon:
                     await self.notifier.send(READY=1)
                 raise
             plan = plan_reload(self.config, new)
+            try:
+                self.sandbox_service.check(new.environments, plan.environments)
+            except ConfigError as exc:
+                if not dry_run:
+                    self.metrics.config_reloads.labels("failure").inc()
+                    log.error("config_reload_failed", problems=[str(p) for p in exc.problems])
+                    await self.notifier.send(READY=1, STATUS=self.status_line())
+                raise
             if not dry_run:
                 await self._apply(new, plan)
                 self._reload_failure = ""

@@ -165,6 +165,9 @@ class FakeInstance:
             raise ValueError("bad input")
         if argv[0] == "set":
             self.state[argv[1]] = argv[2]
+        if argv[0] == "later":  # a slow command that leaves state behind when it finishes
+            await trio.sleep(float(argv[1]))
+            self.state[argv[2]] = argv[3]
         await trio.sleep(self.backend.exec_delay)
         return ExecResult(0, " ".join(f"{k}={v}" for k, v in sorted(self.state.items())), "", 0.0)
 

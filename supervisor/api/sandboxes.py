@@ -79,7 +79,7 @@ def _seconds(body: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> 
         return None
     try:
         seconds = parse_duration(value)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ApiError(422, "unprocessable", f"{key}: {exc}") from None
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         raise ApiError(422, "unprocessable", f"{key} must be a positive duration")
@@ -112,6 +112,12 @@ def _labels(body: Mapping[str, Any]) -> dict[str, str] | None:
     return labels
 
 
+def _idempotency_key(key: str | None) -> str | None:
+    if key is not None and not 0 < len(key) <= MAX_LABEL_LENGTH:
+        raise ApiError(422, "unprocessable", "Idempotency-Key must be 1-256 characters")
+    return key
+
+
 def _exec_request(body: Mapping[str, Any]) -> tuple[list[str] | None, str | None, float | None]:
     command, script = body.get("command"), body.get("script")
     if (command is None) == (script is None):
@@ -124,6 +130,8 @@ def _exec_request(body: Mapping[str, Any]) -> tuple[list[str] | None, str | None
         raise ApiError(422, "unprocessable", "command must be a non-empty list of strings")
     if script is not None and not isinstance(script, str):
         raise ApiError(422, "unprocessable", "script must be a string")
+    if "\x00" in (script or "") or any("\x00" in a for a in command or ()):
+        raise ApiError(422, "unprocessable", "command and script cannot contain NUL bytes")
     return command, script, _seconds(body, "timeout")
 
 
@@ -141,6 +149,8 @@ def _session_error(exc: Exception) -> ApiError:
         )
     if isinstance(exc, RuntimeError):
         return ApiError(409, "conflict", str(exc))
+    if isinstance(exc, AcquireError):
+        return _acquire_error(exc)
     raise exc
 
 
@@ -174,20 +184,25 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
     async def acquire(request: Request) -> Response:
         name = request.path_params["env"]
         body = await read_json(request)
-        ttl = _seconds(body, "ttl")
-        wait = _seconds(body, "wait", allow_zero=True)
-        labels = _labels(body)
-        key = request.headers.get("idempotency-key")
-        if key is not None and not 0 < len(key) <= MAX_LABEL_LENGTH:
-            raise ApiError(422, "unprocessable", "Idempotency-Key must be 1-256 characters")
+        ttl, wait, labels = (
+            _seconds(body, "ttl"),
+            _seconds(body, "wait", allow_zero=True),
+            _labels(body),
+        )
+        key = _idempotency_key(request.headers.get("idempotency-key"))
+        try:
+            sandboxes.environment(name)
+        except KeyError:
+            raise ApiError(404, "not_found", f"no environment named {name!r}") from None
         try:
             session, created = await sandboxes.acquire(
                 name, ttl=ttl, wait=wait, labels=labels, idempotency_key=key
             )
-        except KeyError:
-            raise ApiError(404, "not_found", f"no environment named {name!r}") from None
         except AcquireError as exc:
             raise _acquire_error(exc) from None
+        except (SandboxStateError, RuntimeError) as exc:
+            # The sandbox broke between being handed out and the session starting.
+            raise ApiError(503, "sandbox_failed", str(exc), retryable=True) from None
         except SandboxError as exc:
             raise ApiError(500, "sandbox_setup_failed", str(exc)) from None
         data = {**session.to_json(), "connection": session.connection()}

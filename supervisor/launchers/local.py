@@ -221,10 +221,12 @@ class LocalLauncher:
                     os.close(fd)
         try:
             popen = result.unwrap()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in argv or env
             for read_end in (out_r, err_r):
                 if read_end is not None:
                     os.close(read_end)
+            if isinstance(exc, ValueError):
+                raise StartError(f"cannot run {argv[0]!r}: {exc}") from None
             raise StartError(_spawn_error(argv, cwd, exc)) from None
         handle = ProcessHandle(popen, stop_signal)
         self._children[popen.pid] = handle

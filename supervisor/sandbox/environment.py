@@ -168,6 +168,9 @@ class Environment:
         if isinstance(reserved, _Waiter) and not reserved.done:
             reserved.serve(sandbox)
             return
+        if sandbox.reusable and sandbox.slot >= self.settings.max_size:
+            self.nursery.start_soon(_shutdown_quietly, sandbox)  # its slot was resized away
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done:
@@ -213,6 +216,12 @@ class Environment:
         try:
             await sandbox.start()
         except SandboxStateError as exc:
+            if self.status in (E.SHUTTING_DOWN, E.OFFLINE):  # no retry, no outage
+                if waiter is not None and not waiter.done:
+                    waiter.fail(
+                        EnvironmentOfflineError(f"environment {self.name} is {self.status}")
+                    )
+                return None
             self._bring_up_failed(exc)
             if waiter is not None and not waiter.done:
                 self._waiters.appendleft(waiter)  # keeps its place; retried after the interval
@@ -256,6 +265,18 @@ class Environment:
     def _top_up(self) -> None:
         while self._live < self.settings.min_ready and self._can_grow():
             self.nursery.start_soon(self._bring_up, self._new_sandbox(), None)
+        if self._offline_since is not None and self._can_grow():
+            # Bring-ups have been failing: try one now and then, even with min_ready met,
+            # so that the outage ends as soon as the backend is back.
+            self.nursery.start_soon(self._bring_up, self._new_sandbox(), None)
+
+    def _trial_due(self) -> bool:
+        """In an outage, one bring-up per `outage_retry_interval` still tries (and, if it
+        works, ends the outage); the rest fail fast."""
+        if trio.current_time() < self._next_bring_up:
+            return False
+        self._next_bring_up = trio.current_time() + self.settings.outage_retry_interval
+        return True
 
     @property
     def offline_duration(self) -> float:
@@ -275,7 +296,7 @@ class Environment:
     def _require_online(self) -> None:
         if self.status is not E.ONLINE:
             raise EnvironmentOfflineError(f"environment {self.name} is {self.status}")
-        if self.in_outage:
+        if self.in_outage and not self._trial_due():
             self.events.on_acquire_rejected(self, "outage")
             raise EnvironmentOutageError(
                 f"environment {self.name} has failed to bring up sandboxes for "
@@ -291,12 +312,14 @@ class Environment:
             EnvironmentOutageError, EnvironmentOfflineError: the environment cannot serve.
             SandboxError: a user error while bringing up a sandbox for this caller.
         """
+        if self.status is E.ONLINE and not self._waiters and self._ready:
+            return await self._take_ready()  # a READY sandbox serves, outage or not
         self._require_online()
         waiter = _Waiter()
         if self.settings.max_size == 0:
             # Rule 14: a fresh sandbox per session, tracked so shutdown still reaches it.
             self._ephemeral_count += 1
-            sandbox = Sandbox(self, self._ephemeral_count - 1, 0, reusable=False)
+            sandbox = Sandbox(self, self._ephemeral_count - 1, 0, reusable=False, ephemeral=True)
             sandbox.reserved_for = waiter
             self._ephemeral.add(sandbox)
             self._live += 1
@@ -305,17 +328,15 @@ class Environment:
             except SandboxStateError as exc:
                 self._bring_up_failed(exc)
                 raise
+            except BaseException:  # cancelled: leave nothing running
+                await _shutdown_quietly(sandbox)
+                raise
             self._offline_since = None
             assert waiter.sandbox is sandbox
             self.nursery.start_soon(sandbox.housekeep)
             return sandbox
         if not self._waiters and self._ready:
-            sandbox = next(iter(self._ready))
-            sandbox.acquire()
-            # A checkpoint even when nothing blocks: a caller looping over sessions must
-            # still let the lease watchers and housekeeping run (found by bench/).
-            await trio.lowlevel.checkpoint()
-            return sandbox
+            return await self._take_ready()
         self._waiters.append(waiter)
         self._dispatch()
         limit = self.settings.acquire_timeout if timeout is None else timeout
@@ -343,6 +364,18 @@ class Environment:
                 retry_after=max(1.0, min(limit, 5.0)),
             )
         return waiter.sandbox
+
+    async def _take_ready(self) -> Sandbox:
+        sandbox = next(iter(self._ready))
+        sandbox.acquire()
+        try:
+            # A checkpoint even when nothing blocks: a caller looping over sessions must
+            # still let the lease watchers and housekeeping run (found by bench/).
+            await trio.lowlevel.checkpoint()
+        except BaseException:
+            sandbox.release_unused()
+            raise
+        return sandbox
 
     async def open_session(
         self,
@@ -405,14 +438,18 @@ class Environment:
                 await self.close_session(session)
 
     async def _watch_lease(self, session: Session) -> None:
-        while not session.ended:
-            with trio.move_on_at(session.deadline):
-                await session.ended_event.wait()
-            if session.ended:
-                return
-            if trio.current_time() >= session.deadline:
-                await self.expire(session)
-                return
+        try:
+            while not session.ended:
+                with trio.move_on_at(session.deadline):
+                    await session.ended_event.wait()
+                if session.ended:
+                    return
+                if trio.current_time() >= session.deadline:
+                    await self.expire(session)
+                    return
+        finally:
+            # However it ended (released, expired, its sandbox condemned by housekeeping).
+            self.sessions.pop(session.id, None)
 
     async def expire(self, session: Session) -> None:
         """End a session whose TTL or lease ran out; its sandbox is shut down (rule 19)."""

@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import trio
 
-from supervisor.errors import FeatureTeardownError, SandboxStateError, SessionTeardownError
+from supervisor.errors import (
+    FeatureTeardownError,
+    SandboxStateError,
+    SessionExpiredError,
+    SessionTeardownError,
+)
 from supervisor.sandbox.status import ONLINE, SANDBOX_TRANSITIONS, SandboxStatus
 
 if TYPE_CHECKING:
@@ -43,11 +48,20 @@ log = structlog.get_logger("supervisor.sandbox")
 class Sandbox:
     """One isolated execution place of an environment, with id `env/slot:generation`."""
 
-    def __init__(self, env: Environment, slot: int, generation: int, *, reusable: bool) -> None:
+    def __init__(
+        self,
+        env: Environment,
+        slot: int,
+        generation: int,
+        *,
+        reusable: bool,
+        ephemeral: bool = False,
+    ) -> None:
         self.env = env
         self.slot = slot
         self.generation = generation
-        self.id = f"{env.name}/{slot}:{generation}"
+        # A pool of max_size 0 numbers its one-session sandboxes apart from the slots.
+        self.id = f"{env.name}/{'e' if ephemeral else ''}{slot}:{generation}"
         self.reusable = reusable
         self.status = S.CREATED
         self.created_at = trio.current_time()
@@ -67,6 +81,9 @@ class Sandbox:
         self._exiting: trio.Event | None = None
         self._closing = False
         self._housekeeper: trio.CancelScope | None = None
+        self._activities: set[trio.CancelScope] = set()
+        self._activities_done = trio.Event()
+        self._activities_done.set()
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.id} {self.status}>"
@@ -75,6 +92,10 @@ class Sandbox:
     def closing(self) -> bool:
         """Whether shutdown has begun (the sandbox will never serve again)."""
         return self._closing
+
+    @property
+    def in_session(self) -> bool:
+        return self.status is S.IN_SESSION
 
     @property
     def is_online(self) -> bool:
@@ -213,26 +234,43 @@ class Sandbox:
         self.session = session
         attempted: list[Feature] = list(self.env.features) if self.prepared else []
         self._set_status(S.SETTING_UP)
-        try:
-            with trio.CancelScope(shield=True), self._setup_work():
-                if not self.prepared:
-                    await self._setup_sessions(session, attempted)
-                self.prepared = False
-            if self._closing or not self._set_status(S.IN_SESSION):
-                raise SandboxStateError(f"sandbox {self.id} was shut down while setting up")
-        except Exception as exc:
-            if isinstance(exc, SandboxStateError):
-                self.record(exc)
-            self.env.events.on_session_start(self, session, trio.current_time() - started, exc)
-            with trio.CancelScope(shield=True):
-                for feature in attempted:
-                    await self._hook(feature, "teardown_session", session)
+        failure: Exception | None = None
+        with trio.CancelScope(shield=True):
+            # Only shutdown can cancel this scope; until it is left, shutdown waits, so the
+            # teardown_session hooks of a failed setup run before any teardown does.
+            with self._setup_work():
+                try:
+                    if not self.prepared:
+                        await self._setup_sessions(session, attempted)
+                    self.prepared = False
+                    if self._closing or not self._set_status(S.IN_SESSION):
+                        raise SandboxStateError(f"sandbox {self.id} was shut down while setting up")
+                except BaseException as exc:
+                    failure = (
+                        exc
+                        if isinstance(exc, Exception)
+                        else SandboxStateError(f"sandbox {self.id} was shut down while setting up")
+                    )
+                    with trio.CancelScope(shield=True):
+                        for feature in attempted:
+                            await self._hook(feature, "teardown_session", session)
+                    if not isinstance(exc, Exception):
+                        raise  # our own scope's cancellation: it stops here
+            if failure is None and not self.in_session:
+                failure = SandboxStateError(f"sandbox {self.id} was shut down while setting up")
+            if failure is not None:
+                if isinstance(failure, SandboxStateError):
+                    self.record(failure)
+                self.env.events.on_session_start(
+                    self, session, trio.current_time() - started, failure
+                )
                 self.session = None
                 session.ended, session.end_reason = True, "setup_failed"
                 session.ended_event.set()
                 with contextlib.suppress(FeatureTeardownError):
                     await self.shutdown()
-            raise
+        if failure is not None:
+            raise failure
         self.sessions_served += 1
         self.env.events.on_session_start(self, session, trio.current_time() - started, None)
 
@@ -271,20 +309,32 @@ class Sandbox:
     ) -> ExecResult:
         started = trio.current_time()
         error: BaseException | None = None
+        result: ExecResult | None = None
+        scope = trio.CancelScope()
+        self._activities.add(scope)
+        self._activities_done = trio.Event()
         try:
-            result: ExecResult = await work
+            with scope:
+                result = await work
         except Exception as exc:
             error = exc
             if isinstance(exc, SandboxStateError):
                 self.record(exc)
             raise
         finally:
+            self._activities.discard(scope)
+            if not self._activities:
+                self._activities_done.set()
+            if scope.cancelled_caught:
+                error = SessionExpiredError(f"session {session.id} ended while {name} ran")
             self.env.events.on_session_activity(
                 self, name, session, trio.current_time() - started, error, args
             )
+        if result is None:
+            raise SessionExpiredError(f"session {session.id} ended while {name} ran")
         return result
 
-    async def end_session(self, *, expired: bool = False) -> None:
+    async def end_session(self, *, expired: bool = False, reason: str = "") -> None:
         """IN_SESSION -> EXITING_SESSION -> READY (or shutdown); idempotent (rules 7, 8).
 
         Raises:
@@ -298,6 +348,12 @@ class Sandbox:
         self._set_status(S.EXITING_SESSION)
         errors: dict[str, BaseException] = {}
         with trio.CancelScope(shield=True):
+            # Client work still running belongs to the session that is ending: stop it
+            # before cleaning up after it, or it would write into the next session.
+            for scope in list(self._activities):
+                scope.cancel()
+            with trio.move_on_after(self.env.stop_grace):
+                await self._activities_done.wait()
             try:
                 for feature in self.env.features:
                     error = await self._hook(feature, "teardown_session", session)
@@ -307,8 +363,9 @@ class Sandbox:
                 self.session = None
                 session.ended = True
                 session.expired = expired
-                session.end_reason = "expired" if expired else "released"
+                session.end_reason = reason or ("expired" if expired else "released")
                 session.ended_event.set()
+                self.env.sessions.pop(session.id, None)
                 self._exiting.set()
             teardown_error = SessionTeardownError(errors) if errors else None
             self.env.events.on_session_end(
@@ -337,6 +394,8 @@ class Sandbox:
 
     async def _prepare_next(self) -> None:
         """Proactive setup for the next session, off the releasing client's path."""
+        if self._closing:  # shut down between the release and this task's start
+            return
         try:
             with self._setup_work():
                 await self._setup_sessions(None, [])
@@ -438,8 +497,9 @@ class Sandbox:
                 if self._housekeeper is not None:
                     self._housekeeper.cancel()
                 if self.status is S.IN_SESSION:
+                    reason = "sandbox_failed" if self.state_error is not None else "shutdown"
                     with contextlib.suppress(SessionTeardownError):
-                        await self.end_session()
+                        await self.end_session(reason=reason)
                 elif self._exiting is not None:
                     await self._exiting.wait()
                 self._set_status(S.SHUTTING_DOWN)

@@ -20,6 +20,8 @@ import trio
 from supervisor.config.diff import EnvironmentPlan
 from supervisor.config.environment import EnvironmentConfig
 from supervisor.errors import (
+    ConfigError,
+    ConfigProblem,
     EnvironmentOfflineError,
     SandboxStateError,
     SessionExpiredError,
@@ -69,9 +71,28 @@ class SandboxService:
 
     async def _start_one(self, name: str, config: EnvironmentConfig) -> None:
         assert self._nursery is not None
-        env = self._factory(name, config)
+        try:
+            env = self._factory(name, config)
+        except Exception as exc:  # a feature plugin that cannot be loaded, say
+            log.error("environment_not_built", environment=name, error=str(exc))
+            return
         self.environments[name] = env
         await self._nursery.start(self._run_environment, env)
+
+    def check(self, configs: Mapping[str, EnvironmentConfig], plan: EnvironmentPlan) -> None:
+        """Build (and discard) what a reload would create, before anything is changed.
+
+        Raises:
+            ConfigError: an environment cannot be built (its features, typically).
+        """
+        problems = []
+        for name in (*plan.added, *plan.recreated):
+            try:
+                self._factory(name, configs[name])
+            except Exception as exc:
+                problems.append(ConfigProblem(f"environments.{name}", str(exc)))
+        if problems:
+            raise ConfigError("config", problems)
 
     async def _run_environment(
         self, env: Environment, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

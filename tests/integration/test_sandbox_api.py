@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.config.load import load_text
 from supervisor.daemon import Daemon
+from supervisor.errors import ConfigError
 from tests.integration.conftest import run_cli
 from tests.integration.test_api import unix
 from tests.integration.test_docker import labelled
@@ -305,3 +307,45 @@ docker = { image = "supervisor-test/sandbox:bookworm", memory = "128m" }
         instance = daemon._engines[None].instance_id
     left = await labelled(instance)
     assert not left, f"left behind: {left} (one was {container})"
+
+
+async def test_nul_bytes_and_huge_numbers_are_422_and_leak_nothing(tmp_path: Path) -> None:
+    """Inputs that used to surface as 500s (and leak two fds each) are refused cleanly."""
+    async with daemon_with(tmp_path, env_config()) as daemon, unix(daemon) as client:
+        sid = (await acquire(client)).json()["session_id"]
+        fds = len(os.listdir("/proc/self/fd"))
+        for body in ({"script": "echo \x00"}, {"command": ["echo", "a\x00b"]}):
+            answer = await client.post(f"/v1/sessions/{sid}/exec", json=body)
+            assert answer.status_code == 422
+        assert (await acquire(client, {"ttl": 10**400})).status_code == 422
+        assert len(os.listdir("/proc/self/fd")) <= fds
+
+
+async def test_process_sandboxes_do_not_see_the_daemons_environment(tmp_path: Path) -> None:
+    """Code in a sandbox gets a minimal environment: no token or password of the daemon's."""
+    os.environ["SUPERVISOR_TEST_SECRET"] = "do-not-leak"
+    try:
+        async with daemon_with(tmp_path, env_config()) as daemon, unix(daemon) as client:
+            sid = (await acquire(client)).json()["session_id"]
+            env = (await client.post(f"/v1/sessions/{sid}/exec", json={"command": ["env"]})).json()
+            assert "do-not-leak" not in env["stdout"]
+            assert "HOME=" in env["stdout"]
+    finally:
+        del os.environ["SUPERVISOR_TEST_SECRET"]
+
+
+async def test_a_reload_with_a_missing_feature_plugin_is_refused(tmp_path: Path) -> None:
+    """A plugin that cannot be loaded: the reload is refused, the running pool untouched."""
+    async with daemon_with(tmp_path, env_config()) as daemon:
+        env = daemon.sandbox_service.environments["box"]
+        path = tmp_path / "config.toml"
+        path.write_text(
+            path.read_text()
+            + '[[environments.box.features]]\nkind = "plugin"\nentry_point = "no-such-plugin"\n'
+        )
+        with pytest.raises(ConfigError) as caught:
+            await daemon.reload(dry_run=False)
+        assert caught.value.problems[0].path == "environments.box"
+        assert "no-such-plugin" in caught.value.problems[0].message
+        assert daemon.sandbox_service.environments["box"] is env
+        assert env.status.value == "ONLINE"

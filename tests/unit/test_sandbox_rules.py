@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from supervisor.config.environment import EnvironmentConfig
@@ -661,3 +662,101 @@ def test_settings_reject_min_ready_above_max_size() -> None:
         settings(min_ready=3, max_size=2)
     with pytest.raises(ValueError, match="max_size = 0"):
         settings(min_ready=1, max_size=0)
+
+
+# -- found in review: each pins a defect that was fixed ----------------------------------
+
+
+async def test_an_outage_ends_when_the_backend_comes_back_even_with_max_size_zero(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Past the grace acquires fail fast, but one per retry interval still tries."""
+    backend = FakeBackend()
+    backend.failure = SandboxStateError("engine down")
+    async with environment(
+        backend, min_ready=0, max_size=0, outage_grace=10, outage_retry_interval=5
+    ) as env:
+        for attempt in range(3):  # at t = 0, 5, 10: the last one is the outage's trial
+            if attempt:
+                await trio.sleep(5)
+            with pytest.raises(SandboxStateError):
+                await env.acquire()
+        assert env.in_outage
+        with pytest.raises(EnvironmentOutageError):
+            await env.acquire()  # fails fast until the next trial is due
+        backend.failure = None
+        await trio.sleep(5)  # the next trial is due
+        async with env.session() as session:
+            assert session.sandbox.id == "env/e3:0"  # one-session sandboxes have their own ids
+        assert not env.in_outage
+
+
+async def test_a_ready_sandbox_is_served_during_an_outage(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Failed growth declares an outage, but an idle sandbox still goes to the next caller."""
+    backend = FakeBackend()
+    async with environment(
+        backend, min_ready=1, max_size=2, outage_grace=5, outage_retry_interval=2
+    ) as env:
+        holder = await env.open_session()
+        backend.failure = SandboxStateError("engine down")
+        with pytest.raises(EnvironmentOutageError):
+            await env.acquire(timeout=8)  # growth fails until the grace is over
+        assert env.in_outage
+        await env.close_session(holder)
+        await until(env, lambda: env.stats()["sandboxes"]["READY"] == 1)
+        async with env.session() as session:
+            assert session.sandbox is holder.sandbox
+
+
+async def test_client_work_still_running_is_stopped_when_its_session_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A release cancels the session's running command before cleaning up: the next
+    session on the same sandbox never sees what it would have left."""
+    backend = FakeBackend()
+    async with environment(backend, min_ready=1, max_size=1) as env:
+        first = await env.open_session()
+        outcome: list[BaseException] = []
+
+        async def slow() -> None:
+            try:
+                await first.exec(["later", "5", "k", "leaked"])
+            except SessionExpiredError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow)
+            await trio.sleep(1)
+            await env.close_session(first)
+        assert outcome  # the client learns its command was cut short
+        second = await env.open_session()
+        await trio.sleep(10)
+        assert (await second.exec(["get"])).stdout == ""
+        await env.close_session(second)
+
+
+async def test_a_cancelled_acquire_gives_its_sandbox_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Cancelled on the fast path: the sandbox is READY again, not lost to the pool."""
+    async with environment(min_ready=1, max_size=1) as env:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await env.acquire()
+        assert env.stats()["sandboxes"]["READY"] == 1
+
+
+async def test_a_session_whose_sandbox_is_condemned_is_no_longer_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Housekeeping shuts a sandbox down under a session: the session ends and is dropped."""
+    backend = FakeBackend()
+    async with environment(backend, max_size=1, keepalive_interval=2) as env:
+        session = await env.open_session()
+        backend.instances[session.sandbox.id].break_()
+        await until(env, lambda: session.sandbox.status is S.OFFLINE)
+        await trio.lowlevel.checkpoint()
+        assert env.stats()["active_sessions"] == 0
+        assert session.end_reason == "sandbox_failed"

@@ -24,7 +24,7 @@ import trio
 
 from supervisor.config.environment import ProcessLimits
 from supervisor.errors import SandboxStateError, StartError
-from supervisor.launchers.local import LocalLauncher, scrubbed_environment
+from supervisor.launchers.local import LocalLauncher
 from supervisor.sandbox.backends import ExecResult
 
 PRLIMIT = shutil.which("prlimit") or "/usr/bin/prlimit"
@@ -110,9 +110,15 @@ class ProcessInstance:
     def __init__(self, backend: ProcessBackend, workdir: Path) -> None:
         self._backend = backend
         self.workdir = workdir
-        self._env = scrubbed_environment(
-            {"HOME": str(workdir), "TMPDIR": str(workdir), "PWD": str(workdir)}
-        )
+        # Not the daemon's environment: it may hold secrets (tokens, passwords) that the
+        # code run in a sandbox has no business seeing.
+        self._env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": str(workdir),
+            "TMPDIR": str(workdir),
+            "PWD": str(workdir),
+        }
         self._stopped = False
 
     async def exec(
