@@ -4,7 +4,9 @@ in progress does to the rest of the API.
 The daemon runs `n` sleepers (process resources) and `sandboxes` warm `process`
 sandboxes, split over environments of at most `per_env` each (min_ready = max_size).
 We time the bring-up (launch until `daemon_ready`, which waits for every environment's
-`min_ready`), then 50 sequential scrapes of `/metrics` on a kept-alive connection, then
+`min_ready`), then 50 sequential scrapes of `/metrics` on a kept-alive connection (the
+daemon reuses its last page while the event bus is quiet, for up to a second), 10 fresh
+renders (scrapes 1.1 s apart, as Prometheus would see them), then
 `GET /healthz` and `GET /v1/resources` calls, once with the daemon otherwise idle and
 once while another connection scrapes `/metrics` back to back.
 """
@@ -51,6 +53,15 @@ async def _measure(socket: Path, scrapes: int, calls: int) -> dict[str, Any]:
     try:
         samples, size = await _timed(conn, "/metrics", scrapes)
         results["metrics"] = {**apiload.summary(samples), "bytes": size}
+        # Back to back, the daemon reuses its last page while nothing changed (for up to
+        # a second); Prometheus scrapes every 15 s or so, so time fresh renders too.
+        fresh = []
+        for _ in range(max(1, scrapes // 5)):
+            await trio.sleep(1.1)
+            started = time.perf_counter()
+            size = len(await apiload.call(conn, "GET", "/metrics", 200))
+            fresh.append(time.perf_counter() - started)
+        results["metrics fresh"] = {**apiload.summary(fresh), "bytes": size}
         for target in ("/healthz", "/v1/resources"):
             samples, size = await _timed(conn, target, calls)
             results[f"idle {target}"] = {**apiload.summary(samples), "bytes": size}

@@ -232,6 +232,14 @@ class Sandbox:
             raise RuntimeError(f"sandbox {self.id} is {self.status}; acquire it first")
         started = trio.current_time()
         self.session = session
+        if self.prepared and not self._closing:
+            # Proactive setup already ran every setup_session: nothing can fail here.
+            self.prepared = False
+            self._set_status(S.SETTING_UP)
+            self._set_status(S.IN_SESSION)
+            self.sessions_served += 1
+            self.env.events.on_session_start(self, session, trio.current_time() - started, None)
+            return
         attempted: list[Feature] = list(self.env.features) if self.prepared else []
         self._set_status(S.SETTING_UP)
         failure: Exception | None = None
@@ -311,8 +319,9 @@ class Sandbox:
         error: BaseException | None = None
         result: ExecResult | None = None
         scope = trio.CancelScope()
+        if not self._activities:
+            self._activities_done = trio.Event()
         self._activities.add(scope)
-        self._activities_done = trio.Event()
         try:
             with scope:
                 result = await work
@@ -350,10 +359,11 @@ class Sandbox:
         with trio.CancelScope(shield=True):
             # Client work still running belongs to the session that is ending: stop it
             # before cleaning up after it, or it would write into the next session.
-            for scope in list(self._activities):
-                scope.cancel()
-            with trio.move_on_after(self.env.stop_grace):
-                await self._activities_done.wait()
+            if self._activities:
+                for scope in list(self._activities):
+                    scope.cancel()
+                with trio.move_on_after(self.env.stop_grace):
+                    await self._activities_done.wait()
             try:
                 for feature in self.env.features:
                     error = await self._hook(feature, "teardown_session", session)
