@@ -15,6 +15,7 @@ Everything here knows a quirk of the blocking SDK so that `launchers.docker` nee
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -150,6 +151,10 @@ def make_clients(
     kwargs: dict[str, Any]
     if base_url is None:
         kwargs = docker.utils.kwargs_from_env()  # DOCKER_HOST, DOCKER_TLS_VERIFY, ...
+    elif tls is None and base_url.startswith("tcp://") and os.environ.get("DOCKER_CERT_PATH"):
+        # As the docker CLI does with -H: the certificates of DOCKER_CERT_PATH, verified
+        # when DOCKER_TLS_VERIFY is set.
+        kwargs = docker.utils.kwargs_from_env(environment={**os.environ, "DOCKER_HOST": base_url})
     else:
         kwargs = {"base_url": base_url}
         if tls is not None:

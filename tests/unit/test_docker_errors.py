@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -16,6 +17,7 @@ from supervisor.launchers.docker_sdk import (
     DockerError,
     EngineUnavailableError,
     docker_errors,
+    make_clients,
 )
 
 
@@ -85,3 +87,20 @@ def test_reconnect_delay_is_immediate_then_doubles_to_a_cap() -> None:
     """The first reconnect is immediate, then 0.1 s doubling, never above 5 s."""
     assert [reconnect_delay(n) for n in range(1, 6)] == [0.0, 0.1, 0.2, 0.4, 0.8]
     assert reconnect_delay(50) == 5.0
+
+
+def test_a_tcp_docker_host_uses_the_cli_tls_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker_host = "tcp://..." with DOCKER_CERT_PATH and DOCKER_TLS_VERIFY: TLS, verified."""
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("not a real certificate")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    api, events = make_clients("tcp://engine.example:2376", None, 5.0)
+    try:
+        assert api.base_url == "https://engine.example:2376"
+        assert api.verify == str(tmp_path / "ca.pem")
+    finally:
+        api.close()
+        events.close()
