@@ -13,9 +13,6 @@ SIGINT skips the graceful part.
 from __future__ import annotations
 
 import dataclasses
-import gc
-import signal
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -27,20 +24,21 @@ from prometheus_client import CollectorRegistry
 
 from supervisor import __version__
 from supervisor.api.server import ApiServer, serve_api
-from supervisor.config.diff import ReloadPlan, plan_reload
+from supervisor.config.diff import ReloadPlan
 from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
-from supervisor.errors import ConfigError
 from supervisor.launchers.docker_engines import DockerEngines
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.observability.health import health_problem, summary
 from supervisor.observability.logging import log_transition
 from supervisor.observability.loop import LoopMonitor
 from supervisor.observability.metrics import Metrics
+from supervisor.reloading import Reloader, freeze_heap
 from supervisor.resources.deephaven import DeephavenResource
 from supervisor.sandbox.environment import Environment
 from supervisor.sandbox.service import SandboxService
+from supervisor.signals import serve_signals
 from supervisor.state import StateDir, reap_orphans
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.concurrency import race
@@ -85,7 +83,9 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         # Where a reload reads the config from: the file, or what the caller says.
-        self._loader = loader or (partial(load_file, config_path) if config_path else None)
+        self.reloader = Reloader(
+            self, loader or (partial(load_file, config_path) if config_path else None)
+        )
         self.bus = EventBus(history=event_history)
         self.metrics = Metrics(registry)
         self.loop = LoopMonitor(on_sample=self.metrics.loop_lag.set)
@@ -101,9 +101,6 @@ class Daemon:
         self._metrics_page: tuple[int, float, bytes] | None = None  # (bus seq, time, page)
         self._root: trio.Nursery | None = None
         self._scopes: dict[str, trio.CancelScope] = {}
-        self._reload_lock = trio.Lock()
-        self._reload_wanted = trio.Event()
-        self._reload_failure = ""
         self._status_dirty = trio.Event()
         self.notifier = Notifier()
         self.sandbox_service = SandboxService(self._make_environment)
@@ -170,84 +167,16 @@ class Daemon:
         Raises:
             ConfigError: the file is invalid; the running config is untouched.
         """
-        await self.ready.wait()
-        async with self._reload_lock:
-            started = trio.current_time()
-            if not dry_run:
-                await self.notifier.reloading()
-            try:
-                new = await trio.to_thread.run_sync(self._read_config)
-            except ConfigError as exc:
-                if not dry_run:
-                    self.metrics.config_reloads.labels("failure").inc()
-                    log.error(
-                        "config_reload_failed",
-                        source=exc.source,
-                        problems=[str(p) for p in exc.problems],
-                        detail="still running on the previous config",
-                    )
-                    self._reload_failure = f"reload failed ({len(exc.problems)} problem(s)), running on the previous config"
-                    await self.notifier.send(READY=1, STATUS=self.status_line())
-                raise
-            except NotImplementedError:
-                if not dry_run:
-                    await self.notifier.send(READY=1)
-                raise
-            plan = plan_reload(self.config, new)
-            try:
-                self.sandbox_service.check(new.environments, plan.environments)
-            except ConfigError as exc:
-                if not dry_run:
-                    self.metrics.config_reloads.labels("failure").inc()
-                    log.error("config_reload_failed", problems=[str(p) for p in exc.problems])
-                    await self.notifier.send(READY=1, STATUS=self.status_line())
-                raise
-            if not dry_run:
-                await self._apply(new, plan)
-                self._reload_failure = ""
-                freeze_heap()
-                await self.notifier.send(READY=1, STATUS=self.status_line())
-                self.metrics.config_reloads.labels("success").inc()
-                self.metrics.config_last_reload_success.set(time.time())
-                if plan.daemon_restart_needed:
-                    log.warning(
-                        "config_reload_partial",
-                        keys=[f"daemon.{k}" for k in plan.daemon_restart_needed],
-                        detail="these take effect when the daemon restarts",
-                    )
-                log.info(
-                    "config_reloaded",
-                    plan=plan.summary(),
-                    seconds=round(trio.current_time() - started, 4),
-                )
-            return {"dry_run": dry_run, **plan.to_json()}
+        return await self.reloader.reload(dry_run=dry_run)
 
     def request_reload(self) -> None:
         """Reload soon (SIGHUP); a burst of requests coalesces into one pending reload."""
-        self._reload_wanted.set()
+        self.reloader.request()
 
-    async def _serve_reload_requests(self) -> None:
-        while True:
-            await self._reload_wanted.wait()
-            self._reload_wanted = trio.Event()
-            if self._stopping:  # what a reload would start, the shutdown would not stop
-                log.info("reload_ignored", detail="the daemon is stopping")
-                continue
-            try:
-                await self.reload(dry_run=False)
-            except ConfigError:
-                pass  # logged and counted by reload()
-            except NotImplementedError as exc:
-                log.warning("reload_unavailable", detail=str(exc))
+    def check_config(self, new: Config, plan: ReloadPlan) -> None:
+        self.sandbox_service.check(new.environments, plan.environments)
 
-    def _read_config(self) -> Config:
-        if self._loader is None:
-            raise NotImplementedError(
-                "this daemon was given a config object, not a file: nothing to reload"
-            )
-        return self._loader()
-
-    async def _apply(self, new: Config, plan: ReloadPlan) -> None:
+    async def apply_config(self, new: Config, plan: ReloadPlan) -> None:
         """Make the running daemon match `new`, touching only what `plan` names."""
         assert self._launcher is not None
         assert self._root is not None
@@ -405,7 +334,7 @@ class Daemon:
                     starters.start_soon(
                         root.start, self.sandbox_service.serve, self.config.environments
                     )
-                root.start_soon(self._serve_reload_requests)
+                root.start_soon(self.reloader.serve)
                 self.ready.set()
                 log.info(
                     "daemon_ready",
@@ -482,7 +411,7 @@ class Daemon:
 
     def status_line(self) -> str:
         """The STATUS= line: the summary, and a failed reload if the last one failed."""
-        return "; ".join(p for p in (self.summary(), self._reload_failure) if p)
+        return "; ".join(p for p in (self.summary(), self.reloader.failure) if p)
 
     def health_problem(self) -> str | None:
         """Why the watchdog should not be petted now, or None if all is well."""
@@ -494,24 +423,20 @@ class Daemon:
 
     async def serve_signals(self) -> None:
         """SIGTERM/SIGINT stop (a second SIGINT forces); SIGHUP reloads; SIGUSR1 logs status."""
-        with trio.open_signal_receiver(
-            signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1
-        ) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if signum in (signal.SIGTERM, signal.SIGINT):
-                    force = self._stop.is_set() and signum == signal.SIGINT
-                    log.info(
-                        "signal_received", signal=name, action="force stop" if force else "stop"
-                    )
-                    self.request_stop(force=force)
-                elif signum == signal.SIGHUP:
-                    log.info("signal_received", signal=name, action="reload")
-                    self.request_reload()
-                else:
-                    self.dump_state()
+        await serve_signals(self)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
 
     def dump_state(self) -> None:
+        """Log the status of every resource and environment (SIGUSR1)."""
+        for env in self.sandbox_service.stats():
+            log.info(
+                "environment_status",
+                **{k: v for k, v in env.items() if k != "name"},
+                environment=env["name"],
+            )
         for sup in self.supervisors.values():
             snap = sup.snapshot()
             log.info(
@@ -523,17 +448,6 @@ class Daemon:
                 restarts=snap.restarts,
                 detail=snap.detail,
             )
-
-
-def freeze_heap() -> None:
-    """Move everything alive now out of the collector's reach.
-
-    What exists after start-up (or a reload) lives as long as the daemon; with 10,000
-    sandboxes a full collection walked it all for ~0.5 s, stalling every task, and freed
-    nothing (measured in bench/scrape.py).
-    """
-    gc.collect()
-    gc.freeze()
 
 
 async def run_daemon(config: Config, *, config_path: Path | None = None) -> None:
