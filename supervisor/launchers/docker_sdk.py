@@ -1,6 +1,9 @@
-"""The docker SDK's edges: clients, error mapping, stream closing, and one SDK bug fixed.
+"""The docker SDK's edges: clients, calls from trio, errors, streams, and SDK quirks.
 
 Everything here knows a quirk of the blocking SDK so that `launchers.docker` need not:
+- Every request runs in a worker thread through one `CapacityLimiter` per engine, under a
+  trio deadline, abandoned on cancel (`EngineClient.call`); a long read is given a
+  limiter of its own by its caller (`EngineClient.read_stream`).
 - SDK, HTTP, socket and deadline failures become our errors in one context manager
   (`docker_errors`), pinned by tests/unit/test_docker_errors.py.
 - A streamed response (events, exec output) blocks its reading thread until
@@ -8,6 +11,7 @@ Everything here knows a quirk of the blocking SDK so that `launchers.docker` nee
   party closes it, even when the opening thread was abandoned.
 - The API version is pinned (1.41: Docker 20.10 and later), so building a client does no
   I/O and an engine that is down at start-up is just "not up yet".
+- Feeding an exec's stdin needs the hijacked socket and a half-close (`feed_exec`).
 - The SDK's unix-socket connection leaks its socket when connecting fails; while an
   engine is down that is one ResourceWarning per reconnect attempt, so it is replaced.
 """
@@ -20,12 +24,14 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import docker.tls
 import docker.utils
+import docker.utils.socket
 import requests
 import trio
 from docker.transport.unixconn import (
@@ -37,6 +43,8 @@ from docker.transport.unixconn import (
 from supervisor.errors import ResourceError
 
 API_VERSION = "1.41"
+
+T = TypeVar("T")
 
 
 class DockerError(ResourceError):
@@ -131,6 +139,52 @@ def close_stream(stream: Any) -> None:
         stream.close()
     with contextlib.suppress(Exception):
         stream._response.close()
+
+
+class EngineClient:
+    """One engine's blocking API client, called from trio."""
+
+    def __init__(self, api: docker.APIClient, *, timeout: float, max_threads: int) -> None:
+        self.api = api
+        self.timeout = timeout
+        self.limiter = trio.CapacityLimiter(max_threads)
+
+    async def call(
+        self,
+        action: str,
+        fn: Callable[..., T],
+        *args: Any,
+        deadline: float | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """`fn(*args, **kwargs)` in a worker thread, under a deadline, errors mapped."""
+        with docker_errors(action), trio.fail_after(deadline or self.timeout):
+            return await trio.to_thread.run_sync(
+                partial(fn, *args, **kwargs), limiter=self.limiter, abandon_on_cancel=True
+            )
+
+    async def read_stream(
+        self,
+        open_stream: Callable[[], Any],
+        consume: Callable[[Any], None],
+        action: str,
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        """Open a CancellableStream and `consume` it in a thread; close it however we leave."""
+        slot = StreamSlot()
+        try:
+            with docker_errors(action), trio.fail_after(self.timeout):
+                await trio.to_thread.run_sync(
+                    slot.fill, open_stream, limiter=self.limiter, abandon_on_cancel=True
+                )
+            with docker_errors(action):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(close_when_cancelled, slot)
+                    # Not abandoned on cancel: `slot.close()` is what ends the read.
+                    await trio.to_thread.run_sync(slot.consume, consume, limiter=limiter)
+                    nursery.cancel_scope.cancel()
+        finally:
+            slot.close()
 
 
 def force_remove(api: docker.APIClient, ref: str) -> None:
@@ -243,3 +297,22 @@ def drain(stream: Any, *, out: Capped, err: Capped) -> None:
     for stdout, stderr in stream:
         out.add(stdout)
         err.add(stderr)
+
+
+def feed_exec(
+    api: docker.APIClient, exec_id: str, data: bytes, *, out: Capped, err: Capped
+) -> None:
+    """Start an exec on a hijacked socket, write `data`, half-close, read to the end.
+
+    The half-close is what the engine turns into EOF on the command's stdin.
+    """
+    sock = api.exec_start(exec_id, socket=True)
+    raw = getattr(sock, "_sock", sock)  # unix: a SocketIO over the socket; https: the socket
+    try:
+        raw.sendall(data)
+        raw.shutdown(socket.SHUT_WR)
+        for stream, chunk in docker.utils.socket.frames_iter(sock, tty=False):
+            (err if stream == docker.utils.socket.STDERR else out).add(chunk)
+    finally:
+        sock.close()
+        raw.close()
