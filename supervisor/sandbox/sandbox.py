@@ -30,9 +30,11 @@ import trio
 from supervisor.errors import (
     FeatureTeardownError,
     SandboxStateError,
-    SessionExpiredError,
     SessionTeardownError,
 )
+from supervisor.sandbox import watchdog
+from supervisor.sandbox.activity import Activities
+from supervisor.sandbox.hooks import run_hook
 from supervisor.sandbox.status import ONLINE, SANDBOX_TRANSITIONS, SandboxStatus
 
 if TYPE_CHECKING:
@@ -81,9 +83,7 @@ class Sandbox:
         self._exiting: trio.Event | None = None
         self._closing = False
         self._housekeeper: trio.CancelScope | None = None
-        self._activities: set[trio.CancelScope] = set()
-        self._activities_done = trio.Event()
-        self._activities_done.set()
+        self._activities = Activities(self)
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.id} {self.status}>"
@@ -133,44 +133,6 @@ class Sandbox:
             self._work = None
             self._idle.set()
 
-    async def _hook(
-        self, feature: Feature, hook: str, session: Session | None = None
-    ) -> BaseException | None:
-        """Run one feature hook, emit its event; return (not raise) its error."""
-        started = trio.current_time()
-        error: BaseException | None = None
-        try:
-            if hook == "setup":
-                await feature.setup(self)
-            elif hook == "teardown":
-                await feature.teardown(self)
-            elif hook == "setup_session":
-                await feature.setup_session(self, session)
-            elif hook == "teardown_session":
-                assert session is not None
-                await feature.teardown_session(self, session)
-            else:
-                await feature.housekeep(self)
-        except Exception as exc:
-            error = exc
-            if isinstance(exc, SandboxStateError):
-                self.record(exc)
-            self.env.feature_failed(feature, hook)
-        duration = trio.current_time() - started
-        events = self.env.events
-        if hook == "setup":
-            events.on_feature_setup(self, feature, duration, error)
-        elif hook == "teardown":
-            events.on_feature_teardown(self, feature, duration, error)
-        elif hook == "setup_session":
-            events.on_feature_setup_session(self, feature, session, duration, error)
-        elif hook == "teardown_session":
-            assert session is not None
-            events.on_feature_teardown_session(self, feature, session, duration, error)
-        else:
-            events.on_feature_housekeep(self, feature, 0, duration, error)
-        return error
-
     # -- start -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -185,7 +147,7 @@ class Sandbox:
                 self.instance = await self.env.backend.create(self.id)
                 for feature in self.env.features:
                     self.set_up.append(feature)  # before setup runs: teardown pairs with it
-                    if (error := await self._hook(feature, "setup")) is not None:
+                    if (error := await run_hook(self, feature, "setup")) is not None:
                         raise error
                 if self.env.settings.proactive_session_setup and self.reusable:
                     await self._setup_sessions(None, [])
@@ -206,7 +168,7 @@ class Sandbox:
         """Run every `setup_session`, noting each in `attempted`; raise the first error."""
         for feature in self.env.features:
             attempted.append(feature)
-            if (error := await self._hook(feature, "setup_session", session)) is not None:
+            if (error := await run_hook(self, feature, "setup_session", session)) is not None:
                 raise error
 
     # -- sessions ----------------------------------------------------------------------
@@ -261,7 +223,7 @@ class Sandbox:
                     )
                     with trio.CancelScope(shield=True):
                         for feature in attempted:
-                            await self._hook(feature, "teardown_session", session)
+                            await run_hook(self, feature, "teardown_session", session)
                     if not isinstance(exc, Exception):
                         raise  # our own scope's cancellation: it stops here
             if failure is None and not self.in_session:
@@ -299,7 +261,7 @@ class Sandbox:
         """Client work: run `argv`; a state error condemns the sandbox (rule 6)."""
         instance = self._require(session)
         limit = self.env.settings.exec_timeout if timeout is None else timeout
-        return await self._activity(
+        return await self._activities.run(
             "exec", session, instance.exec(argv, timeout=limit, env=env), {"argv": list(argv)}
         )
 
@@ -308,40 +270,9 @@ class Sandbox:
     ) -> ExecResult:
         instance = self._require(session)
         limit = self.env.settings.exec_timeout if timeout is None else timeout
-        return await self._activity(
+        return await self._activities.run(
             "run_script", session, instance.run_script(script, timeout=limit), {}
         )
-
-    async def _activity(
-        self, name: str, session: Session, work: Any, args: Mapping[str, Any]
-    ) -> ExecResult:
-        started = trio.current_time()
-        error: BaseException | None = None
-        result: ExecResult | None = None
-        scope = trio.CancelScope()
-        if not self._activities:
-            self._activities_done = trio.Event()
-        self._activities.add(scope)
-        try:
-            with scope:
-                result = await work
-        except Exception as exc:
-            error = exc
-            if isinstance(exc, SandboxStateError):
-                self.record(exc)
-            raise
-        finally:
-            self._activities.discard(scope)
-            if not self._activities:
-                self._activities_done.set()
-            if scope.cancelled_caught:
-                error = SessionExpiredError(f"session {session.id} ended while {name} ran")
-            self.env.events.on_session_activity(
-                self, name, session, trio.current_time() - started, error, args
-            )
-        if result is None:
-            raise SessionExpiredError(f"session {session.id} ended while {name} ran")
-        return result
 
     async def end_session(self, *, expired: bool = False, reason: str = "") -> None:
         """IN_SESSION -> EXITING_SESSION -> READY (or shutdown); idempotent (rules 7, 8).
@@ -359,14 +290,11 @@ class Sandbox:
         with trio.CancelScope(shield=True):
             # Client work still running belongs to the session that is ending: stop it
             # before cleaning up after it, or it would write into the next session.
-            if self._activities:
-                for scope in list(self._activities):
-                    scope.cancel()
-                with trio.move_on_after(self.env.stop_grace):
-                    await self._activities_done.wait()
+            if self._activities.running:
+                await self._activities.stop(self.env.stop_grace)
             try:
                 for feature in self.env.features:
-                    error = await self._hook(feature, "teardown_session", session)
+                    error = await run_hook(self, feature, "teardown_session", session)
                     if error is not None and not isinstance(error, SandboxStateError):
                         errors[feature.name] = error
             finally:
@@ -423,59 +351,7 @@ class Sandbox:
 
     async def housekeep(self) -> None:
         """Keepalive probes, death watch and feature housekeeping until shutdown (rule 12)."""
-        assert self.instance is not None
-        instance = self.instance
-        counter = 0
-
-        async def probe() -> None:
-            nonlocal counter
-            while True:
-                await trio.sleep(self.env.settings.keepalive_interval)
-                counter += 1
-                started = trio.current_time()
-                error: BaseException | None = None
-                try:
-                    with trio.fail_after(self.env.settings.keepalive_interval):
-                        await instance.check()
-                except trio.TooSlowError:
-                    error = SandboxStateError(f"sandbox {self.id} did not answer its keepalive")
-                except Exception as exc:
-                    error = exc
-                self.env.events.on_sandbox_housekeep(
-                    self, counter, trio.current_time() - started, error
-                )
-                if error is not None:
-                    self._condemn(error)
-
-        async def feature_loop(feature: Feature, interval: float) -> None:
-            while True:
-                await trio.sleep(interval)
-                error = await self._hook(feature, "housekeep")
-                if isinstance(error, SandboxStateError):
-                    self._condemn(error)
-                elif error is not None:
-                    log.warning("feature_housekeep_failed", sandbox=self.id, feature=feature.name)
-
-        async def death() -> None:
-            reason = await instance.wait_dead()
-            self._condemn(SandboxStateError(f"sandbox {self.id} died: {reason}"))
-
-        with trio.CancelScope() as self._housekeeper:
-            if self._closing:
-                return
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(probe)
-                nursery.start_soon(death)
-                for feature in self.env.features:
-                    if feature.housekeep_interval is not None:
-                        nursery.start_soon(feature_loop, feature, feature.housekeep_interval)
-
-    def _condemn(self, error: BaseException) -> None:
-        """A state error outside client work: record it and shut down (ending any session)."""
-        self.record(error)
-        if self._housekeeper is not None:
-            self._housekeeper.cancel()
-        self.env.nursery.start_soon(self._shutdown_quietly)
+        await watchdog.housekeep(self)
 
     # -- shutdown ----------------------------------------------------------------------
 
@@ -514,7 +390,7 @@ class Sandbox:
                     await self._exiting.wait()
                 self._set_status(S.SHUTTING_DOWN)
                 for feature in reversed(self.set_up):
-                    error = await self._hook(feature, "teardown")
+                    error = await run_hook(self, feature, "teardown")
                     if error is not None and not isinstance(error, SandboxStateError):
                         errors[feature.name] = error
                 if self.instance is not None:

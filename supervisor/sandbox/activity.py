@@ -1,0 +1,76 @@
+"""Client work in flight on a sandbox (`exec`, `run_script`), stoppable when its session ends.
+
+Each piece of work runs in its own cancel scope, tracked until it finishes. Ending a
+session cancels them all and waits (up to a grace) before any `teardown_session` runs:
+work left running belongs to the session that is ending and would otherwise write into
+the next one. Work cut short that way fails with `SessionExpiredError`; a state error it
+raises is recorded on the sandbox (rule 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from supervisor.errors import SandboxStateError, SessionExpiredError
+
+if TYPE_CHECKING:
+    from supervisor.sandbox.backends import ExecResult
+    from supervisor.sandbox.sandbox import Sandbox
+    from supervisor.sandbox.session import Session
+
+
+class Activities:
+    """The client work running on one sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
+        self._scopes: set[trio.CancelScope] = set()
+        self._done = trio.Event()
+        self._done.set()
+
+    async def run(
+        self, name: str, session: Session, work: Any, args: Mapping[str, Any]
+    ) -> ExecResult:
+        """Await `work` for `session`, emitting the activity event; cancellable by `stop`."""
+        sandbox = self._sandbox
+        started = trio.current_time()
+        error: BaseException | None = None
+        result: ExecResult | None = None
+        scope = trio.CancelScope()
+        if not self._scopes:
+            self._done = trio.Event()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                result = await work
+        except Exception as exc:
+            error = exc
+            if isinstance(exc, SandboxStateError):
+                sandbox.record(exc)
+            raise
+        finally:
+            self._scopes.discard(scope)
+            if not self._scopes:
+                self._done.set()
+            if scope.cancelled_caught:
+                error = SessionExpiredError(f"session {session.id} ended while {name} ran")
+            sandbox.env.events.on_session_activity(
+                sandbox, name, session, trio.current_time() - started, error, args
+            )
+        if result is None:
+            raise SessionExpiredError(f"session {session.id} ended while {name} ran")
+        return result
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scopes)
+
+    async def stop(self, grace: float) -> None:
+        """Cancel all running work and wait up to `grace` for it to finish."""
+        for scope in list(self._scopes):
+            scope.cancel()
+        with trio.move_on_after(grace):
+            await self._done.wait()

@@ -1,0 +1,111 @@
+"""An environment's sessions: opening one on an acquired sandbox, closing it, expiring it.
+
+Session leases are watched by one sleeping task per session, so an expired session is
+ended at its deadline rather than up to an interval later (rule 19). Expiry shuts the
+sandbox down. Every way a session ends drops it from `env.sessions`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+
+from supervisor.errors import SandboxStateError, SessionTeardownError
+from supervisor.sandbox.session import Session, new_session_id
+
+if TYPE_CHECKING:
+    from supervisor.sandbox.environment import Environment
+
+log = structlog.get_logger("supervisor.environment")
+
+
+async def open_session(
+    env: Environment,
+    *,
+    ttl: float | None,
+    lease: float | None,
+    labels: Mapping[str, str] | None,
+    hint: str | None,
+    timeout: float | None,
+) -> Session:
+    """`Environment.open_session`: acquire a sandbox, start a session, watch its lease."""
+    started = trio.current_time()
+    sandbox = await env.acquire(timeout=timeout)
+    session = Session(
+        new_session_id(hint or env.name),
+        sandbox,
+        ttl=env.settings.session_ttl if ttl is None else ttl,
+        lease=lease,
+        labels=labels,
+    )
+    session.acquire_wait = trio.current_time() - started
+    env.sessions[session.id] = session
+    try:
+        await sandbox.start_session(session)
+    except BaseException:
+        env.sessions.pop(session.id, None)
+        raise
+    env.nursery.start_soon(_watch_lease, env, session)
+    return session
+
+
+async def close_session(env: Environment, session: Session) -> None:
+    """`Environment.close_session`: end `session`, give its sandbox back; idempotent."""
+    try:
+        await session.sandbox.end_session()
+    finally:
+        env.sessions.pop(session.id, None)
+
+
+@asynccontextmanager
+async def session(
+    env: Environment,
+    *,
+    ttl: float | None,
+    lease: float | None,
+    labels: Mapping[str, str] | None,
+    timeout: float | None,
+) -> AsyncIterator[Session]:
+    """`Environment.session`: a session closed (shielded) when the block exits."""
+    opened = await env.open_session(ttl=ttl, lease=lease, labels=labels, timeout=timeout)
+    try:
+        yield opened
+    except SandboxStateError as exc:
+        opened.sandbox.record(exc)  # rule 6: not reused after this session
+        raise
+    finally:
+        with trio.CancelScope(shield=True):
+            await env.close_session(opened)
+
+
+async def _watch_lease(env: Environment, session: Session) -> None:
+    try:
+        while not session.ended:
+            with trio.move_on_at(session.deadline):
+                await session.ended_event.wait()
+            if session.ended:
+                return
+            if trio.current_time() >= session.deadline:
+                await env.expire(session)
+                return
+    finally:
+        # However it ended (released, expired, its sandbox condemned by housekeeping).
+        env.sessions.pop(session.id, None)
+
+
+async def expire(env: Environment, session: Session) -> None:
+    """`Environment.expire`: end a session whose TTL or lease ran out (rule 19)."""
+    if session.ended:
+        return
+    env._tally["expired"] += 1
+    log.info("session_expired", environment=env.name, session=session.id)
+    try:
+        with contextlib.suppress(SessionTeardownError):
+            await session.sandbox.end_session(expired=True)
+    finally:
+        env.sessions.pop(session.id, None)
