@@ -63,6 +63,8 @@ log = structlog.get_logger("supervisor.daemon")
 EXTEND_EVERY = 5.0  # seconds between EXTEND_TIMEOUT_USEC messages during a slow shutdown
 WATCHDOG_MAX_LAG = 5.0  # a loop this late is not petting the watchdog
 STUCK_MARGIN = 30.0  # past its own timeout plus this, a STARTING/STOPPING resource is wedged
+METRICS_REUSE = 1.0  # seconds a slow /metrics page may be served again
+METRICS_SLOW_RENDER = 0.02  # what counts as slow
 
 
 class Daemon:
@@ -239,18 +241,16 @@ class Daemon:
             await sup.serve(task_status=task_status)
 
     async def render_metrics(self) -> bytes:
-        # Rendering holds the GIL for tens of ms at 10k series: back-to-back scrapes with
-        # nothing new on the bus get the same page (at most a second old).
-        key = self.bus.last_seq
-        now = trio.current_time()
-        if (
-            self._metrics_page is not None
-            and self._metrics_page[0] == key
-            and now - self._metrics_page[1] < 1.0
-        ):
-            return self._metrics_page[2]
+        # A big page (tens of ms of GIL at 10k series) is reused by back-to-back scrapes
+        # for up to a second while nothing happened on the bus; small pages never are
+        # (counters such as config_reloads_total move without a bus event).
+        key, now = self.bus.last_seq, trio.current_time()
+        cached = self._metrics_page
+        if cached is not None and cached[0] == key and now - cached[1] < METRICS_REUSE:
+            return cached[2]
         page = await self.metrics.render(self.snapshots(), self.sandbox_service.stats())
-        self._metrics_page = (key, now, page)
+        took = trio.current_time() - now
+        self._metrics_page = (key, now, page) if took > METRICS_SLOW_RENDER else None
         return page
 
     # ------------------------------------------------------------------------ running
