@@ -442,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DaemonUnavailableError as exc:
         print(f"supervisor: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130
     except RequestError as exc:
         print(f"supervisor {args.command}: {exc.message}", file=sys.stderr)
         return EXIT_FAILURE

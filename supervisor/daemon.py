@@ -29,6 +29,7 @@ from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
 from supervisor.launchers.docker_engines import DockerEngines
+from supervisor.launchers.docker_sdk import DockerError
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.observability.health import health_problem, summary
 from supervisor.observability.logging import log_transition
@@ -63,6 +64,7 @@ log = structlog.get_logger("supervisor.daemon")
 EXTEND_EVERY = 5.0  # seconds between EXTEND_TIMEOUT_USEC messages during a slow shutdown
 WATCHDOG_MAX_LAG = 5.0  # a loop this late is not petting the watchdog
 STUCK_MARGIN = 30.0  # past its own timeout plus this, a STARTING/STOPPING resource is wedged
+REAP_TIMEOUT = 10.0  # an engine that does not answer is not waited for at start-up
 METRICS_REUSE = 1.0  # seconds a slow /metrics page may be served again
 METRICS_SLOW_RENDER = 0.02  # what counts as slow
 
@@ -182,31 +184,17 @@ class Daemon:
         """Make the running daemon match `new`, touching only what `plan` names."""
         assert self._launcher is not None
         assert self._root is not None
+        await self._engines_for(new)  # before anything changes: new hosts are usable
         removed = {name: self.supervisors[name] for name in plan.removed}
         await stop_in_order(removed)
         for name, sup in removed.items():
             self._scopes.pop(name).cancel()
             self.metrics.forget(name, sup.resource.kind)
         self.config = new
-        await self._engines_for(new)
-        for name in plan.restarted:
-            sup = self.supervisors[name]
-            sup.resource = make_resource(
-                name, new.resources[name], self._launcher, self._engines, self.supervisors
-            )
-            sup.update(settings_for(new, name))
-            if sup.state in (State.STARTING, State.RUNNING, State.BACKOFF):
-                sup.restart("reload")
-            elif sup.state is State.FATAL:
-                sup.start("reload")
-        for name in plan.updated:
-            sup = self.supervisors[name]
-            reconfigure(sup.resource, new.resources[name])
-            sup.update(settings_for(new, name))
-            if sup.state is State.FATAL:  # its config changed: worth trying at once
-                sup.start("reload")
         existing = {n: s for n, s in self.supervisors.items() if n not in removed}
         added = []
+        # One pass in start order: an added or rebuilt resource can find what it depends
+        # on (an Enterprise session its factory), whether that is new, rebuilt or kept.
         for name in new.start_order():
             if name in plan.added:
                 existing[name] = make_supervisor(
@@ -219,6 +207,22 @@ class Daemon:
                     engines=self._engines,
                 )
                 added.append(existing[name])
+            elif name in plan.restarted:
+                sup = existing[name]
+                sup.resource = make_resource(
+                    name, new.resources[name], self._launcher, self._engines, existing
+                )
+                sup.update(settings_for(new, name))
+                if sup.state in (State.STARTING, State.RUNNING, State.BACKOFF):
+                    sup.restart("reload")
+                elif sup.state is State.FATAL:
+                    sup.start("reload")
+        for name in plan.updated:
+            sup = self.supervisors[name]
+            reconfigure(sup.resource, new.resources[name])
+            sup.update(settings_for(new, name))
+            if sup.state is State.FATAL:  # its config changed: worth trying at once
+                sup.start("reload")
         for name, sup in existing.items():
             sup.depends_on = tuple(existing[d] for d in new.resources[name].depends_on)
         self.supervisors = {name: existing[name] for name in new.start_order()}
@@ -364,7 +368,14 @@ class Daemon:
         if not reap:
             return
         for host in new:
-            reaped = await self._engines.reap_orphans(host, adoptable(config, host))
+            reaped: list[Any] = []
+            with trio.move_on_after(REAP_TIMEOUT) as scope:
+                try:
+                    reaped = await self._engines.reap_orphans(host, adoptable(config))
+                except DockerError as exc:
+                    log.warning("orphan_reaping_skipped", host=host, error=str(exc))
+            if scope.cancelled_caught:
+                log.warning("orphan_reaping_skipped", host=host, error="the engine did not answer")
             if reaped:
                 self.metrics.orphans_reaped.labels("container").inc(len(reaped))
 

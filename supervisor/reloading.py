@@ -49,6 +49,7 @@ def freeze_heap() -> None:
     sandboxes a full collection walked it all for ~0.5 s, stalling every task, and freed
     nothing (measured in bench/scrape.py).
     """
+    gc.unfreeze()  # what a reload dropped must be collectable again
     gc.collect()
     gc.freeze()
 
@@ -81,6 +82,12 @@ class Reloader:
                 pass  # logged and counted by reload()
             except NotImplementedError as exc:
                 log.warning("reload_unavailable", detail=str(exc))
+            except Exception:
+                # A bug must not take the daemon down with the reloader: count it, say so.
+                log.exception("config_reload_crashed")
+                self._daemon.metrics.config_reloads.labels("failure").inc()
+                self.failure = "reload failed unexpectedly (see the log)"
+                await self._daemon.notifier.send(READY=1, STATUS=self._daemon.status_line())
 
     def _read(self) -> Config:
         if self._loader is None:

@@ -122,12 +122,13 @@ def reconfigure(resource: object, spec: ResourceConfig) -> None:
         resource.reconfigure(spec)
 
 
-def adoptable(config: Config, host: str | None) -> Callable[[OwnedContainer], bool]:
-    """Which leftover containers on `host` to spare at start-up: `adopt = true` resources'."""
+def adoptable(config: Config) -> Callable[[OwnedContainer], bool]:
+    """Which leftover containers to spare at start-up: `adopt = true` resources' (by name:
+    one engine can be reached under several host strings)."""
     names = {
         name
         for name, spec in config.resources.items()
-        if isinstance(spec, ContainerConfig) and spec.adopt and spec.docker_host == host
+        if isinstance(spec, ContainerConfig) and spec.adopt
     }
     return lambda container: container.resource in names
 

@@ -116,7 +116,8 @@ class Client:
         return self._json("POST", f"/v1/resources/{name}/restart")
 
     def reload(self, *, dry_run: bool = False) -> dict[str, Any]:
-        return self._json("POST", "/v1/reload", {"dry_run": dry_run})
+        # Applying waits for new resources' first start attempts: no read timeout.
+        return self._json("POST", "/v1/reload", {"dry_run": dry_run}, long=True)
 
     def credentials(self, name: str) -> dict[str, Any]:
         """Host, port, auth type and token of a Deephaven resource."""
@@ -198,7 +199,7 @@ class Client:
             if response.status >= 400:
                 raise _request_error(response.status, response.read())
             kind = "message"
-            while line := response.readline():
+            while line := _readline(response, self.where):
                 text = line.decode().rstrip("\r\n")
                 if text.startswith("event:"):
                     kind = text[6:].strip()
@@ -256,6 +257,11 @@ class Client:
             except OSError as exc:
                 self.close()
                 raise self._unavailable(exc) from None
+            except http.client.HTTPException as exc:  # a reply cut short or malformed
+                self.close()
+                raise DaemonUnavailableError(
+                    f"the daemon at {self.where} broke off its answer ({type(exc).__name__})"
+                ) from None
         if response.status >= 400:
             raise _request_error(response.status, raw)
         return response.status, raw
@@ -276,6 +282,15 @@ class Client:
         return DaemonUnavailableError(
             f"cannot reach the daemon at {self.where}: {reason} (is it running?)"
         )
+
+
+def _readline(response: http.client.HTTPResponse, where: str) -> bytes:
+    try:
+        return response.readline()
+    except (OSError, http.client.HTTPException) as exc:
+        raise DaemonUnavailableError(
+            f"the event stream from {where} ended abruptly ({type(exc).__name__})"
+        ) from None
 
 
 def _request_error(status: int, raw: bytes) -> RequestError:

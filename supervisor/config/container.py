@@ -22,6 +22,7 @@ from supervisor.config.types import (
     PositiveDuration,
     RestartOverrides,
     SignalName,
+    engine_url,
 )
 
 MIN_MEMORY = 6 * 1024 * 1024  # the Docker engine refuses less
@@ -108,12 +109,7 @@ class ContainerConfig(Model):
     @field_validator("docker_host")
     @classmethod
     def _engine_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^(unix|tcp|http|https)://.+", value):
-            raise ValueError(
-                f'expected an engine URL such as "unix:///var/run/docker.sock" or '
-                f'"tcp://10.0.0.5:2376", got {value!r}'
-            )
-        return value
+        return engine_url(value)
 
     def fingerprint(self) -> str:
         """A hash of the settings that shape the container itself (adoption must match it)."""

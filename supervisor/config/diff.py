@@ -120,8 +120,11 @@ def plan_environments(old: Config, new: Config) -> EnvironmentPlan:
 def _needs_restart(before: BaseModel, after: BaseModel) -> bool:
     if type(before) is not type(after):
         return True
+    in_place = IN_PLACE_FIELDS
+    if getattr(before, "kind", None) == "container":
+        in_place = in_place - {"stop_signal"}  # fixed when the container is created
     fields = type(before).model_fields
-    return any(getattr(before, f) != getattr(after, f) for f in fields if f not in IN_PLACE_FIELDS)
+    return any(getattr(before, f) != getattr(after, f) for f in fields if f not in in_place)
 
 
 def plan_reload(old: Config, new: Config) -> ReloadPlan:

@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, StringConstraints, model_validator
 
-from supervisor.config.types import ByteSize, Command, Duration, Model, PositiveDuration
+from supervisor.config.types import (
+    ByteSize,
+    Command,
+    Duration,
+    EngineUrl,
+    Model,
+    PositiveDuration,
+)
 
 Hook = Literal["setup", "teardown", "setup_session", "teardown_session", "housekeep"]
 FeatureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
@@ -86,7 +93,7 @@ class DockerSandboxConfig(Model):
     """How a `docker` sandbox's container is made."""
 
     image: Annotated[str, StringConstraints(min_length=1)]
-    docker_host: str | None = None  # default: the local engine (DOCKER_HOST or the socket)
+    docker_host: EngineUrl | None = None  # default: the local engine (DOCKER_HOST or socket)
     cpus: float | None = Field(None, gt=0)
     memory: ByteSize | None = None
     pids_limit: int | None = Field(256, ge=1)

@@ -211,3 +211,21 @@ def parse_size(value: object) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+def engine_url(value: str | None) -> str | None:
+    """A Docker engine URL: unix:///path, or tcp|http|https://host:port."""
+    if value is None:
+        return value
+    hint = 'expected an engine URL such as "unix:///var/run/docker.sock" or "tcp://10.0.0.5:2376"'
+    match = re.match(r"^(unix|tcp|http|https)://(.+)$", value)
+    if match is None:
+        raise ValueError(f"{hint}, got {value!r}")
+    if match.group(1) != "unix":
+        host, _, port = match.group(2).rstrip("/").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{hint} (host:port with a port number), got {value!r}")
+    return value
+
+
+EngineUrl = Annotated[str, AfterValidator(engine_url)]

@@ -132,9 +132,13 @@ class SandboxService:
             self.environments.pop(name, None)
             if (scope := self._scopes.pop(name, None)) is not None:
                 scope.cancel()
+        missing = [name for name in plan.resized if name not in self.environments]
         for name in plan.resized:
-            self.environments[name].resize(configs[name])
-        await self._start_all({n: configs[n] for n in (*plan.added, *plan.recreated)})
+            if name in self.environments:
+                self.environments[name].resize(configs[name])
+        # An environment that could not be built before (a plugin that failed to load)
+        # gets another chance with the new config.
+        await self._start_all({n: configs[n] for n in (*plan.added, *plan.recreated, *missing)})
 
     # -- queries -----------------------------------------------------------------------
 

@@ -349,3 +349,24 @@ async def test_a_reload_with_a_missing_feature_plugin_is_refused(tmp_path: Path)
         assert "no-such-plugin" in caught.value.problems[0].message
         assert daemon.sandbox_service.environments["box"] is env
         assert env.status.value == "ONLINE"
+
+
+async def test_a_reload_that_fails_unexpectedly_leaves_the_daemon_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while applying a reload (here: a raising apply) is a failed reload, counted
+    and reported; the reloader and the daemon carry on."""
+    async with daemon_with(tmp_path, env_config()) as daemon, unix(daemon) as client:
+
+        async def broken(*args: Any) -> None:
+            raise RuntimeError("simulated bug")
+
+        monkeypatch.setattr(daemon, "apply_config", broken)
+        daemon.request_reload()
+        with trio.fail_after(10):
+            while daemon.reloader.failure == "":  # noqa: ASYNC110 - no event for this
+                await trio.sleep(0.02)
+        assert "unexpectedly" in daemon.status_line()
+        assert (await client.get("/healthz")).status_code == 200
+        text = (await client.get("/metrics")).text
+        assert 'supervisor_config_reloads_total{result="failure"} 1.0' in text

@@ -75,3 +75,18 @@ def test_pool_sizes_resize_in_place_and_a_new_backend_recreates() -> None:
     assert plan_reload(old, load_text(features)).environments.recreated == ("box",)
     assert plan_reload(old, load_text("")).environments.removed == ("box",)
     assert plan_reload(load_text(""), old).environments.added == ("box",)
+
+
+def test_a_container_stop_signal_change_needs_a_new_container() -> None:
+    """A container's stop signal is fixed at creation: changing it restarts it."""
+    old = load_text(CONTAINER)
+    new = load_text(CONTAINER + 'stop_signal = "INT"\n')
+    assert plan_reload(old, new).restarted == ("cache",)
+
+
+@pytest.mark.parametrize("host", ["tcp://10.0.0.5:abc", "tcp://:2376", "ftp://engine"])
+def test_a_docker_host_must_be_an_engine_url(host: str) -> None:
+    """A bad docker_host is refused at load (it used to surface at start-up)."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(CONTAINER + f'docker_host = "{host}"\n')
+    assert caught.value.problems[0].path == "resources.cache.docker_host"
