@@ -12,7 +12,6 @@ SIGINT skips the graceful part.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -140,17 +139,7 @@ class Daemon:
         return self.sandbox_service
 
     def snapshots(self) -> list[Snapshot]:
-        return [self._snapshot(sup) for sup in self.supervisors.values()]
-
-    @staticmethod
-    def _snapshot(sup: ResourceSupervisor) -> Snapshot:
-        snap = sup.snapshot()
-        resource = sup.resource
-        if isinstance(resource, DeephavenResource):
-            return dataclasses.replace(
-                snap, endpoint=resource.endpoint, identity=str(resource.identity)
-            )
-        return snap
+        return [sup.snapshot() for sup in self.supervisors.values()]
 
     def credentials(self, name: str) -> dict[str, Any] | None:
         resource = self.supervisors[name].resource

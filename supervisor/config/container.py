@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints, field_validator
 
 from supervisor.config.types import (
+    IN_PLACE_FIELDS,
     Command,
     Duration,
     Model,
@@ -70,6 +71,9 @@ class ContainerProbeConfig(Model):
 
 class ContainerConfig(Model):
     """`kind = "container"`: `image` run with limits, on 127.0.0.1-only published ports."""
+
+    # A container's stop signal is fixed when it is created: a change needs a new one.
+    in_place_fields: ClassVar[frozenset[str]] = IN_PLACE_FIELDS - {"stop_signal"}
 
     kind: Literal["container"]
     image: Annotated[str, StringConstraints(min_length=1)]

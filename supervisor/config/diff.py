@@ -13,23 +13,8 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from supervisor.config.schema import Config
+from supervisor.config.types import IN_PLACE_FIELDS
 
-# Fields a running resource takes in place (supervision settings, probes, ordering);
-# a change to any other field (the command, env, image, port...) needs a new instance.
-IN_PLACE_FIELDS = frozenset(
-    {
-        "autostart",
-        "depends_on",
-        "start_timeout",
-        "stop_signal",
-        "stop_timeout",
-        "success_exit_codes",
-        "startup",
-        "health",
-        "liveness",
-        "restart",
-    }
-)
 # Environment fields that shape its sandboxes: changing one replaces the environment.
 # Everything else (sizes, timeouts, intervals, leases) is applied to the running pool.
 ENVIRONMENT_RECREATE_FIELDS = frozenset(
@@ -120,9 +105,7 @@ def plan_environments(old: Config, new: Config) -> EnvironmentPlan:
 def _needs_restart(before: BaseModel, after: BaseModel) -> bool:
     if type(before) is not type(after):
         return True
-    in_place = IN_PLACE_FIELDS
-    if getattr(before, "kind", None) == "container":
-        in_place = in_place - {"stop_signal"}  # fixed when the container is created
+    in_place: frozenset[str] = getattr(type(before), "in_place_fields", IN_PLACE_FIELDS)
     fields = type(before).model_fields
     return any(getattr(before, f) != getattr(after, f) for f in fields if f not in in_place)
 

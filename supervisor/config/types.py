@@ -195,6 +195,24 @@ class StartupProbeConfig(ProbeBase):
     interval: PositiveDuration = 0.5
 
 
+# Fields a running resource takes in place (supervision settings, probes, ordering);
+# a change to any other field (the command, env, image, port...) needs a new instance.
+IN_PLACE_FIELDS = frozenset(
+    {
+        "autostart",
+        "depends_on",
+        "start_timeout",
+        "stop_signal",
+        "stop_timeout",
+        "success_exit_codes",
+        "startup",
+        "health",
+        "liveness",
+        "restart",
+    }
+)
+
+
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

@@ -23,7 +23,6 @@ from supervisor.errors import (
     PoolOverloadedError,
     SandboxStateError,
 )
-from supervisor.sandbox.maintenance import shutdown_quietly
 from supervisor.sandbox.sandbox import Sandbox
 from supervisor.sandbox.status import EnvironmentStatus
 
@@ -62,7 +61,7 @@ def offer(env: Environment, sandbox: Sandbox) -> None:
         reserved.serve(sandbox)
         return
     if sandbox.reusable and sandbox.slot >= env.settings.max_size:
-        env.nursery.start_soon(shutdown_quietly, sandbox)  # its slot was resized away
+        env.nursery.start_soon(sandbox.shutdown_quietly)  # its slot was resized away
         return
     while env._waiters:
         waiter = env._waiters.popleft()
@@ -112,7 +111,7 @@ async def acquire(env: Environment, *, timeout: float | None = None) -> Sandbox:
             env._bring_up_failed(exc)
             raise
         except BaseException:  # cancelled: leave nothing running
-            await shutdown_quietly(sandbox)
+            await sandbox.shutdown_quietly()
             raise
         env._offline_since = None
         assert waiter.sandbox is sandbox

@@ -32,7 +32,6 @@ from supervisor.sandbox.backends import Backend
 from supervisor.sandbox.events import Dispatcher, EventHandler
 from supervisor.sandbox.features import Feature
 from supervisor.sandbox.hooks import run_env_hook
-from supervisor.sandbox.maintenance import shutdown_quietly
 from supervisor.sandbox.sandbox import Sandbox
 from supervisor.sandbox.session import Session
 from supervisor.sandbox.status import EnvironmentStatus, SandboxStatus
@@ -65,7 +64,6 @@ class Environment:
         self.stop_grace = stop_grace
         self.status = E.CREATED
         self.error: BaseException | None = None
-        self.feature_errors: dict[tuple[str, str], int] = {}
         self.housekeep_counter = 0
         self.sessions: dict[str, Session] = {}
         self._rng = rng or random.Random()
@@ -107,10 +105,6 @@ class Environment:
             admission.offer(self, sandbox)
         elif new is S.OFFLINE:
             self._gone(sandbox)
-
-    def feature_failed(self, feature: Feature, hook: str) -> None:
-        key = (feature.name, hook)
-        self.feature_errors[key] = self.feature_errors.get(key, 0) + 1
 
     def recycle_deadline(self, created_at: float) -> float:
         """When a sandbox created at `created_at` is due for recycling (jittered)."""
@@ -369,7 +363,7 @@ class Environment:
 
             async def stop_one(sandbox: Sandbox) -> None:
                 async with limiter:
-                    await shutdown_quietly(sandbox)
+                    await sandbox.shutdown_quietly()
 
             async with trio.open_nursery() as nursery:
                 for sandbox in self._all():

@@ -43,7 +43,6 @@ async def run_hook(
         error = exc
         if isinstance(exc, SandboxStateError):
             sandbox.record(exc)
-        sandbox.env.feature_failed(feature, hook)
     duration = trio.current_time() - started
     events = sandbox.env.events
     if hook == "setup":
@@ -73,7 +72,6 @@ async def run_env_hook(env: Environment, feature: Feature, hook: str) -> None:
             await feature.housekeep(None)
     except Exception as exc:
         error = exc
-        env.feature_failed(feature, hook)
         raise
     finally:
         duration = trio.current_time() - started

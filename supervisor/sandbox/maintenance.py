@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from supervisor.errors import EnvironmentOutageError, FeatureTeardownError
+from supervisor.errors import EnvironmentOutageError
 from supervisor.sandbox.hooks import run_env_hook
 from supervisor.sandbox.status import SandboxStatus
 
@@ -105,7 +105,7 @@ async def _housekeep(env: Environment, last_feature_run: dict[str, float]) -> No
 def retire(env: Environment, sandbox: Sandbox) -> None:
     """Take an idle sandbox out of service now and shut it down in the background."""
     env._ready.pop(sandbox, None)
-    env.nursery.start_soon(shutdown_quietly, sandbox)
+    env.nursery.start_soon(sandbox.shutdown_quietly)
 
 
 def resize(env: Environment, settings: EnvironmentConfig) -> None:
@@ -120,11 +120,3 @@ def resize(env: Environment, settings: EnvironmentConfig) -> None:
             if sandbox.slot >= settings.max_size:
                 retire(env, sandbox)
     env._wake.set()
-
-
-async def shutdown_quietly(sandbox: Sandbox) -> None:
-    """Shut `sandbox` down, logging (not raising) a feature's teardown failure."""
-    try:
-        await sandbox.shutdown()
-    except FeatureTeardownError as exc:
-        log.warning("sandbox_teardown_failed", sandbox=sandbox.id, error=str(exc))

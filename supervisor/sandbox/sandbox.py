@@ -316,13 +316,13 @@ class Sandbox:
             if self._closing:
                 return  # shutdown ended this session; it carries on from here
             if self.state_error is not None:
-                await self._shutdown_quietly()
+                await self.shutdown_quietly()
                 return
             if teardown_error is not None:
-                await self._shutdown_quietly()
+                await self.shutdown_quietly()
                 raise teardown_error
             if expired or not self.env.reusable(self):
-                await self._shutdown_quietly()
+                await self.shutdown_quietly()
                 return
             if self.env.settings.proactive_session_setup:
                 self._set_status(S.SETTING_UP)
@@ -345,7 +345,7 @@ class Sandbox:
             if isinstance(exc, SandboxStateError):
                 self.record(exc)
             log.warning("proactive_setup_failed", sandbox=self.id, error=str(exc))
-            await self._shutdown_quietly()
+            await self.shutdown_quietly()
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -355,7 +355,8 @@ class Sandbox:
 
     # -- shutdown ----------------------------------------------------------------------
 
-    async def _shutdown_quietly(self) -> None:
+    async def shutdown_quietly(self) -> None:
+        """Shut down; a feature teardown failure is logged, not raised."""
         try:
             await self.shutdown()
         except FeatureTeardownError as exc:

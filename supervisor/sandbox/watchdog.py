@@ -78,4 +78,4 @@ def condemn(sandbox: Sandbox, error: BaseException) -> None:
     sandbox.record(error)
     if sandbox._housekeeper is not None:
         sandbox._housekeeper.cancel()
-    sandbox.env.nursery.start_soon(sandbox._shutdown_quietly)
+    sandbox.env.nursery.start_soon(sandbox.shutdown_quietly)

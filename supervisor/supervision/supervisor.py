@@ -150,6 +150,8 @@ class ResourceSupervisor:
             since=self.since,
             pid=handle.pid if handle else None,
             ident=handle.ident if handle else None,
+            endpoint=getattr(self.resource, "endpoint", None),
+            identity=self._identity or None,
         )
 
     async def wait_for(self, predicate: Callable[[ResourceSupervisor], bool]) -> None:
