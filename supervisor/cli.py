@@ -430,8 +430,28 @@ CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
 }
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; what follows `--` is the command of `session exec`.
+
+    argparse alone cannot: it matches the `id` and `CMD...` positionals in one go, so
+    `session exec ID --timeout 5s -- sleep 60` would leave `sleep 60` unrecognised.
+    """
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] | None = None
+    if "--" in words:
+        cut = words.index("--")
+        words, command = words[:cut], words[cut + 1 :]
+    args = parser.parse_args(words)
+    if command is not None:
+        if getattr(args, "session_command", None) != "exec":
+            parser.error("'--' is only used by `session exec ID -- CMD...`")
+        args.argv = [*args.argv, *command]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     if args.command == "run":
         return cmd_run(args)
     if args.command == "check":

@@ -256,6 +256,11 @@ async def test_cli_session_commands(tmp_path: Path) -> None:
             cli, "session", "exec", sid, "--", "sh", "-c", "echo hi; exit 7"
         )
         assert (ran.returncode, ran.stdout) == (7, "hi\n")
+        timed = await trio.to_thread.run_sync(
+            cli, "session", "exec", sid, "--timeout", "300ms", "--", "sleep", "30"
+        )
+        assert timed.returncode == 124
+        assert "timed out" in timed.stderr
         status = await trio.to_thread.run_sync(cli, "status")
         assert "box" in status.stdout
         assert (await trio.to_thread.run_sync(cli, "session", "heartbeat", sid)).returncode == 0
