@@ -14,7 +14,6 @@ from typing import Annotated, Literal, Self
 
 from pydantic import (
     BeforeValidator,
-    Field,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -22,12 +21,24 @@ from pydantic import (
 )
 
 from supervisor.config.types import (
-    ByteSize,
-    Duration,
+    HOUR,
+    MIB,
+    TIB,
+    Between,
+    Bytes,
+    Cpus,
+    EnvName,
+    EnvValue,
+    Failures,
+    FilePath,
+    Grace,
+    Interval,
     Model,
     Name,
-    PositiveDuration,
     RestartOverrides,
+    Seconds,
+    Secret,
+    Timeout,
 )
 
 PSK_HANDLER = "io.deephaven.authentication.psk.PskAuthenticationHandler"
@@ -47,10 +58,14 @@ def parse_heap(value: str) -> int:
     match = _HEAP.match(value.strip()) if isinstance(value, str) else None
     if match is None:
         raise ValueError(f'invalid heap size {value!r} (use e.g. "512m", "1g" or "2.5g")')
+    if len(match.group("amount")) > 12:
+        raise ValueError(f"heap {value[:16]!r}... is far too large (at most 1024g)")
     amount = float(match.group("amount"))
     megabytes = int(amount * 1024) if match.group("unit") in "gG" else int(amount)
     if megabytes < 64:
         raise ValueError(f"heap {value!r} is too small (at least 64m)")
+    if megabytes > 1024 * 1024:
+        raise ValueError(f"heap {value!r} is too large (at most 1024g)")
     return megabytes
 
 
@@ -80,7 +95,8 @@ def _port(value: object) -> int | Literal["auto"]:
     if value == "auto":
         return "auto"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f'expected a port number (1-65535) or "auto", got {value!r}')
+        shown = repr(value) if isinstance(value, str | float) else type(value).__name__
+        raise ValueError(f'expected a port number (1-65535) or "auto", got {shown}')
     if not 1 <= value <= 65535:
         raise ValueError(f"port must be between 1 and 65535, got {value}")
     return value
@@ -88,8 +104,7 @@ def _port(value: object) -> int | Literal["auto"]:
 
 AuthName = Annotated[str, BeforeValidator(normalise_auth)]
 Heap = Annotated[str, BeforeValidator(_heap)]
-Port = Annotated[int | Literal["auto"], BeforeValidator(_port)]
-EnvName = Annotated[str, StringConstraints(pattern=r"^[^=\x00]+$")]
+Port = Annotated[int | Literal["auto"], BeforeValidator(_port), Between(1, 65535)]
 
 _LAUNCH_ONLY = ("heap", "jvm_args", "env")
 _PYTHON_ONLY = ("python_venv",)
@@ -100,9 +115,9 @@ _TLS_FILES = ("tls_root_certs", "client_cert_chain", "client_private_key")
 class LivenessConfig(Model):
     """A real RPC every `interval`, bounded by `timeout`; `failures` in a row restart it."""
 
-    interval: PositiveDuration = 10.0
-    timeout: PositiveDuration = 5.0
-    failures: int = Field(2, ge=1)
+    interval: Interval = 10.0
+    timeout: Annotated[float, Seconds(0, HOUR, low_open=True)] = 5.0
+    failures: Failures = 2
 
 
 class DeephavenConfig(Model):
@@ -113,30 +128,30 @@ class DeephavenConfig(Model):
     host: Annotated[str, StringConstraints(min_length=1)] = "127.0.0.1"
     port: Port | None = None  # required to connect; "auto" by default when launched
     auth: AuthName | None = None  # "anonymous" to connect, "psk" when launched
-    token: str | None = Field(None, min_length=1, repr=False)
+    token: Secret | None = None
     token_env: EnvName | None = None
-    token_file: Path | None = None
+    token_file: FilePath | None = None
     use_tls: bool = False
-    tls_root_certs: Path | None = None
-    client_cert_chain: Path | None = None
-    client_private_key: Path | None = None
+    tls_root_certs: FilePath | None = None
+    client_cert_chain: FilePath | None = None
+    client_private_key: FilePath | None = None
     session_type: Literal["python", "groovy"] = "python"
     lazy: bool = False
     # Launch settings (python and docker).
     heap: Heap | None = None
     jvm_args: list[str] = []
-    env: dict[EnvName, str] = {}
-    python_venv: Path | None = None
-    image: str | None = None
-    memory: ByteSize | None = None
-    cpus: float | None = Field(None, gt=0)
+    env: dict[EnvName, EnvValue] = {}
+    python_venv: FilePath | None = None
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    memory: Annotated[int, Bytes(64 * MIB, TIB)] | None = None
+    cpus: Cpus | None = None
     volumes: list[str] = []
     liveness: LivenessConfig = LivenessConfig()
     # Generic supervision settings, as for every kind.
     autostart: bool = True
     depends_on: list[Name] = []
-    start_timeout: PositiveDuration = 60.0
-    stop_timeout: Duration = 10.0
+    start_timeout: Timeout = 60.0
+    stop_timeout: Grace = 10.0
     restart: RestartOverrides = RestartOverrides()
 
     @field_validator("port")

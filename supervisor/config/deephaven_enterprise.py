@@ -12,7 +12,6 @@ cross-field rules are validators on the later field, so errors carry the exact k
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -22,8 +21,19 @@ from pydantic import (
     model_validator,
 )
 
-from supervisor.config.deephaven import EnvName, Heap, LivenessConfig, parse_heap
-from supervisor.config.types import Duration, Model, Name, PositiveDuration, RestartOverrides
+from supervisor.config.deephaven import Heap, LivenessConfig, parse_heap
+from supervisor.config.types import (
+    HOUR,
+    WEEK,
+    EnvName,
+    FilePath,
+    Grace,
+    Model,
+    Name,
+    RestartOverrides,
+    Seconds,
+    Timeout,
+)
 
 _FACTORY_ONLY = (
     "system",
@@ -56,28 +66,28 @@ class DeephavenEnterpriseConfig(Model):
     factory: Name | None = None
     # Factory settings.
     system: Name | None = None  # the system's name in full names; default: the resource name
-    truststore: Path | None = None  # PEM trust store for a private CA
+    truststore: FilePath | None = None  # PEM trust store for a private CA
     auth: Literal["password", "private_key"] | None = None
     username: Annotated[str, StringConstraints(min_length=1)] | None = None
     password_env: EnvName | None = None
-    password_file: Path | None = None
-    private_key_file: Path | None = None
-    connection_timeout: PositiveDuration = 10.0
+    password_file: FilePath | None = None
+    private_key_file: FilePath | None = None
+    connection_timeout: Annotated[float, Seconds(0, HOUR, low_open=True)] = 10.0
     # The venv with deephaven-coreplus-client whose Python runs the client helpers of this
     # factory and its sessions (the client pins its own pydeephaven); default: the daemon's.
-    python_venv: Path | None = None
+    python_venv: FilePath | None = None
     # Session settings: a persistent query by name, or a new worker.
     pq_name: Annotated[str, StringConstraints(min_length=1)] | None = None
     heap: Heap | None = None
     jvm_args: list[str] = []
-    auto_delete_timeout: Duration | None = 600.0
+    auto_delete_timeout: Annotated[float, Seconds(0, WEEK)] | None = 600.0
     programming_language: Literal["python", "groovy"] = "python"
     liveness: LivenessConfig = LivenessConfig()
     # Generic supervision settings, as for every kind.
     autostart: bool = True
     depends_on: list[Name] = []
-    start_timeout: PositiveDuration = 120.0
-    stop_timeout: Duration = 10.0
+    start_timeout: Timeout = 120.0
+    stop_timeout: Grace = 10.0
     restart: RestartOverrides = RestartOverrides()
 
     @model_validator(mode="before")

@@ -22,7 +22,7 @@ ENVIRONMENT_RECREATE_FIELDS = frozenset(
 )
 # [daemon] keys the running daemon cannot change without restarting itself.
 DAEMON_RESTART_FIELDS = frozenset(
-    {"control_socket", "http", "api_token_file", "state_dir", "log_format", "log_level"}
+    {"control_socket", "http", "api_token_file", "state_dir", "log_format", "log_level", "limits"}
 )
 
 

@@ -19,7 +19,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration, got {value!r} ({HINT})")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"duration is far too large ({HINT})") from None
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         pos = 0
@@ -27,6 +30,8 @@ def parse_duration(value: object) -> float:
         for match in _PART.finditer(text):
             if match.start() != pos:
                 break
+            if len(match.group(1)) > 30:
+                raise ValueError(f"duration {value[:40]!r}... is far too large ({HINT})")
             seconds += float(match.group(1)) * _UNITS[match.group(2)]
             pos = match.end()
         if not text or pos != len(text):

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, StringConstraints, model_validator
 
+from supervisor.config.deephaven import Heap
 from supervisor.config.types import (
-    ByteSize,
+    DAY,
+    GIB,
+    HOUR,
+    KIB,
+    MIB,
+    TIB,
+    WEEK,
+    Between,
+    Bytes,
     Command,
-    Duration,
+    Cpus,
     EngineUrl,
+    FilePath,
+    Fraction,
+    Grace,
+    Interval,
+    Lifetime,
     Model,
-    PositiveDuration,
+    PidsLimit,
+    Seconds,
+    Timeout,
 )
+
+# A pool's size bounds what exists, never what is allocated up front (see sandbox.pool);
+# the bound is what one daemon was measured to hold (bench/scrape.py runs 10,000).
+MAX_POOL = 10_000
+PoolSize = Annotated[int, Between(0, MAX_POOL)]
+MemorySize = Annotated[int, Bytes(MIB, TIB)]
 
 Hook = Literal["setup", "teardown", "setup_session", "teardown_session", "housekeep"]
 FeatureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
@@ -22,7 +43,7 @@ FeatureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_
 
 class _FeatureBase(Model):
     name: FeatureName | None = None  # default: the kind, numbered when repeated
-    housekeep_interval: PositiveDuration | None = None
+    housekeep_interval: Interval | None = None
 
 
 class CommandFeatureConfig(_FeatureBase):
@@ -35,7 +56,7 @@ class CommandFeatureConfig(_FeatureBase):
     setup_session: Command | None = None
     teardown_session: Command | None = None
     housekeep: Command | None = None
-    timeout: PositiveDuration = 60.0
+    timeout: Timeout = 60.0
 
     @model_validator(mode="after")
     def _some_hook(self) -> Self:
@@ -51,8 +72,8 @@ class FilesFeatureConfig(_FeatureBase):
     """Copies a local file or directory into every sandbox at setup."""
 
     kind: Literal["files"]
-    source: Path
-    dest: str = "."
+    source: FilePath
+    dest: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = "."
 
 
 class DeephavenScriptFeatureConfig(_FeatureBase):
@@ -62,14 +83,14 @@ class DeephavenScriptFeatureConfig(_FeatureBase):
     setup: str | None = None
     setup_session: str | None = None
     teardown_session: str | None = None
-    timeout: PositiveDuration = 60.0
+    timeout: Timeout = 60.0
 
 
 class PluginFeatureConfig(_FeatureBase):
     """A third-party feature from the `supervisor.features` entry-point group."""
 
     kind: Literal["plugin"]
-    entry_point: Annotated[str, StringConstraints(min_length=1)]
+    entry_point: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     options: dict[str, Any] = {}
 
 
@@ -82,11 +103,11 @@ FeatureConfig = Annotated[
 class ProcessLimits(Model):
     """rlimits applied to every command run in a `process` sandbox."""
 
-    cpu_time: PositiveDuration | None = 60.0
-    memory: ByteSize | None = 1 << 30
-    open_files: int | None = Field(256, ge=16)
-    processes: int | None = Field(256, ge=1)
-    file_size: ByteSize | None = 1 << 30
+    cpu_time: Annotated[float, Seconds(0, WEEK, low_open=True)] | None = 60.0
+    memory: MemorySize | None = GIB
+    open_files: Annotated[int, Between(16, 1 << 20)] | None = 256  # 1 << 20: nr_open's default
+    processes: PidsLimit | None = 256
+    file_size: Annotated[int, Bytes(0, TIB)] | None = GIB
 
 
 class DockerSandboxConfig(Model):
@@ -94,13 +115,13 @@ class DockerSandboxConfig(Model):
 
     image: Annotated[str, StringConstraints(min_length=1)]
     docker_host: EngineUrl | None = None  # default: the local engine (DOCKER_HOST or socket)
-    cpus: float | None = Field(None, gt=0)
-    memory: ByteSize | None = None
-    pids_limit: int | None = Field(256, ge=1)
-    network: str = "none"
+    cpus: Cpus | None = None
+    memory: Annotated[int, Bytes(6 * MIB, TIB)] | None = None
+    pids_limit: PidsLimit | None = 256
+    network: Annotated[str, StringConstraints(min_length=1, max_length=128)] = "none"
     read_only: bool = True
-    workdir: str = "/work"
-    tmpfs_size: ByteSize = 256 << 20
+    workdir: Annotated[str, StringConstraints(pattern=r"^/", max_length=4096)] = "/work"
+    tmpfs_size: Annotated[int, Bytes(MIB, TIB)] = 256 * MIB
     command: Command = ["sleep", "infinity"]
 
 
@@ -108,34 +129,34 @@ class DeephavenSandboxConfig(Model):
     """How a `deephaven` sandbox's server is launched."""
 
     launch: Literal["python", "docker"] = "python"
-    heap: str = "1g"
+    heap: Heap = "1g"
     jvm_args: list[str] = []
-    image: str | None = None
-    python_venv: Path | None = None
-    start_timeout: PositiveDuration = 120.0
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    python_venv: FilePath | None = None
+    start_timeout: Timeout = 120.0
 
 
 class EnvironmentConfig(Model):
     """A pool of `min_ready`..`max_size` sandboxes handed out as leased sessions."""
 
     backend: Literal["process", "docker", "deephaven"] = "process"
-    min_ready: int = Field(1, ge=0)
-    max_size: int = Field(8, ge=0)
-    acquire_timeout: Duration = 30.0
-    session_ttl: PositiveDuration = 3600.0
-    lease: PositiveDuration = 60.0
+    min_ready: PoolSize = 1
+    max_size: PoolSize = 8
+    acquire_timeout: Annotated[float, Seconds(0, HOUR)] = 30.0
+    session_ttl: Annotated[float, Seconds(0, WEEK, low_open=True)] = 3600.0
+    lease: Annotated[float, Seconds(0, DAY, low_open=True)] = 60.0
     proactive_session_setup: bool = True
-    housekeep_interval: PositiveDuration = 10.0
-    keepalive_interval: PositiveDuration = 30.0
-    outage_grace: Duration = 300.0
-    outage_retry_interval: PositiveDuration = 10.0
-    max_sandbox_age: PositiveDuration | None = None
-    max_sessions_per_sandbox: int | None = Field(None, ge=1)
-    idle_timeout: PositiveDuration | None = None
-    recycle_jitter: float = Field(0.1, ge=0.0, lt=1.0)
-    exec_timeout: PositiveDuration = 60.0
-    output_limit: ByteSize = 1 << 20
-    shutdown_concurrency: int = Field(16, ge=1)
+    housekeep_interval: Annotated[float, Seconds(0, HOUR, low_open=True)] = 10.0
+    keepalive_interval: Annotated[float, Seconds(0, HOUR, low_open=True)] = 30.0
+    outage_grace: Grace = 300.0
+    outage_retry_interval: Annotated[float, Seconds(0, HOUR, low_open=True)] = 10.0
+    max_sandbox_age: Lifetime | None = None
+    max_sessions_per_sandbox: Annotated[int, Between(1, 1_000_000_000)] | None = None
+    idle_timeout: Lifetime | None = None
+    recycle_jitter: Fraction = 0.1
+    exec_timeout: Timeout = 60.0
+    output_limit: Annotated[int, Bytes(KIB, 64 * MIB)] = MIB
+    shutdown_concurrency: Annotated[int, Between(1, 1024)] = 16
     limits: ProcessLimits = ProcessLimits()
     docker: DockerSandboxConfig | None = None
     deephaven: DeephavenSandboxConfig | None = None

@@ -1,20 +1,37 @@
-"""Load a TOML file into a validated `Config`, or fail with every problem and its key path."""
+"""Load a TOML file into a validated `Config`, or fail with every problem and its key path.
+
+`check`, start-up and reload all come through `validate` (via `load_file`), so they
+refuse the same files with the same messages. Before anything recursive runs, the text
+is scanned for its bracket nesting (tomllib recurses once per level and a few thousand
+levels end in RecursionError), and the parsed data is walked once, without recursion,
+for depth and NUL characters. A value that failed validation is echoed back only when it
+is a short scalar of a field that cannot hold a secret.
+"""
 
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 import types
 import typing
 from importlib import resources
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
+from supervisor.config.environment import PluginFeatureConfig
 from supervisor.config.schema import Config
+from supervisor.config.types import Sensitive
 from supervisor.errors import ConfigError, ConfigProblem
+
+MAX_FILE_BYTES = 16 << 20  # a 10,000-resource config is about 1 MB
+MAX_DEPTH = 32  # tables, arrays and inline tables, counted together
+FEATURE_PLUGINS = "supervisor.features"  # the entry-point group of third-party features
+_ECHO_LIMIT = 80
 
 
 def load_file(path: Path) -> Config:
@@ -24,9 +41,18 @@ def load_file(path: Path) -> Config:
         ConfigError: the file is unreadable, not TOML, or not a valid config.
     """
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem("", f"cannot read file: {exc}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        problem = ConfigProblem("", f"the file is larger than {MAX_FILE_BYTES >> 20} MiB")
+        raise ConfigError(str(path), [problem])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problem = ConfigProblem("", f"not UTF-8 text (byte {exc.start})")
+        raise ConfigError(str(path), [problem]) from None
     return load_text(text, source=str(path))
 
 
@@ -38,23 +64,142 @@ def load_default() -> Config:
 
 def load_text(text: str, *, source: str = "<string>") -> Config:
     """Parse and validate TOML text."""
+    if (line := _too_deep(text)) is not None:
+        problem = ConfigProblem("", f"nested more than {MAX_DEPTH} levels deep (line {line})")
+        raise ConfigError(source, [problem])
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")]) from None
+        raise ConfigError(source, [_toml_problem(text, str(exc))]) from None
+    except RecursionError:  # the scan above should have caught it; never a traceback
+        problem = ConfigProblem("", f"nested more than {MAX_DEPTH} levels deep")
+        raise ConfigError(source, [problem]) from None
     return validate(raw, source=source)
 
 
 def validate(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
-    """Validate already-parsed data."""
+    """Validate already-parsed data: shape, then types and ranges, then across keys."""
+    problems = _walk(raw)
+    if problems:
+        raise ConfigError(source, problems)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(source, [_problem(err) for err in exc.errors()]) from None
     problems = [ConfigProblem(path, msg) for path, msg in config.problems()]
+    problems += _missing_plugins(config)
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+# One token at a time: strings and comments are skipped whole, so brackets inside them
+# do not count.
+_LEXER = re.compile(
+    r'''
+      """(?:[^\\]|\\.)*?"{3,5}      # multi-line basic string (up to 2 closing extras)
+    | \'\'\'.*?\'{3,5}              # multi-line literal string
+    | "(?:[^"\\\n]|\\.)*"        # basic string
+    | \'[^\'\n]*\'                # literal string
+    | \#[^\n]*                    # comment
+    | (?P<open>[\[{])
+    | (?P<close>[\]}])
+    ''',
+    re.DOTALL | re.VERBOSE,
+)
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where bracket nesting first exceeds MAX_DEPTH, or None."""
+    depth = 0
+    for match in _LEXER.finditer(text):
+        if match.group("open"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return text.count("\n", 0, match.start()) + 1
+        elif match.group("close"):
+            depth = max(0, depth - 1)
+    return None
+
+
+def _walk(raw: dict[str, Any]) -> list[ConfigProblem]:
+    """Depth and NUL characters, checked iteratively (pydantic and the models recurse)."""
+    problems: list[ConfigProblem] = []
+    stack: list[tuple[str, object, int]] = [("", raw, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            problems.append(ConfigProblem(path, f"nested more than {MAX_DEPTH} levels deep"))
+            continue
+        if isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                if "\x00" in key:
+                    problems.append(
+                        ConfigProblem(
+                            where.replace("\x00", "\\0"), "keys cannot contain NUL characters"
+                        )
+                    )
+                    continue
+                stack.append((where, item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}", item, depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str) and "\x00" in value:
+            problems.append(ConfigProblem(path, "strings cannot contain NUL characters"))
+    return sorted(problems, key=lambda p: p.path)
+
+
+_DECODE_AT = re.compile(r"\(at (?:line (\d+), column \d+|end of document)\)")
+_HEADER = re.compile(r"^\s*\[\[?\s*(.+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*([^=#\[][^=]*?)\s*=")
+
+
+def _toml_problem(text: str, message: str) -> ConfigProblem:
+    """A TOML syntax error; a key defined twice names its key path (tomllib does not)."""
+    match = _DECODE_AT.search(message)
+    twice = message.startswith(("Cannot overwrite", "Cannot declare", "Cannot mutate"))
+    if match is None or not twice:
+        return ConfigProblem("", f"not valid TOML: {message}")
+    lines = text.splitlines()
+    line_no = int(match.group(1)) if match.group(1) else len(lines)
+    table = ""
+    for line in lines[: line_no - 1]:
+        if header := _HEADER.match(line):
+            table = _unquote(header.group(1))
+    current = lines[line_no - 1] if 0 < line_no <= len(lines) else ""
+    if header := _HEADER.match(current):
+        path = _unquote(header.group(1))
+    elif key := _KEY.match(current):
+        path = ".".join(p for p in (table, _unquote(key.group(1))) if p)
+    else:
+        path = table
+    return ConfigProblem(path, f"defined more than once (line {line_no})")
+
+
+def _unquote(dotted: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in dotted.split("."))
+
+
+def _missing_plugins(config: Config) -> list[ConfigProblem]:
+    """Feature plugins named in the config but not installed (looked up, never loaded)."""
+    wanted = [
+        (f"environments.{env_name}.features.{i}.entry_point", feature.entry_point)
+        for env_name, env in config.environments.items()
+        for i, feature in enumerate(env.features)
+        if isinstance(feature, PluginFeatureConfig)
+    ]
+    if not wanted:
+        return []
+    installed = sorted(ep.name for ep in entry_points(group=FEATURE_PLUGINS))
+    return [
+        ConfigProblem(
+            path,
+            f"no plugin {name!r} in the {FEATURE_PLUGINS} entry-point group "
+            f"(installed: {', '.join(installed) or 'none'})",
+        )
+        for path, name in wanted
+        if name not in installed
+    ]
 
 
 def _problem(err: ErrorDetails) -> ConfigProblem:
@@ -89,7 +234,7 @@ def _problem(err: ErrorDetails) -> ConfigProblem:
         ctx = err.get("ctx", {})
         return ConfigProblem(
             f"{path}.kind" if path else "kind",
-            f"unknown kind {ctx.get('tag')!r} (expected one of: {ctx.get('expected_tags')})",
+            f"unknown kind {_shown(ctx.get('tag'))} (expected one of: {ctx.get('expected_tags')})",
         )
     if kind == "union_tag_not_found":
         return ConfigProblem(f"{path}.kind", 'required key is missing (e.g. kind = "process")')
@@ -100,14 +245,61 @@ def _problem(err: ErrorDetails) -> ConfigProblem:
             "'_', '.' and '-' (at most 63 characters)",
         )
     if kind == "list_type" and loc and loc[-1] in {"command", "exec"}:
+        got = f" (got {_shown(err['input'])})" if not _is_secret(raw) else ""
         return ConfigProblem(
-            path,
-            f'must be a list of strings, e.g. ["python3", "-m", "http.server"] (got {err["input"]!r})',
+            path, f'must be a list of strings, e.g. ["python3", "-m", "http.server"]{got}'
         )
     message = err["msg"].removeprefix("Value error, ")
-    if kind.endswith("_type") or kind in {"literal_error", "enum"}:
-        message = f"{message} (got {err['input']!r})"
+    if (kind.endswith("_type") or kind in {"literal_error", "enum"}) and not _is_secret(raw):
+        message = f"{message} (got {_shown(err['input'])})"
     return ConfigProblem(path, message)
+
+
+def _shown(value: object) -> str:
+    """A rejected value as an error message may quote it: short scalars only."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= _ECHO_LIMIT else f"{value[:_ECHO_LIMIT]!r}..."
+    if isinstance(value, bool | int | float) or value is None:
+        text = repr(value)
+        return text if len(text) <= _ECHO_LIMIT else "a number that large"
+    return f"a {'table' if isinstance(value, dict) else type(value).__name__}"
+
+
+def _is_secret(loc: list[int | str]) -> bool:
+    """True if the value at `loc` (or anything it is inside) may hold a credential."""
+    annotation: Any = Config
+    for part in loc:
+        if _marks_secret(annotation):
+            return True
+        annotation = _unwrap(annotation)
+        if (member := _union_member(annotation, part)) is not None:
+            annotation = member
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return False
+            if any(isinstance(m, Sensitive) for m in field.metadata):
+                return True
+            annotation = field.annotation
+        elif typing.get_origin(annotation) in (dict, list):
+            annotation = typing.get_args(annotation)[-1]
+        else:
+            return False
+    return _marks_secret(annotation)
+
+
+def _marks_secret(annotation: Any) -> bool:
+    """SecretStr or a `Sensitive` marker anywhere in an annotation's outer layers."""
+    if annotation is SecretStr:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *metadata = typing.get_args(annotation)
+        return any(isinstance(m, Sensitive) for m in metadata) or _marks_secret(base)
+    if origin in (typing.Union, types.UnionType):
+        return any(_marks_secret(a) for a in typing.get_args(annotation))
+    return False
 
 
 _UNION_TAGS = {

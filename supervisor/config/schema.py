@@ -10,9 +10,9 @@ once a resource's overrides are merged over `[defaults.restart]`) come from
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from supervisor.config.container import ContainerConfig
 from supervisor.config.deephaven import DeephavenConfig
@@ -20,16 +20,24 @@ from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.paths import default_socket_path, default_state_dir
 from supervisor.config.types import (
+    MINUTE,
+    Between,
     Command,
-    Duration,
+    EnvName,
+    EnvValue,
+    ExitCode,
+    FilePath,
+    Grace,
     HealthProbeConfig,
     Model,
     Name,
-    PositiveDuration,
+    Principal,
     RestartConfig,
     RestartOverrides,
+    Seconds,
     SignalName,
     StartupProbeConfig,
+    Timeout,
     host_port,
     split_host_port,
 )
@@ -50,16 +58,16 @@ class ProcessConfig(Model):
 
     kind: Literal["process"]
     command: Command
-    cwd: Path | None = None
-    env: dict[Annotated[str, StringConstraints(pattern=r"^[^=\x00]+$")], str] = {}
-    user: str | int | None = None
-    group: str | int | None = None
+    cwd: FilePath | None = None
+    env: dict[EnvName, EnvValue] = {}
+    user: Principal | None = None
+    group: Principal | None = None
     autostart: bool = True
     depends_on: list[Name] = []
-    start_timeout: PositiveDuration = 30.0
+    start_timeout: Timeout = 30.0
     stop_signal: SignalName = "SIGTERM"
-    stop_timeout: Duration = 10.0
-    success_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = [0]
+    stop_timeout: Grace = 10.0
+    success_exit_codes: list[ExitCode] = [0]
     log_output: bool = True
     startup: StartupProbeConfig | None = None
     health: HealthProbeConfig | None = None
@@ -72,16 +80,34 @@ ResourceConfig = Annotated[
 ]
 
 
+class ApiLimitsConfig(Model):
+    """`[daemon.limits]`: what each API listener (the control socket, TCP) takes at once."""
+
+    connections: Annotated[int, Between(16, 65_536)] = 512
+    streams: Annotated[int, Between(1, 65_536)] = 128  # long-lived: events, log follow
+    header_timeout: Annotated[float, Seconds(0.1, MINUTE * 5)] = 10.0
+
+    @model_validator(mode="after")
+    def _room_for_requests(self) -> Self:
+        if self.streams >= self.connections:
+            raise ValueError(
+                f"streams ({self.streams}) must be below connections ({self.connections}): "
+                "the difference is what short requests (the CLI) can always get"
+            )
+        return self
+
+
 class DaemonConfig(Model):
     """`[daemon]`: where the daemon listens, keeps state and logs."""
 
-    control_socket: Path | None = None  # default: see `socket_path`
+    control_socket: FilePath | None = None  # default: see `socket_path`
     http: Annotated[str, AfterValidator(host_port)] | None = "127.0.0.1:9310"
-    api_token_file: Path | None = None
-    state_dir: Path | None = None  # default: see `state_path`
+    api_token_file: FilePath | None = None
+    state_dir: FilePath | None = None  # default: see `state_path`
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    shutdown_timeout: PositiveDuration = 60.0
+    shutdown_timeout: Timeout = 60.0
+    limits: ApiLimitsConfig = ApiLimitsConfig()
 
     @property
     def socket_path(self) -> Path:

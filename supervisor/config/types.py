@@ -4,13 +4,22 @@ restart settings and probes.
 Pure: imports nothing from the package but `config.durations` and `config.paths`. Each
 resource kind and the environments have their own model module built from these; the
 whole file is `config.schema.Config`.
+
+Models are strict: a TOML string is never a number or a boolean and a float is never an
+int (pydantic's lax mode took `autostart = "yes"` and `max_restarts = "3"`). Every number,
+duration and size carries a `Range`: it is checked at load time, listed in the README's
+config reference (`config.reference`), and a test fails on any numeric field without one,
+because a value nobody bounded is a value somebody will allocate.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import signal
-from typing import Annotated, Literal, Self
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -18,28 +27,190 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    SecretStr,
     StringConstraints,
     field_validator,
     model_validator,
 )
+from pydantic_core import core_schema
 
 from supervisor.config.durations import format_duration, parse_duration
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 86400.0
+WEEK = 7 * DAY
+KIB = 1 << 10
+MIB = 1 << 20
+GIB = 1 << 30
+TIB = 1 << 40
 
 
-def positive(seconds: float) -> float:
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
-    return seconds
+def format_size(size: float) -> str:
+    """Bytes in the config's notation: "512k", "64m", "1t"."""
+    for unit, scale in (("t", TIB), ("g", GIB), ("m", MIB), ("k", KIB)):
+        if size >= scale and size % scale == 0:
+            return f"{int(size // scale)}{unit}"
+    return f"{int(size)}"
 
 
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(positive)]
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The documented range of a number: checked when the config loads.
+
+    `unit` says how values are written and shown: "" plain numbers, "s" durations
+    (parsed by `parse_duration`), "bytes" sizes (parsed by `parse_size`).
+    """
+
+    low: float
+    high: float
+    unit: Literal["", "s", "bytes"] = ""
+    low_open: bool = False
+    high_open: bool = False
+
+    def show(self, value: float) -> str:
+        if self.unit == "s":
+            return format_duration(value) if value < 1e12 else f"{value:g}s"
+        if self.unit == "bytes":
+            return format_size(value) if value < 1e18 else f"{value:g}"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    def describe(self) -> str:
+        """The range as the README's reference shows it, e.g. "0 < x ≤ 1d"."""
+        low = "<" if self.low_open else "≤"
+        high = "<" if self.high_open else "≤"
+        return f"{self.show(self.low)} {low} x {high} {self.show(self.high)}"
+
+    def words(self) -> str:
+        """The range in an error message: "between 1 and 1000", "more than 0s and at most 1d"."""
+        low, high = self.show(self.low), self.show(self.high)
+        if not self.low_open and not self.high_open:
+            return f"between {low} and {high}"
+        first = f"more than {low}" if self.low_open else f"at least {low}"
+        second = f"less than {high}" if self.high_open else f"at most {high}"
+        return f"{first} and {second}"
+
+    def check(self, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return value  # a union's other member ("auto" for a port)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, {self.words()}")
+        too_low = value <= self.low if self.low_open else value < self.low
+        too_high = value >= self.high if self.high_open else value > self.high
+        if too_low or too_high:
+            shown = self.show(value) if abs(value) < 1e18 else "a number that large"
+            raise ValueError(f"must be {self.words()} (got {shown})")
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        schema = handler(source)
+        parse = {"s": parse_duration, "bytes": parse_size}.get(self.unit)
+        if parse is not None:
+            schema = core_schema.no_info_before_validator_function(parse, schema)
+        return core_schema.no_info_after_validator_function(self.check, schema)
+
+
+def Seconds(low: float, high: float, *, low_open: bool = False) -> Range:
+    """A duration ("250ms", "10s", "5m", or seconds) between `low` and `high` seconds."""
+    return Range(low, high, "s", low_open=low_open)
+
+
+def Bytes(low: int, high: int) -> Range:
+    """A size ("512k", "64m", "1g", or bytes) between `low` and `high` bytes."""
+    return Range(low, high, "bytes")
+
+
+def Between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Range:
+    """A plain number between `low` and `high`."""
+    return Range(low, high, low_open=low_open, high_open=high_open)
+
+
+# Durations an operator would find sane, by role.
+Timeout = Annotated[float, Seconds(0, DAY, low_open=True)]
+Interval = Annotated[float, Seconds(0, DAY, low_open=True)]
+Grace = Annotated[float, Seconds(0, DAY)]  # zero allowed: "do not wait"
+Lifetime = Annotated[float, Seconds(0, 30 * DAY, low_open=True)]
+Port = Annotated[int, Between(1, 65535)]
+Cpus = Annotated[float, Between(0, 1024, low_open=True)]
+PidsLimit = Annotated[int, Between(1, 4_194_304)]  # the kernel's pid_max ceiling
+Count = Annotated[int, Between(1, 10_000)]
+Fraction = Annotated[float, Between(0, 1, high_open=True)]
+ExitCode = Annotated[int, Between(0, 255)]
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": TIB}
+_SIZE_HINT = 'use e.g. "512m", "2g", "64k" or a number of bytes'
+
+
+def parse_size(value: object) -> int:
+    """Bytes from 1048576, "512k", "512m", "1.5g" or "2GiB" (binary units, as Docker reads them).
+
+    Raises:
+        ValueError: with a message that says what to write instead.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (match := _SIZE.match(value.strip())):
+        if len(match.group(1)) > 24:
+            raise ValueError(f"size {value[:32]!r}... is far too large")
+        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    shown = repr(value) if isinstance(value, str | float) else type(value).__name__
+    raise ValueError(f"expected a size, got {shown} ({_SIZE_HINT})")
+
+
+def _argv(argv: list[str]) -> list[str]:
+    if not argv[0].strip():
+        raise ValueError("the program (the first element) must not be blank")
+    if any("\x00" in arg for arg in argv):
+        raise ValueError("arguments cannot contain NUL characters")
+    return argv
+
+
+def _nonempty_path(path: Path) -> Path:
+    if not str(path).strip() or str(path) == ".":
+        raise ValueError("must not be empty")
+    return path
+
+
+def _nonempty_secret(secret: SecretStr) -> SecretStr:
+    if not secret.get_secret_value():
+        raise ValueError("must not be empty")
+    return secret
+
+
 Name = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"),
 ]
-Command = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
+Command = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1)]],
+    Field(min_length=1, max_length=4096),
+    AfterValidator(_argv),
+]
+# TOML has no path type: paths are strings (strict mode alone would want a Path object).
+FilePath = Annotated[Path, Field(strict=False), AfterValidator(_nonempty_path)]
+# Never echoed: validation errors of a Secret field leave the input out (config.load),
+# and its repr and dumps show asterisks.
+Secret = Annotated[SecretStr, Field(strict=False), AfterValidator(_nonempty_secret)]
+# A user or group: a name, or a numeric id below the kernel's "no id" value.
+Principal = (
+    Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}\$?$")]
+    | Annotated[int, Between(0, 2**32 - 2)]
+)
+EnvName = Annotated[str, StringConstraints(pattern=r"^[^=\x00]+$")]
+
+
+@dataclass(frozen=True, slots=True)
+class Sensitive:
+    """Marks a value that may hold a credential: its validation errors never show it."""
+
+
+# Environment values may hold credentials: a wrong one is reported without its value.
+EnvValue = Annotated[str, Sensitive()]
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d+)$")
 
@@ -47,8 +218,8 @@ _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]
 def split_host_port(value: str) -> tuple[str, int]:
     """Split "host:port" or "[v6]:port"; raise ValueError with a usable message."""
     match = _HOST_PORT.match(value)
-    if match is None or not 0 <= int(match.group("port")) <= 65535:
-        raise ValueError(f'expected "host:port" (e.g. "127.0.0.1:9310"), got {value!r}')
+    if match is None or len(match.group("port")) > 5 or not 0 <= int(match.group("port")) <= 65535:
+        raise ValueError(f'expected "host:port" (e.g. "127.0.0.1:9310"), got {value[:80]!r}')
     return match.group("v6") or match.group("host"), int(match.group("port"))
 
 
@@ -69,7 +240,7 @@ def signal_name(value: object) -> str:
     name = value.strip().upper()
     name = name if name.startswith("SIG") else f"SIG{name}"
     if name not in signal.Signals.__members__:
-        raise ValueError(f'unknown signal {value!r} (use e.g. "TERM", "INT", "QUIT", "HUP")')
+        raise ValueError(f'unknown signal {value[:32]!r} (use e.g. "TERM", "INT", "QUIT", "HUP")')
     return name
 
 
@@ -77,18 +248,18 @@ SignalName = Annotated[str, BeforeValidator(signal_name)]
 
 
 class Model(BaseModel):
-    """Frozen, and unknown keys are errors."""
+    """Frozen and strict; unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class BackoffConfig(Model):
     """Delays between consecutive restarts (see `supervision.policy.backoff_delay`)."""
 
-    initial: PositiveDuration = 1.0
-    factor: float = Field(2.0, ge=1.0, le=100.0)
-    max: PositiveDuration = 300.0
-    jitter: float = Field(0.1, ge=0.0, lt=1.0)
+    initial: Annotated[float, Seconds(0, HOUR, low_open=True)] = 1.0
+    factor: Annotated[float, Between(1, 100)] = 2.0
+    max: Annotated[float, Seconds(0, DAY, low_open=True)] = 300.0
+    jitter: Fraction = 0.1
 
     @model_validator(mode="after")
     def _max_not_below_initial(self) -> Self:
@@ -103,8 +274,12 @@ class BackoffConfig(Model):
 class IntensityConfig(Model):
     """More than `max_restarts` restarts within `within` make a resource FATAL."""
 
-    max_restarts: int = Field(10, ge=1)
-    within: PositiveDuration = 300.0
+    max_restarts: Count = 10
+    within: Annotated[float, Seconds(0, WEEK, low_open=True)] = 300.0
+
+
+ResetAfter = Annotated[float, Seconds(0, WEEK)]
+FatalRetry = Annotated[float, Seconds(0, WEEK, low_open=True)]
 
 
 class RestartConfig(Model):
@@ -112,9 +287,9 @@ class RestartConfig(Model):
 
     policy: Literal["always", "on-failure", "never"] = "always"
     backoff: BackoffConfig = BackoffConfig()
-    reset_after: Duration = 600.0
+    reset_after: ResetAfter = 600.0
     intensity: IntensityConfig = IntensityConfig()
-    fatal_retry: PositiveDuration | None = None
+    fatal_retry: FatalRetry | None = None
 
     @property
     def fatal_retry_after(self) -> float:
@@ -133,15 +308,15 @@ class RestartConfig(Model):
 
 
 class BackoffOverrides(Model):
-    initial: PositiveDuration | None = None
-    factor: float | None = Field(None, ge=1.0, le=100.0)
-    max: PositiveDuration | None = None
-    jitter: float | None = Field(None, ge=0.0, lt=1.0)
+    initial: Annotated[float, Seconds(0, HOUR, low_open=True)] | None = None
+    factor: Annotated[float, Between(1, 100)] | None = None
+    max: Annotated[float, Seconds(0, DAY, low_open=True)] | None = None
+    jitter: Fraction | None = None
 
 
 class IntensityOverrides(Model):
-    max_restarts: int | None = Field(None, ge=1)
-    within: PositiveDuration | None = None
+    max_restarts: Count | None = None
+    within: Annotated[float, Seconds(0, WEEK, low_open=True)] | None = None
 
 
 class RestartOverrides(Model):
@@ -149,22 +324,22 @@ class RestartOverrides(Model):
 
     policy: Literal["always", "on-failure", "never"] | None = None
     backoff: BackoffOverrides | None = None
-    reset_after: Duration | None = None
+    reset_after: ResetAfter | None = None
     intensity: IntensityOverrides | None = None
-    fatal_retry: PositiveDuration | None = None
+    fatal_retry: FatalRetry | None = None
 
 
 class ProbeBase(Model):
     exec: Command | None = None
-    http: str | None = None
+    http: Annotated[str, StringConstraints(max_length=2048)] | None = None
     tcp: Annotated[str, AfterValidator(host_port)] | None = None
-    timeout: PositiveDuration = 2.0
+    timeout: Annotated[float, Seconds(0, HOUR, low_open=True)] = 2.0
 
     @field_validator("http")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+            raise ValueError(f"expected an http:// or https:// URL, got {value[:80]!r}")
         return value
 
     @model_validator(mode="after")
@@ -182,17 +357,20 @@ class ProbeBase(Model):
         return "http" if self.http is not None else "tcp"
 
 
+Failures = Annotated[int, Between(1, 1000)]
+
+
 class HealthProbeConfig(ProbeBase):
     """A periodic check while RUNNING; `failures` consecutive failures restart the resource."""
 
-    interval: PositiveDuration = 5.0
-    failures: int = Field(3, ge=1)
+    interval: Interval = 5.0
+    failures: Failures = 3
 
 
 class StartupProbeConfig(ProbeBase):
     """A readiness gate: STARTING becomes RUNNING once this probe first succeeds."""
 
-    interval: PositiveDuration = 0.5
+    interval: Annotated[float, Seconds(0, HOUR, low_open=True)] = 0.5
 
 
 # Fields a running resource takes in place (supervision settings, probes, ordering);
@@ -213,24 +391,6 @@ IN_PLACE_FIELDS = frozenset(
 )
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(value: object) -> int:
-    """Bytes from 1048576, "512k", "512m", "1.5g" or "2GiB" (binary units)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return value
-    if isinstance(value, str) and (match := _SIZE.match(value.strip())):
-        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-    raise ValueError(f'expected a size such as "512m", "2g" or a number of bytes, got {value!r}')
-
-
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
-
-
 def engine_url(value: str | None) -> str | None:
     """A Docker engine URL: unix:///path, or tcp|http|https://host:port."""
     if value is None:
@@ -238,11 +398,11 @@ def engine_url(value: str | None) -> str | None:
     hint = 'expected an engine URL such as "unix:///var/run/docker.sock" or "tcp://10.0.0.5:2376"'
     match = re.match(r"^(unix|tcp|http|https)://(.+)$", value)
     if match is None:
-        raise ValueError(f"{hint}, got {value!r}")
+        raise ValueError(f"{hint}, got {value[:80]!r}")
     if match.group(1) != "unix":
         host, _, port = match.group(2).rstrip("/").rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{hint} (host:port with a port number), got {value!r}")
+        if not host or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
+            raise ValueError(f"{hint} (host:port with a port number), got {value[:80]!r}")
     return value
 
 

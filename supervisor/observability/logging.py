@@ -11,6 +11,7 @@ import sys
 from typing import TextIO
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 from supervisor.supervision.states import Transition
 
@@ -30,8 +31,11 @@ def configure_logging(
     """Configure structlog once, at the composition root."""
     stream = stream or sys.stderr
     console = log_format == "console" or (log_format == "auto" and stream.isatty())
+    # Tracebacks never carry frame locals: a local can hold a token or a PSK.
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         if console
         else structlog.processors.JSONRenderer()
     )
@@ -41,7 +45,9 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if not console:
-        processors += [structlog.processors.dict_tracebacks]
+        processors += [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        ]
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

@@ -428,7 +428,7 @@ class DeephavenResource:
         if config.auth_type == "Anonymous":
             return ""
         if config.token is not None:
-            return config.token
+            return config.token.get_secret_value()
         if config.token_env is not None:
             value = os.environ.get(config.token_env, "")
             if not value:

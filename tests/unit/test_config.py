@@ -65,7 +65,10 @@ def test_defaults_apply_and_overrides_merge_key_by_key() -> None:
             "[daemon]\nshutdown_timeout = '5 fortnights'",
             "daemon.shutdown_timeout: invalid duration",
         ),
-        ("[daemon]\nshutdown_timeout = 0", "daemon.shutdown_timeout: must be greater than zero"),
+        (
+            "[daemon]\nshutdown_timeout = 0",
+            "daemon.shutdown_timeout: must be more than 0s and at most 1d",
+        ),
         ("[daemon]\nhttp = 'localhost'", 'daemon.http: expected "host:port"'),
         ("[daemon]\nhttp = '127.0.0.1:99999'", 'daemon.http: expected "host:port"'),
         (
@@ -74,7 +77,7 @@ def test_defaults_apply_and_overrides_merge_key_by_key() -> None:
         ),
         (
             "[defaults.restart]\nbackoff = { factor = 0.5 }",
-            "defaults.restart.backoff.factor: Input should be greater than or equal to 1",
+            "defaults.restart.backoff.factor: must be between 1 and 100",
         ),
         ("[defaults.restart]\nbackoff = { jitter = 1.5 }", "defaults.restart.backoff.jitter"),
         (

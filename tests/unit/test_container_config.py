@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from supervisor.config.container import MIN_MEMORY, ContainerConfig, parse_size
+from supervisor.config.container import MIN_MEMORY, ContainerConfig
+from supervisor.config.types import parse_size
 
 
 def container(**fields: Any) -> ContainerConfig:

@@ -112,7 +112,7 @@ def test_heap_parsing_accepts_only_the_documented_forms(text: str) -> None:
             {"launch": "python", "auth": "basic", "token": "u:p"},
             ": auth: a launched server supports",
         ),
-        ({"port": 1, "liveness": {"failures": 0}}, "liveness.failures: Input should be greater"),
+        ({"port": 1, "liveness": {"failures": 0}}, "liveness.failures: must be between 1 and 1000"),
         ({"port": 1, "colour": "red"}, "colour: Extra inputs are not permitted"),
     ],
 )
