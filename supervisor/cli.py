@@ -219,13 +219,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         trio.run(lambda: run_daemon(config, config_path=path))
     except* (ConfigError, ApiBindError, StateDirError) as group:
-        failures.extend(group.exceptions)
+        failures.extend(leaves(group))
     for failure in failures:
         if isinstance(failure, ConfigError):
             print_problems(failure, "cannot start")
         else:
             print(f"cannot start: {failure}", file=sys.stderr)
     return EXIT_FAILURE if failures else EXIT_OK
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside a (nested) exception group: the causes a person can act on."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def connect(args: argparse.Namespace) -> Client:

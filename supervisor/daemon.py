@@ -22,11 +22,13 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from supervisor import __version__
+from supervisor.api.edge import Limits
 from supervisor.api.server import ApiServer, serve_api
 from supervisor.config.diff import ReloadPlan
 from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
+from supervisor.errors import NoCredentialsError, NotRunningError, ResourceNotFoundError
 from supervisor.launchers.docker_engines import DockerEngines
 from supervisor.launchers.docker_sdk import DockerError
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
@@ -141,15 +143,23 @@ class Daemon:
     def snapshots(self) -> list[Snapshot]:
         return [sup.snapshot() for sup in self.supervisors.values()]
 
-    def credentials(self, name: str) -> dict[str, Any] | None:
-        resource = self.supervisors[name].resource
+    def _supervisor(self, name: str) -> ResourceSupervisor:
+        try:
+            return self.supervisors[name]
+        except KeyError:
+            raise ResourceNotFoundError(f"no resource named {name!r}") from None
+
+    def credentials(self, name: str) -> dict[str, Any]:
+        resource = self._supervisor(name).resource
         if not isinstance(resource, DeephavenResource):
-            raise LookupError(f"{name} is a {resource.kind} resource: it has no credentials")
+            raise NoCredentialsError(f"{name} is a {resource.kind} resource: it has no credentials")
         creds = resource.credentials()
-        return None if creds is None else creds.to_json()
+        if creds is None:
+            raise NotRunningError(f"{name} is not running: no credentials yet")
+        return creds.to_json()
 
     def command(self, name: str, action: str) -> Snapshot:
-        sup = self.supervisors[name]
+        sup = self._supervisor(name)
         {"start": sup.start, "stop": sup.stop, "restart": sup.restart}[action]()
         log.info("operator_command", resource=name, action=action)
         return sup.snapshot()
@@ -299,6 +309,11 @@ class Daemon:
                     socket_path=daemon_config.socket_path,
                     http=daemon_config.http,
                     token=token,
+                    limits=Limits(
+                        connections=daemon_config.limits.connections,
+                        streams=daemon_config.limits.streams,
+                        header_timeout=daemon_config.limits.header_timeout,
+                    ),
                 )
             )
             self.api_bound.set()

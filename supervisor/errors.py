@@ -2,6 +2,16 @@
 
     SupervisorError
     ├── ConfigError                 a config file that cannot be used (carries every problem)
+    ├── NotFoundError               no such thing (the API answers 404)
+    │   ├── ResourceNotFoundError       no resource of that name
+    │   ├── EnvironmentNotFoundError    no environment of that name
+    │   ├── NoCredentialsError          the resource's kind has no credentials
+    │   └── SessionNotFoundError        (also a SessionError, below)
+    ├── ConflictError               the request does not fit the current state (409)
+    │   ├── NotRunningError             it needs a running resource
+    │   └── SessionBusyError            (also a SessionError, below)
+    ├── ReloadUnavailableError      the daemon was given no file to reload from
+    ├── DaemonStoppingError         refused because the daemon is shutting down
     ├── ResourceError               something went wrong with one managed resource
     │   ├── StartError              the resource could not be started
     │   │   └── MisconfiguredError  ...and retrying cannot help (bad user, bad settings)
@@ -20,13 +30,15 @@
     │   │   └── EnvironmentOfflineError the environment is not (or no longer) serving
     │   └── SessionError            a session id that cannot be used
     │       ├── SessionNotFoundError    no such session
-    │       └── SessionExpiredError     its TTL or lease ran out; the daemon ended it
+    │       ├── SessionExpiredError     its TTL or lease ran out; the daemon ended it
+    │       └── SessionBusyError        not in progress right now (being set up or released)
     └── ClientError                 the API client could not get an answer
         ├── DaemonUnavailableError  nothing answers at the socket or URL
         └── RequestError            the daemon answered with an error (code, message)
 
 Misuse of the Python API (wrong types, calling in the wrong state) raises built-in
-exceptions instead.
+exceptions instead. `api.errors` maps every error the API can meet to one status and
+code (a test checks that none is missing).
 """
 
 from __future__ import annotations
@@ -58,6 +70,38 @@ class ConfigError(SupervisorError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class NotFoundError(SupervisorError):
+    """What was asked for does not exist."""
+
+
+class ResourceNotFoundError(NotFoundError):
+    """No resource has this name."""
+
+
+class EnvironmentNotFoundError(NotFoundError):
+    """No environment has this name."""
+
+
+class NoCredentialsError(NotFoundError):
+    """The resource exists but its kind has no credentials to hand out."""
+
+
+class ConflictError(SupervisorError):
+    """The request is valid but does not fit the current state."""
+
+
+class NotRunningError(ConflictError):
+    """The resource must be running for this (retry once it is)."""
+
+
+class ReloadUnavailableError(SupervisorError):
+    """The daemon was given a config object, not a file: there is nothing to re-read."""
+
+
+class DaemonStoppingError(SupervisorError):
+    """The daemon is shutting down and takes no new work."""
 
 
 class ResourceError(SupervisorError):
@@ -154,12 +198,16 @@ class SessionError(SandboxError):
     """A session id that cannot be used."""
 
 
-class SessionNotFoundError(SessionError):
+class SessionNotFoundError(SessionError, NotFoundError):
     """No session with this id exists (or it ended long ago)."""
 
 
 class SessionExpiredError(SessionError):
     """The session outlived its TTL or lease and was ended by the daemon."""
+
+
+class SessionBusyError(SessionError, ConflictError):
+    """The session is not in progress right now: it is being set up or released."""
 
 
 class ClientError(SupervisorError):

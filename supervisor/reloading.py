@@ -18,7 +18,7 @@ import trio
 
 from supervisor.config.diff import ReloadPlan, plan_reload
 from supervisor.config.schema import Config
-from supervisor.errors import ConfigError
+from supervisor.errors import ConfigError, ReloadUnavailableError
 from supervisor.observability.metrics import Metrics
 from supervisor.systemd import Notifier
 
@@ -80,7 +80,7 @@ class Reloader:
                 await self.reload(dry_run=False)
             except ConfigError:
                 pass  # logged and counted by reload()
-            except NotImplementedError as exc:
+            except ReloadUnavailableError as exc:
                 log.warning("reload_unavailable", detail=str(exc))
             except Exception:
                 # A bug must not take the daemon down with the reloader: count it, say so.
@@ -91,7 +91,7 @@ class Reloader:
 
     def _read(self) -> Config:
         if self._loader is None:
-            raise NotImplementedError(
+            raise ReloadUnavailableError(
                 "this daemon was given a config object, not a file: nothing to reload"
             )
         return self._loader()
@@ -116,7 +116,7 @@ class Reloader:
                 if not dry_run:
                     await self._refused(exc)
                 raise
-            except NotImplementedError:
+            except ReloadUnavailableError:
                 if not dry_run:
                     await daemon.notifier.send(READY=1)
                 raise

@@ -106,11 +106,12 @@ class StateDir:
 
     def forget(self, pid: int) -> None:
         """The process was reaped: drop its record."""
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                (self.procs / f"{pid}.json").unlink()
-            except OSError as exc:
-                self._report(exc)
+        try:
+            (self.procs / f"{pid}.json").unlink()
+        except FileNotFoundError:
+            pass  # never recorded (it exited at once), or already forgotten
+        except OSError as exc:
+            self._report(exc)
 
     def records(self) -> Iterator[ProcessRecord]:
         """Every record on disk; unreadable or partial files are skipped (and removed)."""

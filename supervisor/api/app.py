@@ -3,7 +3,8 @@
 The app knows nothing of supervisors or launchers: the daemon implements `Control`. One
 app is built per listener: the unix socket (trusted by file permissions) and TCP (where
 `/v1` needs the bearer token; `/metrics`, `/healthz` and `/readyz` stay open so
-Prometheus and load balancers need no secret). Every error has one shape:
+Prometheus and load balancers need no secret). Handlers take validated requests
+(`api.requests`) and raise domain errors, which `api.errors` maps to one answer shape:
 `{"error": {"code", "message", "retryable"}}`.
 """
 
@@ -12,20 +13,28 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import trio
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from supervisor.api.responses import ApiError, error_response, read_json
+from supervisor.api.edge import BodyLimit, StreamSlots
+from supervisor.api.errors import EXCEPTION_HANDLERS, ApiError, error_response
+from supervisor.api.requests import (
+    MAX_JSON_BODY,
+    Empty,
+    ReloadRequest,
+    parse_body,
+    query_bool,
+    query_int,
+)
 from supervisor.api.sandboxes import Sandboxes, sandbox_routes
-from supervisor.errors import ConfigError
+from supervisor.errors import DaemonStoppingError, ResourceNotFoundError
 from supervisor.supervision.settings import Snapshot
 from supervisor.supervision.states import Transition
 
@@ -50,49 +59,24 @@ class Control(Protocol):
     @property
     def events(self) -> EventSource: ...
     def snapshots(self) -> Sequence[Snapshot]: ...
-    def credentials(self, name: str) -> dict[str, Any] | None:
-        """How to connect to `name` (None: not running); KeyError if no such resource,
-        LookupError if its kind has no credentials."""
+    def credentials(self, name: str) -> dict[str, Any]:
+        """How to connect to `name`.
+
+        Raises:
+            ResourceNotFoundError, NoCredentialsError, NotRunningError.
+        """
 
     def command(self, name: str, action: str) -> Snapshot:
-        """Apply start/stop/restart to `name`; KeyError if there is no such resource."""
+        """Apply start/stop/restart to `name` (ResourceNotFoundError if unknown)."""
 
     async def reload(self, *, dry_run: bool) -> dict[str, Any]:
-        """Reload the config; ConfigError if invalid, NotImplementedError if unsupported."""
+        """Reload the config (ConfigError if invalid, ReloadUnavailableError if there is
+        no file)."""
 
     async def render_metrics(self) -> bytes: ...
     @property
     def sandboxes(self) -> Sandboxes | None:
         """The environments and sessions, or None when the daemon serves none."""
-
-
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    422: "unprocessable",
-    501: "not_implemented",
-    503: "unavailable",
-}
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = exc.code if isinstance(exc, ApiError) else _CODES.get(exc.status_code, "error")
-    retryable = exc.retryable if isinstance(exc, ApiError) else exc.status_code == 503
-    message = exc.detail
-    if exc.status_code == 404 and not isinstance(exc, ApiError):
-        message = f"no such endpoint: {request.method} {request.url.path}"
-    elif exc.status_code == 405 and not isinstance(exc, ApiError):
-        message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(exc.status_code, code, message, retryable=retryable, headers=exc.headers)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    return error_response(500, "internal", f"internal error: {type(exc).__name__}", retryable=True)
 
 
 def resource_json(snap: Snapshot) -> dict[str, Any]:
@@ -123,33 +107,22 @@ def resource_routes(control: Control) -> list[Route]:
         for snap in control.snapshots():
             if snap.name == name:
                 return JSONResponse(resource_json(snap))
-        raise ApiError(404, "not_found", f"no resource named {name!r}")
+        raise ResourceNotFoundError(f"no resource named {name[:100]!r}")
 
     async def credentials(request: Request) -> Response:
-        name = request.path_params["name"]
-        try:
-            creds = control.credentials(name)
-        except KeyError:
-            raise ApiError(404, "not_found", f"no resource named {name!r}") from None
-        except LookupError as exc:
-            raise ApiError(404, "no_credentials", str(exc)) from None
-        if creds is None:
-            raise ApiError(
-                409, "not_running", f"{name} is not running: no credentials yet", retryable=True
-            )
+        creds = control.credentials(request.path_params["name"])
         return JSONResponse(creds, headers={"cache-control": "no-store"})
 
     async def act(request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
         if action not in ACTIONS:
             raise ApiError(
-                404, "not_found", f"unknown action {action!r} (use one of: {', '.join(ACTIONS)})"
+                404,
+                "not_found",
+                f"unknown action {action[:40]!r} (use one of: {', '.join(ACTIONS)})",
             )
-        await read_json(request)
-        try:
-            snap = control.command(name, action)
-        except KeyError:
-            raise ApiError(404, "not_found", f"no resource named {name!r}") from None
+        await parse_body(request, Empty)
+        snap = control.command(name, action)
         return JSONResponse(
             {"name": name, "action": action, "state": snap.state.value}, status_code=202
         )
@@ -168,9 +141,12 @@ def build_app(
     token: bytes | None = None,
     tcp: bool = False,
     closing: trio.Event | None = None,
+    streams: StreamSlots | None = None,
 ) -> ASGIApp:
-    """The API app for one listener; `tcp=True` guards /v1 with `token`."""
+    """The API app for one listener; `tcp=True` guards /v1 with `token`; long-lived
+    streams take a slot of `streams`."""
     closing = trio.Event() if closing is None else closing
+    streams = StreamSlots(128) if streams is None else streams
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -188,46 +164,25 @@ def build_app(
         )
 
     async def reload(request: Request) -> Response:
-        body = await read_json(request)
-        dry_run = body.get(
-            "dry_run", request.query_params.get("dry_run", "") in ("1", "true", "yes")
-        )
-        if not isinstance(dry_run, bool):
-            raise ApiError(422, "unprocessable", "dry_run must be true or false")
+        body = await parse_body(request, ReloadRequest)
+        dry_run = body.dry_run or bool(query_bool(request, "dry_run"))
         if control.is_stopping:
-            raise ApiError(503, "stopping", "the daemon is stopping", retryable=False)
-        try:
-            plan = await control.reload(dry_run=dry_run)
-        except ConfigError as exc:
-            problems = [{"path": p.path, "message": p.message} for p in exc.problems]
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "invalid_config",
-                        "message": str(exc),
-                        "retryable": False,
-                        "problems": problems,
-                    }
-                },
-                status_code=422,
-            )
-        except NotImplementedError as exc:
-            raise ApiError(501, "not_implemented", str(exc)) from None
-        return JSONResponse(plan)
+            raise DaemonStoppingError("the daemon is stopping")
+        return JSONResponse(await control.reload(dry_run=dry_run))
 
     async def events(request: Request) -> Response:
-        raw = request.query_params.get("since", request.headers.get("last-event-id"))
         source = control.events
-        if raw is None:
-            since = source.last_seq
-        elif raw.isdigit():
-            since = int(raw)
-        else:
-            raise ApiError(400, "bad_request", f"since must be a non-negative integer, got {raw!r}")
+        since = query_int(request, "since")
+        if since is None and (resume := request.headers.get("last-event-id")) is not None:
+            if not resume.isascii() or not resume.isdigit() or len(resume) > 19:
+                raise ApiError(400, "bad_request", "Last-Event-ID: expected a sequence number")
+            since = int(resume)
+        release = streams.take()
         return _ClosingStream(
-            _event_stream(source, since, closing),
+            _event_stream(source, source.last_seq if since is None else since, closing),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            on_close=release,
         )
 
     app = Starlette(
@@ -240,9 +195,10 @@ def build_app(
             Route("/v1/events", events, methods=["GET"]),
             *(sandbox_routes(control.sandboxes) if control.sandboxes is not None else ()),
         ],
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers=EXCEPTION_HANDLERS,
     )
-    return _BearerGuard(app, token) if tcp else app
+    guarded = _BearerGuard(app, token) if tcp else app
+    return BodyLimit(guarded, lambda scope: MAX_JSON_BODY)
 
 
 def _sse(event: str, data: dict[str, Any], seq: int | None = None) -> bytes:
@@ -255,6 +211,13 @@ async def _event_stream(
 ) -> AsyncIterator[bytes]:
     """Replay from the ring, then follow live; resume from the ring if cut off as too slow."""
     last = since
+    if since > source.last_seq:
+        # From a previous run of the daemon (its sequence starts again at 1): say so, and
+        # give this run's events from the start.
+        kept, _ = source.replay(0)
+        first = kept[0].seq if kept else source.last_seq + 1
+        yield _sse("gap", {"since": since, "first_available": first, "reset": True})
+        last = 0
     while not closing.is_set():
         async with source.subscribe() as live:
             kept, gap = source.replay(last)
@@ -285,16 +248,22 @@ async def _event_stream(
 
 
 class _ClosingStream(StreamingResponse):
-    """A streaming response that closes its generator when the client goes away.
+    """A streaming response that closes its generator when the client goes away, and
+    gives back its stream slot.
 
     Starlette abandons the body iterator on disconnect; an async generator left to the
     garbage collector may never run its cleanup (here: leaving the bus subscription).
     """
 
+    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
+            self._on_close()
             closer = getattr(self.body_iterator, "aclose", None)
             if closer is not None:
                 with trio.CancelScope(shield=True):

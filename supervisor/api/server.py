@@ -1,9 +1,10 @@
-"""Serve the API with hypercorn on trio: the unix control socket and, if configured, TCP.
+"""Serve the API on trio: the unix control socket and, if configured, TCP.
 
-We bind the sockets ourselves and hand hypercorn their file descriptors, so that: a stale
-socket file is removed but a live daemon's socket is never stolen; the socket has mode
-0660 from the first instant; `http = "127.0.0.1:0"` works (tests learn the real port);
-and the socket file is removed at exit (hypercorn leaves it behind).
+We bind the sockets ourselves, so that: a stale socket file is removed but a live
+daemon's socket is never stolen; the socket has mode 0660 from the first instant;
+`http = "127.0.0.1:0"` works (tests learn the real port); and the socket file is
+removed at exit (hypercorn leaves it behind). Each listener then runs under its own
+limits (`api.edge`), so a flood on TCP never touches the control socket.
 """
 
 from __future__ import annotations
@@ -18,14 +19,11 @@ from functools import partial
 from pathlib import Path
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from supervisor.api.app import Control, build_app
+from supervisor.api.edge import Limits, Listener, StreamSlots
 from supervisor.config.schema import split_host_port
 from supervisor.errors import SupervisorError
-
-GRACEFUL_TIMEOUT = 5.0
 
 
 class ApiBindError(SupervisorError):
@@ -39,6 +37,7 @@ class ApiServer:
     socket_path: Path | None = None
     http_address: tuple[str, int] | None = None
     closing: trio.Event = field(default_factory=trio.Event)
+    listeners: list[Listener] = field(default_factory=list)
 
     def close(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), end event streams."""
@@ -98,39 +97,40 @@ async def serve_api(
     socket_path: Path | None,
     http: str | None,
     token: bytes | None,
+    limits: Limits | None = None,
     task_status: trio.TaskStatus[ApiServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `ApiServer.close()`; `started(server)` once every listener is bound."""
+    limits = Limits() if limits is None else limits
     server = ApiServer()
-    listeners: list[tuple[socket.socket, bool]] = []
+    bound: list[tuple[socket.socket, bool]] = []
     try:
         if socket_path is not None:
-            listeners.append((bind_unix(socket_path), False))
+            bound.append((bind_unix(socket_path), False))
             server.socket_path = socket_path
         if http is not None:
             sock = bind_tcp(http)
-            listeners.append((sock, True))
+            bound.append((sock, True))
             host, port = sock.getsockname()[:2]
             server.http_address = (host, port)
     except BaseException:
-        for sock, _ in listeners:
+        for sock, _ in bound:
             sock.close()
         raise
     try:
         async with trio.open_nursery() as nursery:
-            for sock, tcp in listeners:
-                config = HypercornConfig()
-                config.bind = [f"fd://{sock.detach()}"]
-                config.graceful_timeout = GRACEFUL_TIMEOUT
-                config.accesslog = None
-                config.errorlog = None
-                config.keep_alive_timeout = 75.0
-                app = build_app(control, token=token, tcp=tcp, closing=server.closing)
-                await nursery.start(
-                    partial(serve, app, config, shutdown_trigger=server.closing.wait)  # type: ignore[arg-type]
+            for sock, tcp in bound:
+                streams = StreamSlots(limits.streams)
+                app = build_app(
+                    control, token=token, tcp=tcp, closing=server.closing, streams=streams
                 )
+                listener = Listener(sock, app, limits, "tcp" if tcp else "unix")
+                server.listeners.append(listener)
+                await nursery.start(partial(listener.serve, server.closing))
             task_status.started(server)
     finally:
+        for sock, _ in bound:
+            sock.close()
         if server.socket_path is not None:  # ours: bound above, so ours to remove
             with contextlib.suppress(FileNotFoundError):
                 server.socket_path.unlink()

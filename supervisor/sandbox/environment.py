@@ -91,7 +91,7 @@ class Environment:
     @property
     def nursery(self) -> trio.Nursery:
         if self._nursery is None:
-            raise RuntimeError(f"environment {self.name} is not running")
+            raise EnvironmentOfflineError(f"environment {self.name} is not running")
         return self._nursery
 
     # -- hooks called by sandboxes -----------------------------------------------------

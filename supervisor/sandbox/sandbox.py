@@ -30,6 +30,7 @@ import trio
 from supervisor.errors import (
     FeatureTeardownError,
     SandboxStateError,
+    SessionBusyError,
     SessionTeardownError,
 )
 from supervisor.sandbox import watchdog
@@ -191,7 +192,8 @@ class Sandbox:
         `setup_session` was attempted, shutdown, and the error re-raised (rule 5).
         """
         if self.status is not S.ACQUIRED or self.session is not None:
-            raise RuntimeError(f"sandbox {self.id} is {self.status}; acquire it first")
+            # It broke (or was shut down) between being handed out and this call.
+            raise SandboxStateError(f"sandbox {self.id} is {self.status}, not acquired")
         started = trio.current_time()
         self.session = session
         if self.prepared and not self._closing:
@@ -246,7 +248,7 @@ class Sandbox:
 
     def _require(self, session: Session) -> Instance:
         if self.session is not session or self.status is not S.IN_SESSION:
-            raise RuntimeError(f"session {session.id} is not in progress on {self.id}")
+            raise SessionBusyError(f"session {session.id} is not in progress on {self.id}")
         assert self.instance is not None
         return self.instance
 

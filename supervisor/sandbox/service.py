@@ -22,6 +22,7 @@ from supervisor.config.environment import EnvironmentConfig
 from supervisor.errors import (
     ConfigError,
     ConfigProblem,
+    EnvironmentNotFoundError,
     EnvironmentOfflineError,
     SandboxStateError,
     SessionExpiredError,
@@ -146,8 +147,15 @@ class SandboxService:
         return [env.stats() for env in self.environments.values()]
 
     def environment(self, name: str) -> Environment:
-        """Raises KeyError for an unknown name."""
-        return self.environments[name]
+        """The environment `name`.
+
+        Raises:
+            EnvironmentNotFoundError: no such environment (or it could not be built).
+        """
+        try:
+            return self.environments[name]
+        except KeyError:
+            raise EnvironmentNotFoundError(f"no environment named {name!r}") from None
 
     def session(self, session_id: str) -> Session:
         """The live session `session_id`.
@@ -188,10 +196,10 @@ class SandboxService:
         idempotency key got (and False).
 
         Raises:
-            KeyError: no such environment.
+            EnvironmentNotFoundError: no such environment.
             AcquireError: overloaded, in an outage or offline.
         """
-        env = self.environments[env_name]
+        env = self.environment(env_name)
         key = (env_name, idempotency_key) if idempotency_key else None
         if key is not None:
             while (known := self._idempotent.get(key)) is not None:
@@ -250,7 +258,9 @@ class SandboxService:
         raised: the client must acquire a new session.
         """
         session = self.session(session_id)
-        env = self.environments[session.environment]
+        env = self.environments.get(session.environment)
+        if env is None:
+            raise EnvironmentOfflineError(f"environment {session.environment} is gone")
         try:
             if command is not None:
                 return await session.exec(command, timeout=timeout)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import signal
@@ -44,26 +46,52 @@ stop_timeout = "1s"
         assert not alive(frozen)  # SIGKILL reaches a stopped process
 
 
-async def test_the_api_stays_responsive_under_a_thousand_slow_clients(tmp_path: Path) -> None:
-    """1,000 connections that never finish their request do not stall the API or supervision."""
+async def test_a_thousand_slow_clients_are_capped_and_cut_off(tmp_path: Path) -> None:
+    """1,000 connections that never finish their request head: past the listener's cap a
+    new connection gets a prompt 503 (not a hang), a connection opened before keeps
+    working, supervision is not slowed, and the slow ones are cut off at the header
+    timeout, after which new connections are served again."""
     resources = '[resources.s]\nkind = "process"\ncommand = ["sleep", "1000"]\n'
-    async with running(tmp_path, resources) as daemon, unix(daemon) as client:
+    limits = "limits = { connections = 512, streams = 128, header_timeout = \"2s\" }\n"
+    async with running(tmp_path, resources, daemon_extra=limits) as daemon, unix(daemon) as client:
         assert daemon.api is not None
         assert daemon.api.socket_path is not None
+        assert (await client.get("/healthz")).status_code == 200  # opens its connection
         slow = []
         try:
             for _ in range(1000):
                 stream = await trio.open_unix_socket(str(daemon.api.socket_path))
-                await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: daemon\r\n")  # never ends
                 slow.append(stream)
+                with contextlib.suppress(trio.BrokenResourceError):  # refused past the cap
+                    await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: d\r\n")  # never ends
             with trio.fail_after(5):
-                assert (await client.get("/healthz")).status_code == 200
+                assert (await client.get("/healthz")).status_code == 200  # kept alive
+            answer = b""
+            with trio.fail_after(10):  # refusals of the flood itself may still be lingering
+                while not answer:
+                    fresh = await trio.open_unix_socket(str(daemon.api.socket_path))
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await fresh.send_all(b"GET /healthz HTTP/1.1\r\nHost: d\r\n\r\n")
+                        answer = await fresh.receive_some(4096)
+                    await fresh.aclose()
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert b"too_many_connections" in answer
             sup = daemon.supervisors["s"]
             pid = sup.snapshot().pid
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
             with trio.fail_after(5):
                 await sup.wait_for(lambda s: s.state is State.RUNNING and s.restarts == 1)
+            # The header timeout closes every slow connection the daemon accepted.
+            accepted = slow[:512]
+            with trio.fail_after(30):
+                for stream in accepted:
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        while await stream.receive_some(4096):
+                            pass
+            with trio.fail_after(10):
+                async with unix(daemon) as again:
+                    assert (await again.get("/healthz")).status_code == 200
         finally:
             for stream in slow:
                 await stream.aclose()

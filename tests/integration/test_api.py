@@ -45,10 +45,11 @@ async def running(
     token: str | None = None,
     history: int = 10_000,
     state_dir: Path | None = None,
+    daemon_extra: str = "",
 ) -> AsyncIterator[Daemon]:
     """A daemon in this process, on a private socket, state dir and ephemeral port."""
     state = state_dir or tmp_path / "state"
-    daemon_toml = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{state}"\n'
+    daemon_toml = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{state}"\n{daemon_extra}'
     if token is not None:
         (tmp_path / "token").write_text(token + "\n")
         daemon_toml += f'api_token_file = "{tmp_path}/token"\n'
@@ -164,6 +165,7 @@ async def test_restart_is_accepted_and_happens(tmp_path: Path) -> None:
         ("POST", "/v1/reload", b"x" * (2 << 20), 413, "body_too_large"),
         ("GET", "/v1/events?since=-3", None, 400, "bad_request"),
         ("POST", "/v1/reload", b"{}", 501, "not_implemented"),
+        ("POST", "/v1/reload", b'{"dry_run": true, "x": 1}', 422, "unprocessable"),
     ],
 )
 async def test_errors_have_one_shape(
@@ -177,7 +179,8 @@ async def test_errors_have_one_shape(
             with httpx.Client(
                 transport=httpx.HTTPTransport(uds=str(daemon.api.socket_path)), base_url="http://d"
             ) as client:  # type: ignore[union-attr]
-                return client.request(method, path, content=body)
+                headers = {"content-type": "application/json"} if body is not None else {}
+                return client.request(method, path, content=body, headers=headers)
 
         response = await trio.to_thread.run_sync(call)
         assert response.status_code == status, response.text

@@ -210,7 +210,9 @@ async def test_bad_requests_get_clear_4xx(tmp_path: Path) -> None:
         for body in ({}, {"command": "ls"}, {"command": []}, {"command": ["ls"], "script": "x"}):
             answer = await client.post(f"/v1/sessions/{sid}/exec", json=body)
             assert answer.status_code == 422, body
-        assert (await client.post(f"/v1/sessions/{sid}/exec", content=b"{oops")).status_code == 400
+        json_type = {"content-type": "application/json"}
+        oops = await client.post(f"/v1/sessions/{sid}/exec", content=b"{oops", headers=json_type)
+        assert oops.status_code == 400
         listed = (await client.get("/v1/environments")).json()["environments"]
         assert listed[0]["name"] == "box"
         assert listed[0]["active_sessions"] == 1
@@ -350,7 +352,7 @@ async def test_a_reload_with_a_missing_feature_plugin_is_refused(tmp_path: Path)
         )
         with pytest.raises(ConfigError) as caught:
             await daemon.reload(dry_run=False)
-        assert caught.value.problems[0].path == "environments.box"
+        assert caught.value.problems[0].path == "environments.box.features.1.entry_point"
         assert "no-such-plugin" in caught.value.problems[0].message
         assert daemon.sandbox_service.environments["box"] is env
         assert env.status.value == "ONLINE"

@@ -1,0 +1,334 @@
+"""The HTTP edge: how many connections a listener takes, how long a request head may
+take to arrive, and how big a body may be, before any route runs.
+
+hypercorn parses HTTP; we own the accept loop instead of `hypercorn.trio.serve` so that
+each listener (the unix socket, TCP) has its own cap on open connections: past it, a
+connection gets a canned 503 and is closed, at the cost of one accept and one write, so
+a flood never reaches the routes or slows supervision. Long-lived streams (events, and
+later log follow, streaming exec, MCP) take a slot of their own under a smaller cap, so
+they can never hold every connection: the rest is a reserve for short requests, which
+is what keeps the CLI working over the control socket under any number of watchers.
+
+A request head must be complete within `header_timeout` of its first byte (or of the
+connection's opening); a client trickling bytes (slowloris) is cut off then. hypercorn
+has no such timer: its keep-alive timer covers idle connections, and its `read_timeout`
+would also cut a quiet client out of a long stream. We get it by reading the
+connection's bytes ourselves in a small subclass of hypercorn's trio `TCPServer` (an
+internal class: the version is pinned in pyproject.toml, and tests/integration/
+test_api_abuse.py fails if its behaviour changes).
+
+Bodies: a declared `Content-Length` over the route's limit is answered 413 at once; a
+chunked body is counted as it streams. Either way the rest of the body is then read and
+dropped (up to `DRAIN_BYTES` / `DRAIN_SECONDS`) so the client, still sending, reads the
+413 instead of a reset connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData, Updated
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from supervisor.api.errors import ApiError, error_response
+
+log = structlog.get_logger("supervisor.api")
+
+DRAIN_BYTES = 64 << 20
+DRAIN_SECONDS = 5.0
+REJECT_LINGER = 0.25  # a refused client gets this long to read its 503 before the close
+MAX_REJECTING = 256  # refusals lingering at once; beyond, a plain close
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One listener's limits."""
+
+    connections: int = 512
+    streams: int = 128  # long-lived streams, within `connections`
+    header_timeout: float = 10.0
+    keep_alive: float = 75.0
+    graceful_timeout: float = 5.0
+
+
+@dataclass(slots=True)
+class StreamSlots:
+    """Counts a listener's long-lived streams; `take()` refuses past the cap."""
+
+    limit: int
+    open: int = 0
+
+    def take(self) -> Callable[[], None]:
+        """Claim a slot (503 if none is free); returns the function that gives it back."""
+        if self.open >= self.limit:
+            raise ApiError(
+                503,
+                "too_many_streams",
+                f"this listener already serves {self.limit} streams; retry later",
+                retryable=True,
+                headers={"retry-after": "5"},
+            )
+        self.open += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.open -= 1
+
+        return release
+
+
+def _canned(status: str, code: str, message: str, retry_after: int | None = None) -> bytes:
+    """A whole HTTP/1.1 answer with the API's error shape, for use outside any route."""
+    body = json.dumps(
+        {"error": {"code": code, "message": message, "retryable": retry_after is not None}}
+    ).encode()
+    retry = f"retry-after: {retry_after}\r\n" if retry_after is not None else ""
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{retry}"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+REJECT = _canned(
+    "503 Service Unavailable",
+    "too_many_connections",
+    "too many open connections; retry later",
+    retry_after=1,
+)
+HEAD_TIMEOUT = _canned(
+    "408 Request Timeout", "request_timeout", "the request head did not arrive in time"
+)
+
+
+class _Connection(TCPServer):
+    """hypercorn's connection handler with a deadline on every request head."""
+
+    def __init__(self, *args: Any, header_timeout: float) -> None:
+        super().__init__(*args)
+        self._header_timeout = header_timeout
+        self._idle = True
+        # A new connection must send its first request head within the timeout too.
+        self._head_deadline = trio.current_time() + header_timeout
+
+    async def protocol_send(self, event: Any) -> None:
+        if isinstance(event, Updated):
+            # idle=False: a request head is complete; idle=True: waiting for the next one,
+            # under the keep-alive timer until its first byte arrives.
+            self._idle = event.idle
+            self._head_deadline = math.inf
+        await super().protocol_send(event)
+
+    async def _read_data(self) -> None:
+        while True:
+            try:
+                with trio.fail_at(self._head_deadline):
+                    data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            except trio.TooSlowError:
+                await self._head_timed_out()
+                break
+            if self._idle and data and self._head_deadline == math.inf:
+                self._head_deadline = trio.current_time() + self._header_timeout
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
+
+    async def _head_timed_out(self) -> None:
+        # hypercorn's keep-alive timer would hold the connection open until it fires.
+        await self.idle_task.stop()
+        with (
+            trio.move_on_after(1.0),
+            contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError
+            ),
+        ):
+            async with self.send_lock:
+                await self.stream.send_all(HEAD_TIMEOUT)
+
+
+@dataclass
+class Listener:
+    """A bound socket and what it allows; `serve` runs it until `closing` is set."""
+
+    sock: socket.socket
+    app: ASGIApp
+    limits: Limits
+    name: str
+    active: int = 0
+    rejected: int = 0
+    _rejecting: int = field(default=0, repr=False)
+
+    async def serve(
+        self, closing: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        config = HypercornConfig()
+        config.keep_alive_timeout = self.limits.keep_alive
+        config.graceful_timeout = self.limits.graceful_timeout
+        config.accesslog = None
+        config.errorlog = None
+        context = WorkerContext(None)
+        wrapped = wrap_app(self.app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+        self.sock.listen(config.backlog)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptor:
+                acceptor.start_soon(self._accept, listener, connections, wrapped, config, context)
+                task_status.started()
+                await closing.wait()
+                acceptor.cancel_scope.cancel()
+            await listener.aclose()
+            await context.terminated.set()  # idle keep-alive connections close now
+            connections.cancel_scope.deadline = trio.current_time() + self.limits.graceful_timeout
+
+    async def _accept(
+        self,
+        listener: trio.SocketListener,
+        connections: trio.Nursery,
+        app: Any,
+        config: HypercornConfig,
+        context: WorkerContext,
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:  # EMFILE and friends: wait for a descriptor to free up
+                log.warning("api_accept_failed", listener=self.name, error=exc.strerror)
+                await trio.sleep(0.1)
+                continue
+            if self.active >= self.limits.connections:
+                self.rejected += 1
+                if self._rejecting < MAX_REJECTING:
+                    self._rejecting += 1
+                    connections.start_soon(self._reject, stream)
+                else:
+                    await _abort(stream)
+                continue
+            self.active += 1
+            connections.start_soon(self._run, app, config, context, stream)
+
+    async def _run(
+        self, app: Any, config: HypercornConfig, context: WorkerContext, stream: trio.SocketStream
+    ) -> None:
+        try:
+            await _Connection(
+                app, config, context, ConnectionState({}), stream,
+                header_timeout=self.limits.header_timeout,
+            ).run()  # fmt: skip
+        finally:
+            self.active -= 1
+
+    async def _reject(self, stream: trio.SocketStream) -> None:
+        try:
+            with trio.move_on_after(REJECT_LINGER):
+                await stream.send_all(REJECT)  # a fresh socket's buffer: this does not block
+                await stream.send_eof()
+                # Read what the client sent: closing with unread data would reset the
+                # connection and could destroy the answer before the client reads it.
+                while await stream.receive_some(MAX_RECV):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self._rejecting -= 1
+            await _abort(stream)
+
+
+async def _abort(stream: trio.SocketStream) -> None:
+    with trio.CancelScope(shield=True):
+        await stream.aclose()
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over the route's limit, then drain what is left."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            text = declared.decode("latin-1").strip()
+            if not text.isdigit() or len(text) > 19:
+                response = error_response(400, "bad_request", "Content-Length is not a byte count")
+                await response(scope, receive, _closing(send))
+                return
+            if int(text) > limit:
+                await _too_large(limit)(scope, receive, _closing(send))
+                await _drain(receive, int(text))
+                return
+        seen = 0
+        over = False
+
+        async def counted() -> Message:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit and not over:
+                    over = True
+                    raise ApiError(
+                        413, "body_too_large", f"the body is over {limit} bytes",
+                        headers={"connection": "close"},
+                    )  # fmt: skip
+            return message
+
+        await self.app(scope, counted, send)
+        if over:
+            await _drain(receive, DRAIN_BYTES)
+
+
+def _too_large(limit: int) -> Any:
+    return error_response(
+        413, "body_too_large", f"the body is over {limit} bytes", headers={"connection": "close"}
+    )
+
+
+def _closing(send: Send) -> Send:
+    """`send`, with `connection: close` added to the response head."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return wrapped
+
+
+async def _drain(receive: Receive, declared: int) -> None:
+    """Read and drop the rest of a refused body (bounded), so the client sees the answer."""
+    if declared > DRAIN_BYTES:
+        return  # not worth it: the connection closes with the body unread
+    taken = 0
+    with trio.move_on_after(DRAIN_SECONDS):
+        while taken <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            taken += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return

@@ -1,0 +1,239 @@
+"""What clients send: request bodies and query parameters, read with limits and validated
+into models before a handler sees them.
+
+A body must be JSON (`application/json` or a `+json` type; anything else is 415), at
+most `MAX_JSON_BODY` bytes (the edge answers 413 before reading more), nested at most
+`MAX_JSON_DEPTH` levels (checked by a linear scan before `json.loads`, which recurses),
+and an object; then the route's model validates it strictly, and every problem is
+reported with the field it is about (422). Query parameters are parsed from text with
+their own bounds (400 naming the parameter).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from starlette.requests import Request
+
+from supervisor.api.errors import ApiError
+from supervisor.config.durations import parse_duration
+
+MAX_JSON_BODY = 1 << 20
+MAX_JSON_DEPTH = 32
+MAX_LABELS = 32
+MAX_LABEL_LENGTH = 256
+MAX_TIMEOUT = 86_400.0
+MAX_ARGS = 4096
+MAX_SCRIPT = 1 << 20
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _seconds(value: object) -> float:
+    seconds = parse_duration(value)  # raises ValueError with a hint
+    if seconds > MAX_TIMEOUT:
+        raise ValueError(f"must be at most {MAX_TIMEOUT:g}s")
+    return seconds
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+PositiveSeconds = Annotated[float, BeforeValidator(_seconds), AfterValidator(_positive)]
+Label = Annotated[str, StringConstraints(max_length=MAX_LABEL_LENGTH)]
+
+
+def _argv(argv: list[str]) -> list[str]:
+    if not argv[0].strip():
+        raise ValueError("the program (the first element) must not be blank")
+    return argv
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("cannot contain NUL characters")
+    return text
+
+
+Arg = Annotated[str, StringConstraints(min_length=1), AfterValidator(_no_nul)]
+Script = Annotated[str, StringConstraints(max_length=MAX_SCRIPT), AfterValidator(_no_nul)]
+
+
+class RequestModel(BaseModel):
+    """Strict (no "1" for 1, no 1 for true) and closed: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Empty(RequestModel):
+    """A route that takes no body (an empty body or `{}`)."""
+
+
+class AcquireRequest(RequestModel):
+    """`POST /v1/environments/{env}/sessions`."""
+
+    ttl: PositiveSeconds | None = None
+    wait: Seconds | None = None
+    labels: Annotated[dict[Label, Label], Field(max_length=MAX_LABELS)] | None = None
+
+
+class ExecRequest(RequestModel):
+    """`POST /v1/sessions/{id}/exec`: exactly one of `command` and `script`."""
+
+    command: Annotated[list[Arg], Field(min_length=1, max_length=MAX_ARGS)] | None = None
+    script: Script | None = None
+    timeout: PositiveSeconds | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.command is None) == (self.script is None):
+            raise ValueError("give exactly one of command or script")
+        if self.command is not None:
+            _argv(self.command)
+        return self
+
+
+class ReloadRequest(RequestModel):
+    """`POST /v1/reload`."""
+
+    dry_run: bool = False
+
+
+def _json_content(request: Request) -> None:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json" and not (
+        kind.startswith("application/") and kind.endswith("+json")
+    ):
+        shown = kind[:64] or "none"
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON: send Content-Type: application/json (got {shown})",
+        )
+
+
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _json_depth(body: bytes) -> int:
+    """How deeply `body` nests arrays and objects (strings skipped), in one linear pass."""
+    depth = deepest = 0
+    for match in _JSON_TOKENS.finditer(body):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                break
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object ({} when empty), within the limits above."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BODY:  # a chunked body; the edge checks declared sizes
+            raise ApiError(
+                413, "body_too_large", f"the body is over {MAX_JSON_BODY} bytes",
+                headers={"connection": "close"},
+            )  # fmt: skip
+    if not body.strip():
+        return {}
+    _json_content(request)
+    if _json_depth(bytes(body)) > MAX_JSON_DEPTH:
+        raise ApiError(400, "bad_request", f"the body nests more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(
+            400, "bad_request", f"the body is not valid JSON: {str(exc)[:200]}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "unprocessable", "the body must be a JSON object")
+    return data
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The body validated as `model`; 422 lists every problem with its field."""
+    data = await read_json(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem(err) for err in exc.errors(include_url=False, include_input=False)]
+        raise ApiError(
+            422,
+            "unprocessable",
+            "; ".join(
+                f"{p['path']}: {p['message']}" if p["path"] else p["message"] for p in problems
+            ),
+            extra={"problems": problems},
+        ) from None
+
+
+def _problem(err: Any) -> dict[str, str]:
+    path = ".".join(str(p) for p in err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    return {"path": path[:200], "message": message}
+
+
+def query_int(request: Request, name: str, *, low: int = 0, high: int = 2**63 - 1) -> int | None:
+    """An integer query parameter within [low, high], or None if absent; 400 otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(high)):
+        raise ApiError(
+            400,
+            "bad_request",
+            f"{name}: expected an integer from {low} to {high}, got {raw[:32]!r}",
+        )
+    value = int(raw)
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name}: must be from {low} to {high}")
+    return value
+
+
+def query_bool(request: Request, name: str) -> bool | None:
+    """A boolean query parameter (1/0, true/false, yes/no), or None if absent; 400 otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise ApiError(400, "bad_request", f"{name}: expected true or false, got {raw[:32]!r}")
+
+
+def header_text(request: Request, name: str, *, max_length: int) -> str | None:
+    """A header's value, at most `max_length` characters; 400 otherwise."""
+    raw = request.headers.get(name)
+    if raw is not None and not 0 < len(raw) <= max_length:
+        raise ApiError(400, "bad_request", f"{name} must be 1-{max_length} characters")
+    return raw
