@@ -1,15 +1,57 @@
-"""Suite-wide settings."""
+"""Suite-wide settings, and private Docker engines for tests that restart one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.private_dockerd import PrivateDockerd, save_image, sweep_stale
 
 # These machines are shared and noisy: properties are what we test, not generation speed.
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("default")
 
+PRIVATE_ENGINE_IMAGE = "supervisor-test/sandbox:bookworm"
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that restart the Docker engine run last: the rest of the suite needs it up."""
-    items.sort(key=lambda item: item.get_closest_marker("engine_restart") is not None)
+
+@pytest.fixture(scope="session")
+def private_engine_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The sandbox test image, saved from the machine's engine once a session (a tar)."""
+    sweep_stale()  # engines of runs that were killed before they could tear down
+    tar = save_image(PRIVATE_ENGINE_IMAGE, tmp_path_factory.mktemp("private-dockerd") / "image.tar")
+    yield tar
+    tar.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def private_dockerds(private_engine_image: Path) -> Iterator[Callable[[], PrivateDockerd]]:
+    """Starts private Docker engines on demand, the sandbox image loaded in each; all of
+    them are removed after the test, whatever it did (see tests/private_dockerd.py)."""
+    engines: list[PrivateDockerd] = []
+
+    def start() -> PrivateDockerd:
+        engine = PrivateDockerd.create()
+        engines.append(engine)
+        engine.load(private_engine_image)
+        return engine
+
+    try:
+        yield start
+    finally:
+        errors = []
+        for engine in reversed(engines):
+            try:
+                engine.close()
+            except Exception as exc:  # close the others anyway; report the first
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def private_dockerd(private_dockerds: Callable[[], PrivateDockerd]) -> PrivateDockerd:
+    """One private Docker engine (`host` for DOCKER_HOST; `stop`, `start`, `restart`)."""
+    return private_dockerds()

@@ -4,6 +4,8 @@
 #   - Prometheus and promtool (Debian package `prometheus`);
 #   - systemd's tools (systemd-analyze, -sysusers, -tmpfiles);
 #   - a Docker engine (Debian's docker.io; dockerd is started when none answers);
+#   - for the private engines of tests/private_dockerd.py: containerd, ip (a bridge each)
+#     and iptables-save (to check they add no rule);
 #   - the local test images, built without any registry (`docker import` of a rootfs):
 #       supervisor-test/systemd:bookworm  Debian minbase + systemd, to boot as PID 1;
 #       supervisor-test/sandbox:bookworm  the same image, tagged for sandbox tests (sh,
@@ -48,6 +50,11 @@ fi
 if ! have dockerd || ! have debootstrap; then
   echo "provision: installing docker.io and debootstrap"
   apt_install docker.io debootstrap
+fi
+
+if ! have containerd || ! have ip || ! have iptables-save; then
+  echo "provision: installing containerd, iproute2 and iptables (private test engines)"
+  apt_install containerd iproute2 iptables
 fi
 
 if ! docker info >/dev/null 2>&1; then
