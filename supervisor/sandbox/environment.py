@@ -13,7 +13,6 @@ Why it is built this way (rule numbers are the semantics page's):
 
 from __future__ import annotations
 
-import heapq
 import math
 import random
 from collections import deque
@@ -34,6 +33,7 @@ from supervisor.sandbox.features import Feature
 from supervisor.sandbox.hooks import run_env_hook
 from supervisor.sandbox.sandbox import Sandbox
 from supervisor.sandbox.session import Session
+from supervisor.sandbox.slots import FreeSlots
 from supervisor.sandbox.status import EnvironmentStatus, SandboxStatus
 
 E = EnvironmentStatus
@@ -70,7 +70,7 @@ class Environment:
         self._nursery: trio.Nursery | None = None
         self._slots: dict[int, Sandbox] = {}
         self._generations: dict[int, int] = {}
-        self._free: list[int] = list(range(settings.max_size))
+        self._free = FreeSlots(settings.max_size)
         self._ephemeral: set[Sandbox] = set()
         self._ephemeral_count = 0
         self._live = 0
@@ -133,14 +133,14 @@ class Environment:
         elif self._slots.get(sandbox.slot) is sandbox:
             self._tally["dead"] += 1
             if sandbox.slot < self.settings.max_size:
-                heapq.heappush(self._free, sandbox.slot)
+                self._free.give_back(sandbox.slot)
             else:
                 del self._slots[sandbox.slot]
         self._wake.set()
 
     def _new_sandbox(self, *, reserved_for: Waiter | None = None) -> Sandbox:
         """Take a free slot (synchronously: this is what keeps max_size exact)."""
-        slot = heapq.heappop(self._free)
+        slot = self._free.take()
         generation = self._generations.get(slot, -1) + 1
         if generation:
             self._tally["replaced"] += 1

@@ -13,7 +13,6 @@ Why it is built this way (rule numbers are the semantics page's):
 
 from __future__ import annotations
 
-import heapq
 import math
 from typing import TYPE_CHECKING
 
@@ -114,8 +113,7 @@ def resize(env: Environment, settings: EnvironmentConfig) -> None:
     env.settings = settings
     if settings.max_size != old_max:
         taken = {slot for slot, sb in env._slots.items() if sb.status is not S.OFFLINE}
-        env._free = [slot for slot in range(settings.max_size) if slot not in taken]
-        heapq.heapify(env._free)
+        env._free.resize(settings.max_size, taken)
         for sandbox in list(env._ready):
             if sandbox.slot >= settings.max_size:
                 retire(env, sandbox)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import signal
@@ -52,7 +51,7 @@ async def test_a_thousand_slow_clients_are_capped_and_cut_off(tmp_path: Path) ->
     working, supervision is not slowed, and the slow ones are cut off at the header
     timeout, after which new connections are served again."""
     resources = '[resources.s]\nkind = "process"\ncommand = ["sleep", "1000"]\n'
-    limits = "limits = { connections = 512, streams = 128, header_timeout = \"2s\" }\n"
+    limits = 'limits = { connections = 512, streams = 128, header_timeout = "2s" }\n'
     async with running(tmp_path, resources, daemon_extra=limits) as daemon, unix(daemon) as client:
         assert daemon.api is not None
         assert daemon.api.socket_path is not None

@@ -106,7 +106,8 @@ def test_each_attack_case_is_refused_with_its_key_path(text: str, expected: str)
 def test_deep_nesting_is_refused_before_any_recursive_parse(text: str) -> None:
     """Thousands of nested arrays, inline tables or dotted keys: one clear problem."""
     found = problems(text)
-    assert len(found) == 1 and "nested more than 32 levels deep" in found[0], found
+    assert len(found) == 1, found
+    assert "nested more than 32 levels deep" in found[0]
 
 
 def test_brackets_inside_strings_and_comments_do_not_count() -> None:
@@ -230,8 +231,11 @@ def test_mutated_configs_are_refused_or_within_their_ranges(
     try:
         config = validate(raw)
     except ConfigError as exc:
-        assert exc.problems
-        assert all(p.message for p in exc.problems)
+        refused = exc.problems
+    else:
+        refused = ()
+    if refused:
+        assert all(p.message for p in refused)
         return
     for row in bounded_fields():
         if row.path.startswith("daemon.") and row.path.count(".") == 1:
@@ -252,4 +256,7 @@ def test_arbitrary_text_is_a_config_or_a_config_error(text: str) -> None:
     try:
         load_text(text)
     except ConfigError as exc:
-        assert exc.problems
+        refused = exc.problems
+    else:
+        refused = (None,)
+    assert refused
