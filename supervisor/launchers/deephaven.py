@@ -4,9 +4,15 @@ Why it is built this way:
 - The server runs `deephaven_server.Server` from a tiny inline script rather than the
   `deephaven server` CLI, which reads stdin and opens a browser. The script needs only
   the `deephaven-server` package, so any venv that has it (`python_venv`) can run it.
-- The PSK reaches the server through an environment variable that the script removes
-  before the JVM starts in-process, so it is in no command line (`ps` shows argv to every
-  user) and the JVM's own properties are not visible from outside.
+- The PSK never rides in argv (`ps` shows it to every user) or the environment
+  (/proc/PID/environ keeps the initial environment for the process's whole life, whatever
+  the child unsets). The launcher spawns with stdin on /dev/null and closes every other
+  descriptor (no `pass_fds`), so the key goes the way the client helpers get theirs: over
+  a private unix socket, in a 0700 directory, that only the spawned child (checked by
+  SO_PEERCRED) may use once. The script reads it before the JVM starts in-process and
+  hands it over as a JVM option through JNI, which puts it in no command line either.
+- A container cannot be reached that way, so `server_properties` writes the key into a
+  `deephaven.prop` (Deephaven's own configuration file) that the caller mounts read-only.
 - The server binds the configured host (127.0.0.1 by default), not every interface.
 - `port = "auto"` picks a free port by binding port 0; another process can take it before
   the server binds it, so a bind failure is expected and the caller retries on a new port.
@@ -20,7 +26,9 @@ import re
 import secrets
 import shutil
 import socket
+import struct
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,25 +37,32 @@ from pathlib import Path
 import structlog
 import trio
 
-from supervisor.launchers.local import ProcessHandle
+from supervisor.errors import StartError
+from supervisor.launchers.local import LineSink, LocalLauncher, ProcessHandle
 
+# The variable older releases passed the PSK in; one inherited from the daemon is dropped.
 PSK_ENV = "SUPERVISOR_DEEPHAVEN_PSK"
 ANONYMOUS_HANDLER = "io.deephaven.auth.AnonymousAuthenticationHandler"
 STARTED = re.compile(r"Server started on port (\d+)")
 _BIND_FAILED = ("Address already in use", "BindException")
 REDACTED = "[REDACTED]"
 _TAIL = 5  # lines of output quoted when a server fails to start
+# The script collects its key before it imports anything heavy; the bound is for a loaded
+# machine, not for the usual few tens of milliseconds.
+KEY_TIMEOUT = 30.0
 
-# argv: host, port, jvm args...; stays alive until signalled (the JVM runs with -Xrs, so
-# SIGTERM ends the process at once and takes the in-process JVM with it).
+# argv: key socket ("" without a PSK), host, port, jvm args...; stays alive until
+# signalled (the JVM runs with -Xrs, so SIGTERM ends the process, in-process JVM and all).
 SERVER_SCRIPT = """\
-import os, sys, threading
-args = sys.argv[3:]
-psk = os.environ.pop("SUPERVISOR_DEEPHAVEN_PSK", "")
-if psk:
-    args.append("-Dauthentication.psk=" + psk)
+import socket, sys, threading
+key_socket, host, port, *args = sys.argv[1:]
+if key_socket:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(key_socket)
+        key = b"".join(iter(lambda: s.recv(4096), b"")).decode()
+    args.append("-Dauthentication.psk=" + key)
 from deephaven_server import Server
-Server(host=sys.argv[1], port=int(sys.argv[2]), jvm_args=args).start()
+Server(host=host, port=int(port), jvm_args=args).start()
 threading.Event().wait()
 """
 
@@ -64,20 +79,129 @@ class ServerSpec:
     python: str = sys.executable
     env: Mapping[str, str] = field(default_factory=dict)
 
-    def argv(self) -> list[str]:
+    def argv(self, key_socket: str = "") -> list[str]:
+        """The command; `key_socket` is where the script collects the PSK (see `spawn_server`)."""
         args = list(self.jvm_args)
         if self.heap_mb is not None:
             args.insert(0, f"-Xmx{self.heap_mb}m")
         if self.psk is None:
             args.append(f"-DAuthHandlers={ANONYMOUS_HANDLER}")
-        return [self.python, "-c", SERVER_SCRIPT, self.host, str(self.port), *args]
+        return [self.python, "-c", SERVER_SCRIPT, key_socket, self.host, str(self.port), *args]
 
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` with the spec's own variables; never a key (see the module docstring)."""
         env = {**base, **self.env}
         env.pop(PSK_ENV, None)
-        if self.psk is not None:
-            env[PSK_ENV] = self.psk
         return env
+
+
+async def spawn_server(
+    launcher: LocalLauncher,
+    spec: ServerSpec,
+    *,
+    env: Mapping[str, str],
+    on_output: LineSink,
+    record_as: str | None = None,
+    timeout: float = KEY_TIMEOUT,
+) -> ProcessHandle:
+    """Spawn the server of `spec` and hand it its PSK over a private socket.
+
+    A server that exits before it collects its key is returned as it is: its exit and
+    output tell why (`wait_started`).
+
+    Raises:
+        StartError: the command could not be run, or the key was not collected in time.
+    """
+    if spec.psk is None:
+        return await launcher.spawn(
+            spec.argv(), env=spec.environment(env), on_output=on_output, record_as=record_as
+        )
+    tmpdir = tempfile.mkdtemp(prefix="supervisor-dh-")  # 0700: nobody else can connect
+    path = os.path.join(tmpdir, "key.sock")
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await listener.bind(path)
+        listener.listen(1)
+        server = await launcher.spawn(
+            spec.argv(path), env=spec.environment(env), on_output=on_output, record_as=record_as
+        )
+        try:
+            sock = await accept_from(listener, server, timeout)
+            if sock is None and not server.exited.is_set():
+                raise StartError(f"the server did not collect its key within {timeout:g}s")
+            if sock is not None:
+                async with trio.SocketStream(sock) as stream:
+                    await stream.send_all(spec.psk.encode())  # then end-of-file: that is all
+        except BaseException:
+            server.kill()
+            raise
+    finally:
+        listener.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return server
+
+
+async def accept_from(
+    listener: trio.socket.SocketType, process: ProcessHandle, timeout: float
+) -> trio.socket.SocketType | None:
+    """The connection `process` made to `listener`, or None if it exited or timed out first.
+
+    Raises:
+        StartError: someone other than `process` connected (the directory is private:
+            this is belt and braces).
+    """
+    accepted: list[trio.socket.SocketType] = []
+    with trio.move_on_after(timeout):
+        async with trio.open_nursery() as nursery:
+
+            async def accept() -> None:
+                sock, _ = await listener.accept()
+                accepted.append(sock)
+                nursery.cancel_scope.cancel()
+
+            async def exited() -> None:
+                await process.exited.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(accept)
+            nursery.start_soon(exited)
+    if not accepted:
+        return None
+    sock = accepted[0]
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid = struct.unpack("3i", creds)[0]
+    if pid != process.pid:
+        sock.close()
+        raise StartError(f"unexpected peer pid {pid} on a private socket")
+    return sock
+
+
+def server_properties(psk: str, console: str) -> str:
+    """A `deephaven.prop` that sets the PSK: Deephaven's defaults, console type, key.
+
+    Raises:
+        ValueError: the key cannot be written in Deephaven's format.
+    """
+    if not psk or psk[0].isspace() or ord(psk[0]) <= 0x20:
+        raise ValueError("a launched server's token cannot be empty or start with whitespace")
+    return (
+        "# Written by supervisor-daemon for one container; mounted read-only.\n"
+        "includefiles=dh-defaults.prop\n"
+        f"deephaven.console.type={_escape(console)}\n"
+        f"authentication.psk={_escape(psk)}\n"
+    )
+
+
+def _escape(value: str) -> str:
+    # Deephaven's parser turns \uXXXX into a character (and \n, \t, ... into controls):
+    # anything but ASCII letters and digits is written that way, so no value breaks a line.
+    units = value.encode("utf-16-be")
+    out = []
+    for i in range(0, len(units), 2):
+        unit = int.from_bytes(units[i : i + 2], "big")
+        char = chr(unit)
+        out.append(char if char.isascii() and char.isalnum() else f"\\u{unit:04x}")
+    return "".join(out)
 
 
 def python_for(venv: Path | None) -> str:

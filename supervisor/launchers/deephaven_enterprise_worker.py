@@ -12,6 +12,11 @@ to `SessionManager(json=...)`, so an unreachable or wrong URL is classified here
 of surfacing as an untyped error from the client's own HTTP call. Failures the daemon
 cannot classify by gRPC status are raised as `Failure(type)` with type `settings`,
 `unauthorized` or `offline`.
+
+Without the client in this interpreter the helper still starts and answers `login` with a
+one-line `settings` failure saying what to install where: an import error here would be a
+traceback on stderr at every retry, and a settings failure is MISCONFIGURED (FATAL, then
+retried after `fatal_retry`) rather than a fast crash loop.
 """
 
 from __future__ import annotations
@@ -27,13 +32,23 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+# What the README's python_venv instructions install.
+CLIENT_REQUIREMENT = "deephaven-coreplus-client>=2026.1.62"
+
 # Not a dependency of the daemon's own venv: found only where the helper runs.
-from deephaven_enterprise.client.auth import (  # type: ignore[import-not-found,unused-ignore]
-    AuthenticationFailedException,
-)
-from deephaven_enterprise.client.session_manager import (  # type: ignore[import-not-found,unused-ignore]
-    SessionManager,
-)
+try:
+    from deephaven_enterprise.client.auth import (  # type: ignore[import-not-found,unused-ignore]
+        AuthenticationFailedException,
+    )
+    from deephaven_enterprise.client.session_manager import (  # type: ignore[import-not-found,unused-ignore]
+        SessionManager,
+    )
+except ImportError as exc:
+    MISSING_CLIENT: str | None = f"{type(exc).__name__}: {exc}"
+    AuthenticationFailedException = None
+    SessionManager = None
+else:
+    MISSING_CLIENT = None
 
 
 class Failure(Exception):
@@ -53,6 +68,8 @@ class Worker:
 
     def op_login(self, req: dict[str, Any]) -> object:
         self._close_quietly()
+        if MISSING_CLIENT is not None:
+            raise Failure("settings", missing_client(MISSING_CLIENT))
         timeout = float(req["connection_timeout"])
         truststore = _read(req.get("truststore"), "truststore")
         text = _fetch(req["connection_json_url"], truststore, timeout)
@@ -164,6 +181,16 @@ class Worker:
         self.session = self.manager = None
 
 
+def missing_client(error: str) -> str:
+    """One line: what cannot be imported by which Python, and how to install it there."""
+    pip = os.path.join(sys.prefix, "bin", "pip")
+    return (
+        f"the Core+ client cannot be imported by {sys.executable} ({error}): install it "
+        f"into that venv with `{pip} install '{CLIENT_REQUIREMENT}'`, or set python_venv "
+        "to a venv that has it (README: Deephaven Enterprise)"
+    )
+
+
 def _read(path: str | None, key: str) -> bytes | None:
     if path is None:
         return None
@@ -205,7 +232,9 @@ def describe(exc: BaseException) -> dict[str, object]:
         seen = seen.__cause__ or seen.__context__
     if isinstance(exc, Failure):
         kind, message = exc.type, str(exc)
-    elif isinstance(exc, AuthenticationFailedException):
+    elif AuthenticationFailedException is not None and isinstance(
+        exc, AuthenticationFailedException
+    ):
         kind = "unauthorized"
     else:
         kind = type(exc).__name__

@@ -14,13 +14,23 @@ Why it is built this way:
 - A server start waits for `Server started on port N` in its output, then for an
   authenticated call to succeed. With `port = "auto"`, a bind failure (someone took the
   port between our pick and the server's bind) retries on a new port within the start.
-- Secrets: tokens go to the helper over its private socket and to the server through an
-  environment variable; every output line is redacted; `detail` strings never hold them.
+- Secrets never reach a child's argv or environment, nor a container's config: tokens go
+  to the helper over its private socket, the PSK to a local server over another one
+  (`launchers.deephaven.spawn_server`), and to a container in a `deephaven.prop` of its
+  own, 0600 in a 0700 directory, bind-mounted read-only over the image's (the documented
+  way to configure ghcr.io/deephaven/server) and deleted from the host once the container
+  runs (the mount keeps it readable inside). That file sets the console type from
+  `session_type` too, since it replaces the image's. The variable `token_env` names is
+  removed from every child's environment. Every output line is redacted; `detail`
+  strings never hold a token. The key file is a bind mount, so it needs an engine on
+  this host (a remote `DOCKER_HOST` would mount a path of its own machine).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -39,6 +49,8 @@ from supervisor.launchers.deephaven import (
     pick_free_port,
     python_for,
     python_launch_problem,
+    server_properties,
+    spawn_server,
     wait_started,
 )
 from supervisor.launchers.docker import RESOURCE_LABEL, ContainerSpec, DockerEngine
@@ -59,6 +71,8 @@ from supervisor.supervision.states import Liveness
 
 PORT_ATTEMPTS = 5
 CONTAINER_PORT = "10000/tcp"
+# Where ghcr.io/deephaven/server reads its configuration (DEEPHAVEN_CONFIG_DIR).
+CONTAINER_CONFIG_DIR = "/opt/deephaven/config"
 _CONNECT_RETRY = 0.25
 
 
@@ -326,9 +340,10 @@ class DeephavenResource:
                 env=config.env,
             )
             watch = ServerOutput(redact, self._output_log)
-            server = await self._launcher.spawn(
-                spec.argv(),
-                env=spec.environment(scrubbed_environment({"SUPERVISOR_RESOURCE": self.name})),
+            server = await spawn_server(
+                self._launcher,
+                spec,
+                env=self._child_environment({"SUPERVISOR_RESOURCE": self.name}),
                 on_output=watch.line,
                 record_as=self.name,
             )
@@ -362,26 +377,43 @@ class DeephavenResource:
         config = self.config
         if self._docker is None:
             raise MisconfiguredError('launch = "docker" needs a Docker engine, and none is set up')
+        # JVM arguments go in START_OPTS, the image's documented interface for them
+        # (ghcr.io/deephaven/server); the key is not one (see the module docstring).
         opts = [f"-Xmx{config.heap_mb}m"] if config.heap_mb is not None else []
         opts += config.jvm_args
-        # START_OPTS is the image's documented interface (ghcr.io/deephaven/server).
+        properties = None
         if config.auth_type == PSK_HANDLER:
-            opts.append(f"-Dauthentication.psk={token}")
+            try:
+                properties = server_properties(token, config.session_type)
+            except ValueError as exc:
+                raise MisconfiguredError(f"token: {exc}") from None
+            # Named outright, so our file is the one read whatever the image's environment.
+            opts.append(f"-Ddeephaven.configDir={CONTAINER_CONFIG_DIR}")
         else:
             opts.append(f"-DAuthHandlers={ANONYMOUS_HANDLER}")
-        spec = ContainerSpec(
-            image=config.docker_image,
-            name=f"deephaven-{self.name}",
-            env={**config.env, "START_OPTS": " ".join(opts)},
-            labels={RESOURCE_LABEL: self.name},
-            init=True,
-            memory=config.memory,
-            cpus=config.cpus,
-            volumes=tuple(config.volumes),
-            # None: the engine picks a free host port on 127.0.0.1 (no race to lose).
-            ports={CONTAINER_PORT: config.port if isinstance(config.port, int) else None},
-        )
-        container = await self._docker.run(spec)
+        key_dir = None
+        try:
+            volumes = list(config.volumes)
+            if properties is not None:
+                key_dir = tempfile.mkdtemp(prefix="supervisor-dh-")  # 0700
+                key_file = _write_private(os.path.join(key_dir, "deephaven.prop"), properties)
+                volumes.append(f"{key_file}:{CONTAINER_CONFIG_DIR}/deephaven.prop:ro")
+            spec = ContainerSpec(
+                image=config.docker_image,
+                name=f"deephaven-{self.name}",
+                env={**config.env, "START_OPTS": " ".join(opts)},
+                labels={RESOURCE_LABEL: self.name},
+                init=True,
+                memory=config.memory,
+                cpus=config.cpus,
+                volumes=tuple(volumes),
+                # None: the engine picks a free host port on 127.0.0.1 (no race to lose).
+                ports={CONTAINER_PORT: config.port if isinstance(config.port, int) else None},
+            )
+            container = await self._docker.run(spec)
+        finally:
+            if key_dir is not None:  # started or not, no copy stays: a container keeps its mount
+                shutil.rmtree(key_dir, ignore_errors=True)
         try:
             client = await self._open_client(redact)
         except BaseException:
@@ -397,7 +429,14 @@ class DeephavenResource:
         def relay(stream: str, line: str) -> None:
             log.info("output", stream=stream, line=redact(line))
 
-        return await open_client(self._launcher, on_output=relay)
+        return await open_client(self._launcher, on_output=relay, env=self._child_environment())
+
+    def _child_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of our children, without the variable our token came from."""
+        env = scrubbed_environment(extra or {})
+        if self.config.token_env is not None:
+            env.pop(self.config.token_env, None)
+        return env
 
     def _connect_spec(self, host: str, port: int, token: str) -> ConnectSpec:
         config = self.config
@@ -471,6 +510,15 @@ async def _tcp_check(spec: ConnectSpec) -> CheckResult:
         return CheckResult(Liveness.OFFLINE, f"{spec.host}:{spec.port}: {exc.strerror or exc}")
     await stream.aclose()
     return CheckResult(Liveness.ONLINE, "no session yet (lazy)")
+
+
+def _write_private(path: str, text: str) -> str:
+    """Write `text` to a new file, mode 0600 whatever the umask; return its path."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+    return path
 
 
 def _client_host(bind_host: str) -> str:

@@ -19,10 +19,9 @@ import json
 import os
 import shutil
 import socket
-import struct
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from supervisor.errors import (
     StartError,
     UnauthorizedError,
 )
+from supervisor.launchers.deephaven import accept_from
 from supervisor.launchers.local import LocalLauncher, ProcessHandle, scrubbed_environment
 from supervisor.supervision.resource import CheckResult
 from supervisor.supervision.states import Liveness
@@ -283,8 +283,11 @@ async def open_client(
     timeout: float = HELPER_START_TIMEOUT,
     worker: str = WORKER,
     python: str = sys.executable,
+    env: Mapping[str, str] | None = None,
 ) -> DeephavenClient:
     """Start `python -I worker SOCKET` and accept its connection; kill it if that fails.
+
+    `env` defaults to the daemon's (`scrubbed_environment`); secrets never go in it.
 
     Raises:
         HelperGoneError: the helper exited or did not connect within `timeout`.
@@ -296,9 +299,16 @@ async def open_client(
         await listener.bind(path)
         listener.listen(1)
         argv = [python, "-I", worker, path]
-        process = await launcher.spawn(argv, env=scrubbed_environment(), on_output=on_output)
+        env = scrubbed_environment() if env is None else env
+        process = await launcher.spawn(argv, env=env, on_output=on_output)
         try:
-            sock = await _accept(listener, process, timeout)
+            try:
+                sock = await accept_from(listener, process, timeout)
+            except StartError as exc:
+                raise HelperGoneError(str(exc)) from None
+            if sock is None:
+                detail = process.termination.detail if process.termination else "no connection"
+                raise HelperGoneError(f"client helper did not start: {detail}")
         except BaseException:
             process.kill()
             raise
@@ -306,37 +316,6 @@ async def open_client(
         listener.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
     return DeephavenClient(process, trio.SocketStream(sock))
-
-
-async def _accept(
-    listener: trio.socket.SocketType, process: ProcessHandle, timeout: float
-) -> trio.socket.SocketType:
-    accepted: list[trio.socket.SocketType] = []
-    with trio.move_on_after(timeout):
-        async with trio.open_nursery() as nursery:
-
-            async def accept() -> None:
-                sock, _ = await listener.accept()
-                accepted.append(sock)
-                nursery.cancel_scope.cancel()
-
-            async def exited() -> None:
-                await process.exited.wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(accept)
-            nursery.start_soon(exited)
-    if not accepted:
-        detail = process.termination.detail if process.termination else "no connection"
-        raise HelperGoneError(f"client helper did not start: {detail}")
-    sock = accepted[0]
-    # Only our own child may talk to us (the directory is private, this is belt and braces).
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid = struct.unpack("3i", creds)[0]
-    if pid != process.pid:
-        sock.close()
-        raise HelperGoneError(f"unexpected peer pid {pid} on the client socket")
-    return sock
 
 
 def _opt(path: Path | None) -> str | None:

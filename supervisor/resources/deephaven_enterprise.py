@@ -17,7 +17,11 @@ Why it is built this way:
   persistent query; if the helper dies instead, the server deletes it after
   `auto_delete_timeout`.
 - Secrets: the password goes to the helper over its private socket, never argv, the
-  environment or `detail`; helper output is redacted.
+  environment or `detail`; the variable `password_env` names is removed from the
+  helper's environment, and helper output is redacted.
+- A helper that cannot start (no client in `python_venv`, say) fails the start with one
+  line: the helper says what to install (MISCONFIGURED, so FATAL and retried after
+  `fatal_retry`), and a helper that dies instead is a plain start failure, backed off.
 """
 
 from __future__ import annotations
@@ -30,9 +34,14 @@ import structlog
 import trio
 
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
-from supervisor.errors import DeephavenClientError, HelperGoneError, MisconfiguredError
+from supervisor.errors import (
+    DeephavenClientError,
+    HelperGoneError,
+    MisconfiguredError,
+    StartError,
+)
 from supervisor.launchers.deephaven import Redactor, python_for
-from supervisor.launchers.local import LocalLauncher
+from supervisor.launchers.local import LocalLauncher, scrubbed_environment
 from supervisor.resources.deephaven_client import (
     DeephavenClient,
     lost_session_result,
@@ -146,7 +155,15 @@ class _EnterpriseResource:
         python = python_for(factory.config.python_venv)
         if not await trio.Path(python).is_file():
             raise MisconfiguredError(f"python_venv: no Python at {python}")
-        client = await open_client(self._launcher, on_output=relay, worker=WORKER, python=python)
+        env = scrubbed_environment()
+        if factory.config.password_env is not None:
+            env.pop(factory.config.password_env, None)
+        try:
+            client = await open_client(
+                self._launcher, on_output=relay, worker=WORKER, python=python, env=env
+            )
+        except HelperGoneError as exc:
+            raise StartError(str(exc)) from None  # its own output says why; no traceback here
         try:
             await client.call("login", factory.config.connection_timeout, **login)
         except DeephavenClientError as exc:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -60,14 +61,24 @@ def external(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
     port = free_port()
     spec = ServerSpec(host="127.0.0.1", port=port, psk=psk, jvm_args=(BOTH_AUTH,))
     out = tmp_path_factory.mktemp("dh") / "server.log"
-    with out.open("wb") as sink:
+    with (
+        out.open("wb") as sink,
+        tempfile.TemporaryDirectory() as keys,
+        socket.socket(socket.AF_UNIX) as listener,
+    ):
+        # The key goes as the daemon sends it (`spawn_server`): over a private socket.
+        listener.bind(f"{keys}/key.sock")
+        listener.listen(1)
+        listener.settimeout(SERVER_START)
         server = subprocess.Popen(
-            spec.argv(),
+            spec.argv(f"{keys}/key.sock"),
             env=spec.environment(os.environ),
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        with listener.accept()[0] as conn:
+            conn.sendall(psk.encode())
     try:
         deadline = time.monotonic() + SERVER_START
         # A sync fixture outside any trio run: polling its log file is the simple way.
@@ -161,6 +172,12 @@ async def test_psk_with_the_right_token_is_online(
         creds = resource.credentials()
         assert creds is not None
         assert (creds.auth_type, creds.token) == (PSK_HANDLER, external.psk)
+        # The token reached the helper over its socket, and nothing else: not even the
+        # variable it was read from is handed on.
+        assert resource.client is not None
+        for part in ("cmdline", "environ"):
+            shown = await trio.Path(f"/proc/{resource.client.pid}/{part}").read_bytes()
+            assert external.psk.encode() not in shown
 
 
 async def test_wrong_psk_goes_fatal_without_a_hot_loop(

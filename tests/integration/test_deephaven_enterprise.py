@@ -299,6 +299,54 @@ async def test_missing_venv_is_misconfigured(
         assert run["dh"].liveness is Liveness.MISCONFIGURED
 
 
+async def test_a_missing_client_is_one_line_fatal_and_retried_at_the_policys_pace(
+    launcher: LocalLauncher, factory_config: dict[str, Any], tmp_path: Path
+) -> None:
+    """A venv without the Core+ client: FATAL/MISCONFIGURED with one line saying what to
+    install where, no traceback logged, and tried again only after `fatal_retry`."""
+    bare = tmp_path / "bare"
+    base = getattr(sys, "_base_executable", sys.executable)
+    with trio.fail_after(60):
+        await trio.run_process([base, "-m", "venv", "--without-pip", str(bare)])
+    factory_config["python_venv"] = str(bare)
+    factory_config["restart"] = {"fatal_retry": "1s"}
+    with structlog.testing.capture_logs() as logs:
+        async with supervised(launcher, factory_config) as (run, _):
+            first = await run.entered("dh", State.FATAL)
+            second = await run.entered("dh", State.FATAL, count=2)
+            assert run["dh"].liveness is Liveness.MISCONFIGURED
+    assert states(run, "dh")[:4] == ["STARTING", "FATAL", "STARTING", "FATAL"]
+    for fatal in (first, second):
+        assert fatal.next_delay == 1.0
+        assert "\n" not in fatal.detail
+        assert "No module named 'deephaven_enterprise'" in fatal.detail
+        assert f"{bare}/bin/pip install 'deephaven-coreplus-client>=" in fatal.detail
+    assert second.time - first.time >= 0.9  # paced by fatal_retry, not a crash loop
+    assert "Traceback" not in repr(logs)
+    assert [e for e in logs if e["event"] in ("output", "resource_start_crashed")] == []
+
+
+async def test_the_password_is_in_no_helper_argv_or_environment(
+    launcher: LocalLauncher, system: FakeSystem, factory_config: dict[str, Any]
+) -> None:
+    """Factory and session helpers get the password over their socket only: not even the
+    variable it was read from is handed on to them."""
+    assert os.environ["DH_ENTERPRISE_PASSWORD"] == PASSWORD  # set for the daemon
+    async with supervised(launcher, factory_config, {"risk": {"pq_name": "Risk"}}) as (
+        run,
+        resources,
+    ):
+        await run.entered("risk", State.RUNNING)
+        helpers = [resources[name].client for name in ("dh", "risk")]
+        for helper in helpers:
+            assert helper is not None
+            for part in ("cmdline", "environ"):
+                shown = await trio.Path(f"/proc/{helper.pid}/{part}").read_bytes()
+                assert PASSWORD.encode() not in shown
+                assert b"DH_ENTERPRISE_PASSWORD" not in shown
+    assert len(system.requests("authenticate_by_password")) == 2  # and both logged in
+
+
 # --------------------------------------------------------------------------- sessions
 
 

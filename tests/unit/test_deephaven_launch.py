@@ -99,14 +99,15 @@ def test_the_documented_classes_of_failure() -> None:
     assert classify(None, "ValueError") is Liveness.UNKNOWN
 
 
-def test_the_psk_is_in_the_environment_not_the_command_line() -> None:
-    """`ps` shows argv to everyone: the PSK travels in the child's environment only."""
+def test_the_psk_is_in_neither_the_command_line_nor_the_environment() -> None:
+    """`ps` shows argv to everyone and /proc keeps the initial environment: the key goes
+    over a socket."""
     psk = generate_psk()
     spec = ServerSpec(host="127.0.0.1", port=10000, psk=psk, heap_mb=2560, jvm_args=("-Dx=1",))
-    argv = spec.argv()
+    argv = spec.argv("/tmp/x/key.sock")
     assert psk not in " ".join(argv)
     assert argv[-4:] == ["127.0.0.1", "10000", "-Xmx2560m", "-Dx=1"]
-    assert spec.environment({PSK_ENV: "stale", "A": "1"}) == {PSK_ENV: psk, "A": "1"}
+    assert spec.environment({PSK_ENV: "stale", "A": "1"}) == {"A": "1"}
     assert psk not in repr(spec)
 
 

@@ -3,8 +3,9 @@
 Why it is built this way:
 - A sandbox reuses the `deephaven` resource's launch code whole (`DeephavenResource`): a
   local server (`launch = "python"`) or a container (`launch = "docker"`), PSK auth with
-  a key generated per sandbox, our pydeephaven helper process, start-up bounded by
-  `start_timeout`. Nothing here talks to pydeephaven or Docker directly.
+  a key generated per sandbox and handed over the resource's way (never in argv, an
+  environment or a container's config), our pydeephaven helper process, start-up bounded
+  by `start_timeout`. Nothing here talks to pydeephaven or Docker directly.
 - Its language is Python run in the server. `exec` has no meaning there: it answers
   exit 127 with a message, as a missing command does elsewhere, and never runs argv.
 - Between sessions the server's Python scope is wiped back to a baseline, so the next

@@ -1,0 +1,151 @@
+"""A launched Deephaven server's PSK, planted with a marker, looked for where others can read it.
+
+`ps` shows every process's argv to every user; /proc/PID/environ shows its initial
+environment to its owner (and root) for its whole life; `docker inspect` shows a
+container's config to anyone with the engine's socket. The key must be in none of them,
+for a local server and its helpers as for a container and every process in it, and the
+server must still take it (and refuse another).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import pytest
+import trio
+
+from supervisor.errors import DeephavenClientError
+from supervisor.launchers.docker import DockerEngine, open_docker_engine
+from supervisor.launchers.local import LocalLauncher
+from supervisor.resources.deephaven import CONTAINER_CONFIG_DIR, DeephavenResource
+from supervisor.resources.deephaven_client import ConnectSpec, liveness_of, open_client
+from supervisor.supervision.states import Liveness, State
+from tests.integration.conftest import children_of
+from tests.integration.test_deephaven import (
+    DH_IMAGE,
+    SERVER_START,
+    launched,
+    open_session_with,
+    supervised,
+)
+from tests.integration.test_docker import docker_cli, remove_labelled
+
+pytestmark = pytest.mark.slow
+
+
+def planted() -> str:
+    """A key nothing else could contain by accident, with what a config file must escape."""
+    return f"PLANTED-PSK-{uuid.uuid4().hex} #!=:\\u0041 [x]{{y}},z"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of `pid` (the guardian included)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children_of(todo.pop(), guardian=True) - found:
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def exposed(pids: Iterable[int]) -> dict[int, bytes]:
+    """What others can read of each process: its argv and its environment, NUL-joined."""
+    shown = {}
+    for pid in pids:
+        try:
+            shown[pid] = b"\0".join(
+                Path(f"/proc/{pid}/{part}").read_bytes() for part in ("cmdline", "environ")
+            )
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone meanwhile: it shows nothing any more
+    return shown
+
+
+async def assert_refused(launcher: LocalLauncher, resource: DeephavenResource) -> None:
+    """Another key is rejected: the server checks the one it was given."""
+    creds = resource.credentials()
+    assert creds is not None
+    client = await open_client(launcher)
+    try:
+        wrong = ConnectSpec(creds.host, creds.port, creds.auth_type, planted())
+        with pytest.raises(DeephavenClientError) as refused:
+            await client.connect(wrong, 30)
+        assert liveness_of(refused.value) is Liveness.UNAUTHORIZED
+    finally:
+        await client.close()
+
+
+async def test_python_launch_puts_the_psk_in_no_argv_or_environment(
+    launcher: LocalLauncher,
+) -> None:
+    """The server, its client helper and every other descendant of this test show no
+    trace of the key, yet the server accepts it and refuses another."""
+    psk = planted()
+    async with supervised(launched(token=psk), launcher) as (run, resource):
+        await run.entered("dh", State.RUNNING, timeout=SERVER_START)
+        server, client = run["dh"].snapshot().pid, resource.client
+        assert server is not None
+        assert client is not None
+        shown = exposed(descendants(os.getpid()))
+        assert {server, client.pid} <= set(shown)
+        # The scan reads what it should: the server's JVM options and resource variable.
+        assert b"-Xmx1024m" in shown[server]
+        assert b"SUPERVISOR_RESOURCE=dh" in shown[server]
+        leaks = [pid for pid, text in shown.items() if psk.encode() in text]
+        assert leaks == [], f"the PSK is readable in /proc of {leaks}"
+
+        assert await trio.to_thread.run_sync(open_session_with, resource) == 3
+        await assert_refused(launcher, resource)
+        assert run["dh"].liveness is Liveness.ONLINE
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[DockerEngine]:
+    if "Error" in await docker_cli("image", "inspect", DH_IMAGE, "--format", "ok", check=False):
+        pytest.fail(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh builds it)")
+    instance = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        async with open_docker_engine(None, instance) as engine:
+            yield engine
+    finally:
+        await remove_labelled(instance)
+
+
+async def test_docker_launch_puts_the_psk_only_in_a_read_only_private_file(
+    launcher: LocalLauncher, engine: DockerEngine
+) -> None:
+    """`docker inspect` and every process of the container (as the host sees them) show no
+    trace of the key; it is in a read-only 0600 file, of which the host keeps no copy."""
+    psk = planted()
+    config = launched(launch="docker", image=DH_IMAGE, token=psk)
+    async with supervised(config, launcher, docker=engine) as (run, resource):
+        await run.entered("dh", State.RUNNING, timeout=SERVER_START)
+        container = run["dh"].snapshot().ident
+        assert container is not None
+        inspected = await docker_cli("inspect", container)
+        assert psk not in inspected
+        info = json.loads(inspected)[0]
+        assert "-Dauthentication.psk" not in json.dumps(info["Config"])
+
+        target = f"{CONTAINER_CONFIG_DIR}/deephaven.prop"
+        [mount] = [m for m in info["Mounts"] if m["Destination"] == target]
+        assert mount["RW"] is False
+        assert not os.path.exists(mount["Source"])  # read at start, no copy left here
+        mode = await docker_cli("exec", container, "stat", "-c", "%a %s", target)
+        assert mode.split()[0] == "600"
+        assert int(mode.split()[1]) > len(psk)
+
+        init = info["State"]["Pid"]
+        shown = exposed({init, *descendants(init)})
+        assert any(b"server.py" in text for text in shown.values())  # the scan sees the server
+        leaks = [pid for pid, text in shown.items() if psk.encode() in text]
+        assert leaks == [], f"the PSK is readable in /proc of container processes {leaks}"
+
+        assert await trio.to_thread.run_sync(open_session_with, resource) == 3
+        await assert_refused(launcher, resource)
+        assert run["dh"].liveness is Liveness.ONLINE
