@@ -31,11 +31,13 @@ from supervisor.errors import (
     EnvironmentOfflineError,
     EnvironmentOutageError,
     FeatureCommandError,
+    MisconfiguredError,
     NoCredentialsError,
     NotFoundError,
     NotRunningError,
     PoolOverloadedError,
     ReloadUnavailableError,
+    ResourceError,
     SandboxError,
     SandboxStateError,
     SessionBusyError,
@@ -78,6 +80,9 @@ ERRORS: Mapping[type[SupervisorError], Answer] = {
     # at fault, not the request; another sandbox may fare better.
     SandboxError: Answer(503, "sandbox_setup_failed", retryable=True),
     FeatureCommandError: Answer(503, "sandbox_setup_failed", retryable=True),
+    # A managed resource (a Deephaven server behind a sandbox, say) failed the request.
+    ResourceError: Answer(502, "resource_failed", retryable=True),
+    MisconfiguredError: Answer(502, "resource_misconfigured"),
 }
 
 _HTTP_CODES = {
@@ -90,6 +95,7 @@ _HTTP_CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
     422: "unprocessable",
+    502: "bad_gateway",
     503: "unavailable",
 }
 

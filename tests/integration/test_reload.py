@@ -205,6 +205,7 @@ def test_a_burst_of_sighups_leaves_the_daemon_healthy(
             os.kill(proc.pid, signal.SIGHUP)
         assert client.health() == {"status": "ok"}
         assert client.ready()
+
         def successes() -> int:
             return next(
                 (
