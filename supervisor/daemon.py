@@ -184,6 +184,7 @@ class Daemon:
         assert self._launcher is not None
         assert self._root is not None
         await self._engines_for(new)  # before anything changes: new hosts are usable
+        self._launcher.withhold(self.config.secret_env_names() | new.secret_env_names())
         removed = {name: self.supervisors[name] for name in plan.removed}
         await stop_in_order(removed)
         for name, sup in removed.items():
@@ -325,6 +326,7 @@ class Daemon:
             )
             async with trio.open_nursery() as root:
                 self._launcher, self._root = launcher, root
+                launcher.withhold(self.config.secret_env_names())
                 await root.start(self.loop.serve)
                 self._engines = DockerEngines(root, state.instance_id)
                 await self._engines_for(self.config, reap=True)

@@ -38,6 +38,7 @@ from supervisor.config.types import (
     RestartOverrides,
     Seconds,
     Secret,
+    SecretEnvName,
     Timeout,
 )
 
@@ -129,7 +130,7 @@ class DeephavenConfig(Model):
     port: Port | None = None  # required to connect; "auto" by default when launched
     auth: AuthName | None = None  # "anonymous" to connect, "psk" when launched
     token: Secret | None = None
-    token_env: EnvName | None = None
+    token_env: SecretEnvName | None = None
     token_file: FilePath | None = None
     use_tls: bool = False
     tls_root_certs: FilePath | None = None

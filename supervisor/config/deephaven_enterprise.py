@@ -25,13 +25,13 @@ from supervisor.config.deephaven import Heap, LivenessConfig, parse_heap
 from supervisor.config.types import (
     HOUR,
     WEEK,
-    EnvName,
     FilePath,
     Grace,
     Model,
     Name,
     RestartOverrides,
     Seconds,
+    SecretEnvName,
     Timeout,
 )
 
@@ -69,7 +69,7 @@ class DeephavenEnterpriseConfig(Model):
     truststore: FilePath | None = None  # PEM trust store for a private CA
     auth: Literal["password", "private_key"] | None = None
     username: Annotated[str, StringConstraints(min_length=1)] | None = None
-    password_env: EnvName | None = None
+    password_env: SecretEnvName | None = None
     password_file: FilePath | None = None
     private_key_file: FilePath | None = None
     connection_timeout: Annotated[float, Seconds(0, HOUR, low_open=True)] = 10.0

@@ -39,6 +39,7 @@ from supervisor.config.types import (
     StartupProbeConfig,
     Timeout,
     host_port,
+    secret_env_names,
     split_host_port,
 )
 
@@ -148,6 +149,10 @@ class Config(Model):
             elif env.deephaven is not None and env.deephaven.launch == "docker":
                 hosts.append(None)
         return list(dict.fromkeys(hosts))
+
+    def secret_env_names(self) -> set[str]:
+        """Environment variables that hold secrets (a `token_env`, a `password_env`)."""
+        return secret_env_names(self)
 
     def restart_for(self, name: str) -> RestartConfig:
         """The effective restart settings of resource `name`."""

@@ -26,7 +26,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,10 +157,16 @@ class LocalLauncher:
         self._nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
         self._guardian: _Guardian | None = None
         self._closing = False
+        self._withheld: frozenset[str] = frozenset()
 
     @property
     def children(self) -> Mapping[int, ProcessHandle]:
         return self._children
+
+    def withhold(self, names: Iterable[str]) -> None:
+        """Keep these variables (the daemon's secrets: a `token_env`, a `password_env`)
+        out of every child's environment from now on, whatever the caller passes."""
+        self._withheld = frozenset(names)
 
     async def spawn(
         self,
@@ -192,11 +198,15 @@ class LocalLauncher:
             out_r, stdout = os.pipe()
             err_r, stderr = os.pipe()
 
+        environment = {
+            k: v for k, v in (os.environ if env is None else env).items() if k not in self._withheld
+        }
+
         def fork() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env=dict(env) if env is not None else None,
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
@@ -315,6 +325,8 @@ class _Guardian:
                 [sys.executable, "-I", "-S", guardian.__file__],
                 stdin=read_end,
                 start_new_session=True,  # a Ctrl-C in the terminal is for the daemon
+                # It needs nothing from the daemon's environment, which may hold secrets.
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
             )
         finally:
             os.close(read_end)

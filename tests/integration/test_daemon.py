@@ -56,7 +56,9 @@ class Daemon:
 
 
 @asynccontextmanager
-async def daemon(tmp_path: Path, config: str = CONFIG) -> AsyncIterator[Daemon]:
+async def daemon(
+    tmp_path: Path, config: str = CONFIG, env: dict[str, str] | None = None
+) -> AsyncIterator[Daemon]:
     path = tmp_path / "supervisor.toml"
     # Never the machine's default socket or port: tests run beside other daemons.
     private = f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
@@ -65,6 +67,7 @@ async def daemon(tmp_path: Path, config: str = CONFIG) -> AsyncIterator[Daemon]:
         [sys.executable, "-m", "supervisor", "run", "-c", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=env,
     )
     try:
         yield Daemon(proc)
