@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test provision lint typecheck pytest bench clean
+.PHONY: run test test-loaded provision lint typecheck pytest bench clean
 
 $(VENV)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run: $(VENV)/.installed-run
 
 ## Install what the tests need, lint, type-check and run every test.
 test: $(VENV)/.installed-test provision lint typecheck pytest
+
+## The suite with two CPU hogs beside it, as on a shared CI machine (run it twice).
+test-loaded: $(VENV)/.installed-test provision
+	stress-ng --cpu 2 --quiet & hog=$$!; \
+	$(BIN)/pytest $(PYTEST_ARGS); status=$$?; kill $$hog; wait $$hog 2>/dev/null; exit $$status
 
 ## Test dependencies beyond Python (Prometheus, promtool): installed with apt as root.
 provision:

@@ -4,6 +4,7 @@
 #   - Prometheus and promtool (Debian package `prometheus`);
 #   - systemd's tools (systemd-analyze, -sysusers, -tmpfiles);
 #   - a Docker engine (Debian's docker.io; dockerd is started when none answers);
+#   - stress-ng, for `make test-loaded` (the suite beside `stress-ng --cpu 2`);
 #   - for the private engines of tests/private_dockerd.py: containerd, ip (a bridge each)
 #     and iptables-save (to check they add no rule);
 #   - the local test images, built without any registry (`docker import` of a rootfs):
@@ -52,6 +53,10 @@ if ! have dockerd || ! have debootstrap; then
   apt_install docker.io debootstrap
 fi
 
+if ! have stress-ng; then
+  echo "provision: installing stress-ng (the suite must pass with CPU load beside it)"
+  apt_install stress-ng
+fi
 if ! have containerd || ! have ip || ! have iptables-save; then
   echo "provision: installing containerd, iproute2 and iptables (private test engines)"
   apt_install containerd iproute2 iptables
