@@ -8,10 +8,11 @@ import pytest
 
 from supervisor import errors
 from supervisor.api.errors import ERRORS, answer_for, to_response
+from supervisor.api.server import ApiBindError
 from supervisor.errors import ClientError, StateDirError, SupervisorError
 
 # Raised only where no request is being answered: by the client library, or at start-up.
-NEVER_IN_A_REQUEST = (ClientError, StateDirError)
+NEVER_IN_A_REQUEST = (ClientError, StateDirError, ApiBindError)
 
 
 def tree(root: type[SupervisorError]) -> set[type[SupervisorError]]:
