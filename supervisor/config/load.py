@@ -134,7 +134,7 @@ def _walk(raw: dict[str, Any]) -> list[ConfigProblem]:
         if isinstance(value, dict):
             for key, item in value.items():
                 where = f"{path}.{key}" if path else str(key)
-                if "\x00" in key:
+                if isinstance(key, str) and "\x00" in key:
                     problems.append(
                         ConfigProblem(
                             where.replace("\x00", "\\0"), "keys cannot contain NUL characters"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from supervisor.config.load import MAX_DEPTH, load_file, load_text, validate
@@ -212,6 +212,10 @@ values = st.recursive(
 )
 
 
+@example(  # found by a loaded CI run: a key that is not a string
+    [(("environments", "scratch", "features", 0, "setup_session"), {}),
+     (("environments", "scratch", "features", 0, "setup_session", 0), [])]
+)  # fmt: skip
 @settings(max_examples=400)
 @given(st.lists(st.tuples(st.sampled_from(PATHS), values), min_size=1, max_size=4))
 def test_mutated_configs_are_refused_or_within_their_ranges(
