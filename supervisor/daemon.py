@@ -29,8 +29,7 @@ from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
 from supervisor.errors import NoCredentialsError, NotRunningError, ResourceNotFoundError
-from supervisor.launchers.docker_engines import DockerEngines
-from supervisor.launchers.docker_sdk import DockerError
+from supervisor.launchers.docker import DockerEngines, DockerError
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.observability.health import health_problem, summary
 from supervisor.observability.logging import log_transition

@@ -2,10 +2,11 @@
 
 Why it is built this way:
 - The Core+ client never runs in the daemon. Like the community kind, each resource has
-  its own helper process (`launchers/deephaven_enterprise_worker.py`, driven through
-  `deephaven_client.DeephavenClient`): a Core+ session is a pydeephaven session, with the
-  same segfault and hang hazards, and the client pins its own pydeephaven, so the helper
-  may run in another venv (`python_venv`). Threads would share both hazards with the daemon.
+  its own helper process (`launchers/deephaven/enterprise_worker.py`, driven through
+  `launchers.deephaven.client.DeephavenClient`): a Core+ session is a pydeephaven
+  session, with the same segfault and hang hazards, and the client pins its own
+  pydeephaven, so the helper may run in another venv (`python_venv`). Threads would
+  share both hazards with the daemon.
 - A factory (`enterprise:factory:SYSTEM`) is a logged-in `SessionManager`; its liveness is
   `SessionManager.ping()` under `liveness.timeout` (5 s by default).
 - A session (`enterprise:SYSTEM:NAME`) depends on its factory (config adds it to
@@ -40,21 +41,22 @@ from supervisor.errors import (
     MisconfiguredError,
     StartError,
 )
-from supervisor.launchers.deephaven import Redactor, python_for
-from supervisor.launchers.local import LocalLauncher, scrubbed_environment
-from supervisor.resources.deephaven_client import (
+from supervisor.launchers.deephaven.client import (
     DeephavenClient,
     lost_session_result,
     open_client,
     start_error,
 )
+from supervisor.launchers.deephaven.output import Redactor
+from supervisor.launchers.deephaven.server import python_for
+from supervisor.launchers.local import LocalLauncher, scrubbed_environment
 from supervisor.resources.deephaven_names import FullName
 from supervisor.supervision.policy import Termination
 from supervisor.supervision.resource import CheckResult, CheckSettings, Handle
 from supervisor.supervision.states import Liveness
 
 # Found, not imported: the daemon itself must never load the Core+ client.
-_WORKER_SPEC = importlib.util.find_spec("supervisor.launchers.deephaven_enterprise_worker")
+_WORKER_SPEC = importlib.util.find_spec("supervisor.launchers.deephaven.enterprise_worker")
 assert _WORKER_SPEC is not None
 assert _WORKER_SPEC.origin is not None
 WORKER = _WORKER_SPEC.origin

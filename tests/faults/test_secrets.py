@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from supervisor.launchers.deephaven import generate_psk
+from supervisor.launchers.deephaven.server import generate_psk
 from tests.integration.conftest import run_cli
 from tests.integration.test_daemon import daemon
 

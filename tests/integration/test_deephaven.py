@@ -27,7 +27,7 @@ import trio
 
 from supervisor.config.deephaven import PSK_HANDLER, DeephavenConfig
 from supervisor.config.types import RestartConfig
-from supervisor.launchers.deephaven import ServerSpec, generate_psk, pick_free_port
+from supervisor.launchers.deephaven.server import ServerSpec, generate_psk, pick_free_port
 from supervisor.launchers.docker import DockerEngine, open_docker_engine
 from supervisor.launchers.local import LocalLauncher
 from supervisor.resources.deephaven import DeephavenResource

@@ -19,10 +19,11 @@ import pytest
 import trio
 
 from supervisor.errors import DeephavenClientError
+from supervisor.launchers.deephaven.client import ConnectSpec, liveness_of, open_client
+from supervisor.launchers.deephaven.container import CONTAINER_CONFIG_DIR
 from supervisor.launchers.docker import DockerEngine, open_docker_engine
 from supervisor.launchers.local import LocalLauncher
-from supervisor.resources.deephaven import CONTAINER_CONFIG_DIR, DeephavenResource
-from supervisor.resources.deephaven_client import ConnectSpec, liveness_of, open_client
+from supervisor.resources.deephaven import DeephavenResource
 from supervisor.supervision.states import Liveness, State
 from tests.integration.conftest import children_of
 from tests.integration.test_deephaven import (

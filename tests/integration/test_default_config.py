@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from supervisor.config.paths import DEFAULT_CONFIG
-from supervisor.launchers.deephaven import python_launch_problem
+from supervisor.launchers.deephaven.server import python_launch_problem
 from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.slow

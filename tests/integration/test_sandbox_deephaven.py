@@ -15,9 +15,9 @@ import pytest
 import trio
 
 from supervisor.config.environment import DeephavenScriptFeatureConfig, EnvironmentConfig
+from supervisor.launchers.deephaven.client import ConnectSpec, open_client
 from supervisor.launchers.docker import DockerEngine, open_docker_engine
 from supervisor.launchers.local import LocalLauncher
-from supervisor.resources.deephaven_client import ConnectSpec, open_client
 from supervisor.sandbox.backends.deephaven import DeephavenBackend, ScopeResetFeature
 from supervisor.sandbox.environment import Environment, open_environment
 from supervisor.sandbox.features import DeephavenScriptFeature, Feature

@@ -21,7 +21,7 @@ import trio
 from supervisor.config.environment import EnvironmentConfig
 from supervisor.errors import SandboxStateError, StartError
 from supervisor.launchers.docker import DockerEngine, DockerError, open_docker_engine
-from supervisor.launchers.docker_sdk import docker_errors
+from supervisor.launchers.docker.sdk import docker_errors
 from supervisor.sandbox.backends.docker import (
     ENVIRONMENT_LABEL,
     SANDBOX_LABEL,

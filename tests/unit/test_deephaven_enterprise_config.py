@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.errors import DeephavenClientError, MisconfiguredError, UnauthorizedError
-from supervisor.resources.deephaven_client import classify, start_error
+from supervisor.launchers.deephaven.client import classify, start_error
 from supervisor.resources.deephaven_names import FullName
 from supervisor.supervision.states import Liveness
 

@@ -1,11 +1,12 @@
 """`backend = "deephaven"`: a sandbox is one launched Deephaven server, used through scripts.
 
 Why it is built this way:
-- A sandbox reuses the `deephaven` resource's launch code whole (`DeephavenResource`): a
-  local server (`launch = "python"`) or a container (`launch = "docker"`), PSK auth with
-  a key generated per sandbox and handed over the resource's way (never in argv, an
-  environment or a container's config), our pydeephaven helper process, start-up bounded
-  by `start_timeout`. Nothing here talks to pydeephaven or Docker directly.
+- A sandbox is launched as a `deephaven` resource's server is, by the same code
+  (`launchers.deephaven.launch`): a local server (`launch = "python"`) or a container
+  (`launch = "docker"`), PSK auth with a key generated per sandbox and handed over the
+  launcher's way (never in argv, an environment or a container's config), our
+  pydeephaven helper process, start-up bounded by `start_timeout`. Nothing here talks to
+  pydeephaven or Docker directly.
 - Its language is Python run in the server. `exec` has no meaning there: it answers
   exit 127 with a message, as a missing command does elsewhere, and never runs argv.
 - Between sessions the server's Python scope is wiped back to a baseline, so the next
@@ -36,10 +37,10 @@ from supervisor.errors import (
     SandboxStateError,
     StartError,
 )
-from supervisor.launchers.deephaven import pick_free_port
+from supervisor.launchers.deephaven.launch import DeephavenHandle, DeephavenLauncher
+from supervisor.launchers.deephaven.server import generate_psk, pick_free_port
 from supervisor.launchers.docker import DockerEngine
 from supervisor.launchers.local import LocalLauncher
-from supervisor.resources.deephaven import DeephavenHandle, DeephavenResource
 from supervisor.sandbox.backends import ExecResult
 from supervisor.sandbox.backends.docker import SandboxConfigError, classify
 from supervisor.sandbox.features import Feature
@@ -63,10 +64,11 @@ class DeephavenInstance:
     """One deephaven sandbox: a launched server and the session our helper holds on it."""
 
     def __init__(
-        self, backend: DeephavenBackend, resource: DeephavenResource, handle: DeephavenHandle
+        self, backend: DeephavenBackend, deephaven: DeephavenLauncher, handle: DeephavenHandle
     ) -> None:
         self._backend = backend
-        self.resource = resource
+        self._deephaven = deephaven
+        self.name = deephaven.name
         self.handle = handle
         self.tainted: str | None = None  # why the scope can no longer be trusted
         self._stopping = False
@@ -100,7 +102,7 @@ class DeephavenInstance:
         if error is None:
             return ExecResult(0, "", "", duration)
         if error.code in _BROKEN or not client.alive or self.handle.server_exited:
-            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: {error}")
+            raise SandboxStateError(f"deephaven sandbox {self.name}: {error}")
         return ExecResult(1, "", script_error(str(error)), duration)
 
     async def _reconnect_if_needed(self) -> None:
@@ -108,11 +110,11 @@ class DeephavenInstance:
         if self.handle.client.alive:
             return
         if self.handle.server_exited:
-            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: server exited")
+            raise SandboxStateError(f"deephaven sandbox {self.name}: server exited")
         self.tainted = self.tainted or "the client helper was replaced"
-        result = await self.resource.check(self.handle)
+        result = await self._deephaven.check(self._backend.server_config, self.handle)
         if result.liveness is not Liveness.ONLINE:
-            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: {result.detail}")
+            raise SandboxStateError(f"deephaven sandbox {self.name}: {result.detail}")
 
     async def put(self, source: Path, dest: str) -> None:
         raise SandboxConfigError(
@@ -122,12 +124,12 @@ class DeephavenInstance:
     async def check(self) -> None:
         """A real RPC (unless a script is running); a dead helper is reopened."""
         before = self.handle.client
-        result = await self.resource.check(self.handle)
+        result = await self._deephaven.check(self._backend.server_config, self.handle)
         if self.handle.client is not before:
             self.tainted = self.tainted or "the client helper was replaced"
         if result.liveness is not Liveness.ONLINE:
             raise SandboxStateError(
-                f"deephaven sandbox {self.resource.name} is {result.liveness}: {result.detail}"
+                f"deephaven sandbox {self.name} is {result.liveness}: {result.detail}"
             )
 
     async def wait_dead(self) -> str:
@@ -143,9 +145,9 @@ class DeephavenInstance:
         await self.handle.stop(self._backend.stop_timeout)
 
     def connection(self) -> dict[str, Any]:
-        credentials = self.resource.credentials()
+        credentials = self.handle.credentials()
         if credentials is None:
-            raise SandboxStateError(f"deephaven sandbox {self.resource.name} is not running")
+            raise SandboxStateError(f"deephaven sandbox {self.name} is not running")
         return credentials.to_json()
 
     async def mark_baseline(self) -> None:
@@ -153,7 +155,7 @@ class DeephavenInstance:
         try:
             await self.handle.client.mark_baseline(self._backend.reset_timeout)
         except DeephavenClientError as exc:
-            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: {exc}") from exc
+            raise SandboxStateError(f"deephaven sandbox {self.name}: {exc}") from exc
 
     async def reset(self) -> None:
         """Delete every global a session left in the scope.
@@ -163,12 +165,12 @@ class DeephavenInstance:
         """
         if self.tainted is not None:
             raise SandboxStateError(
-                f"deephaven sandbox {self.resource.name} is not reusable: {self.tainted}"
+                f"deephaven sandbox {self.name} is not reusable: {self.tainted}"
             )
         try:
             await self.handle.client.reset_scope(self._backend.reset_timeout)
         except DeephavenClientError as exc:
-            raise SandboxStateError(f"deephaven sandbox {self.resource.name}: {exc}") from exc
+            raise SandboxStateError(f"deephaven sandbox {self.name}: {exc}") from exc
 
 
 class ScopeResetFeature(Feature):
@@ -228,21 +230,20 @@ class DeephavenBackend:
             SandboxConfigError: the settings cannot work (no Docker engine, missing image).
         """
         name = _UNSAFE_NAME.sub("-", sandbox_id).strip("-.")
-        resource = DeephavenResource(
+        deephaven = DeephavenLauncher(
             name,
-            self.server_config,
             self.launcher,
             docker=self.docker,
             pick_port=self._pick_port,
+            # Logged under a `deephaven` resource's keys: log queries find either alike.
+            log_context={"resource": name, "deephaven": f"community:config:{name}"},
         )
         what = f"sandbox {sandbox_id}"
         handle: DeephavenHandle | None = None
         try:
             with trio.fail_after(self.start_timeout):
-                started = await resource.start()
-                assert isinstance(started, DeephavenHandle)
-                handle = started
-                await resource.ready(handle)
+                handle = await deephaven.launch(self.server_config, generate_psk())
+                await deephaven.ready(self.server_config, handle)
         except BaseException as exc:
             if handle is not None:
                 with trio.CancelScope(shield=True):
@@ -259,7 +260,7 @@ class DeephavenBackend:
                 raise SandboxStateError(f"{what}: {exc}") from exc
             raise
         log.info("deephaven_sandbox_started", sandbox=sandbox_id, endpoint=handle.endpoint)
-        return DeephavenInstance(self, resource, handle)
+        return DeephavenInstance(self, deephaven, handle)
 
 
 def script_error(message: str) -> str:
@@ -270,7 +271,7 @@ def script_error(message: str) -> str:
 
 
 def server_config(config: DeephavenSandboxConfig, start_timeout: float) -> DeephavenConfig:
-    """The `deephaven` resource settings that launch one sandbox's server."""
+    """The settings, as a `deephaven` resource's, that launch one sandbox's server."""
     fields: dict[str, Any] = {
         "kind": "deephaven",
         "launch": config.launch,

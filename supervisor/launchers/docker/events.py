@@ -1,6 +1,6 @@
 """A Docker engine's container events as per-container watches and an engine-up flag.
 
-Bookkeeping on the loop only (no SDK call here): `launchers.docker` feeds it the decoded
+Bookkeeping on the loop only (no SDK call here): `launchers.docker.engine` feeds it the decoded
 events of its one stream and tells it when the stream connects and ends. Replays after
 a reconnect (`since`) are dropped by a bounded memory of recent events, and a death is
 told from an outage by what ended: the stream (engine down) or the container (`die`).
@@ -74,11 +74,6 @@ def signal_number(value: object) -> int | None:
         return number
     name = value.upper() if value.upper().startswith("SIG") else f"SIG{value.upper()}"
     return int(signal.Signals[name]) if name in signal.Signals.__members__ else None
-
-
-def reconnect_delay(failures: int) -> float:
-    """Seconds before reconnecting after `failures` consecutive failed attempts."""
-    return 0.0 if failures <= 1 else min(0.1 * 2 ** (failures - 2), 5.0)
 
 
 class ContainerEvents:

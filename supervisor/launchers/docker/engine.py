@@ -1,13 +1,13 @@
-"""Docker containers: run, exec, stop and watch them through one engine's event stream.
+"""One Docker engine: run, exec, stop and watch containers through its event stream.
 
-`DockerEngine` is the face of one engine; the work lives beside it: `docker_containers`
-(run, adopt, stop, remove, `ContainerHandle`), `docker_exec` (commands in a container),
-`docker_events` (watches fed by the stream) and `docker_sdk` (the blocking SDK's edges).
+`DockerEngine` is the face of one engine; the work lives beside it: `containers` (run,
+adopt, stop, remove, `ContainerHandle`), `exec` (commands in a container), `events`
+(watches fed by the stream) and `sdk` (the blocking SDK's edges).
 
 Why it is built this way:
 - Every request runs in a worker thread through one `CapacityLimiter` per engine, under a
   trio deadline, abandoned on cancel, with errors mapped at the SDK's edge
-  (`launchers.docker_sdk`). Long reads have limiters of their own (one thread for the
+  (`launchers.docker.sdk`). Long reads have limiters of their own (one thread for the
   event stream, a pool for exec output), so slow execs never starve a stop or the events.
 - Deaths are pushed: one long-lived reader per engine follows the engine's event stream,
   filtered on our instance label, and hands `kill`/`oom`/`die`/`destroy` to per-container
@@ -16,6 +16,9 @@ Why it is built this way:
   False and handles keep waiting; on reconnect the missed events are replayed (`since`,
   deduplicated) and every watched container is inspected, so a death during the outage
   still arrives (pinned by test_docker.py::test_outage_is_not_a_death_and_a_death_...).
+- Reconnects wait as restarts do, by the restart policy's `backoff_delay`: the first at
+  once, then 0.1 s doubling to 5 s, without jitter (one reader per engine: nothing to
+  spread).
 - Closing the engine finishes pending removals (bounded); what even that misses carries
   our instance label and is reaped at the next start-up.
 """
@@ -25,14 +28,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
 import structlog
 import trio
 
-from supervisor.launchers.docker_containers import (
-    CONFIG_HASH_LABEL,
+from supervisor.config.types import BackoffConfig
+from supervisor.launchers.docker.containers import (
     INSTANCE_LABEL,
     RESOURCE_LABEL,
     ContainerHandle,
@@ -40,35 +42,23 @@ from supervisor.launchers.docker_containers import (
     ContainerSpec,
     OwnedContainer,
 )
-from supervisor.launchers.docker_events import reconnect_delay
-from supervisor.launchers.docker_exec import ExecResult, run_exec, run_exec_input
-from supervisor.launchers.docker_sdk import (
-    ContainerNotFoundError,
+from supervisor.launchers.docker.exec import ExecResult, run_exec, run_exec_input
+from supervisor.launchers.docker.sdk import (
     DockerError,
     EngineClient,
-    EngineUnavailableError,
     TLSFiles,
     docker_errors,
     make_clients,
 )
+from supervisor.supervision.policy import backoff_delay
 
-__all__ = [
-    "CONFIG_HASH_LABEL",
-    "INSTANCE_LABEL",
-    "RESOURCE_LABEL",
-    "ContainerHandle",
-    "ContainerNotFoundError",
-    "ContainerSpec",
-    "DockerEngine",
-    "DockerError",
-    "EngineUnavailableError",
-    "ExecResult",
-    "OwnedContainer",
-    "TLSFiles",
-    "open_docker_engine",
-]
+if TYPE_CHECKING:
+    import docker
 
 log = structlog.get_logger("supervisor.docker")
+
+# Pinned by tests/unit/launchers/docker/test_engine.py: 0, 0.1, 0.2, 0.4 ... 5 s.
+RECONNECT_BACKOFF = BackoffConfig(initial=0.1, factor=2.0, max=5.0, jitter=0.0)
 
 
 class DockerEngine:
@@ -249,7 +239,7 @@ class DockerEngine:
             self._events.disconnected()
             task_status.started()  # an engine that is down at start-up is "not up yet"
             task_status = trio.TASK_STATUS_IGNORED
-            await trio.sleep(reconnect_delay(failures))
+            await trio.sleep(backoff_delay(failures, RECONNECT_BACKOFF, 0.0))
 
 
 @asynccontextmanager

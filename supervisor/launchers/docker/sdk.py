@@ -1,11 +1,14 @@
 """The docker SDK's edges: clients, calls from trio, errors, streams, and SDK quirks.
 
-Everything here knows a quirk of the blocking SDK so that `launchers.docker` need not:
+Everything here knows a quirk of the blocking SDK so that the rest of the package need not:
+- The SDK (and `requests` under it) is imported on first use, never at module level:
+  `make_clients` loads it, in a worker thread, when the first engine opens. A daemon whose
+  config has no docker-using kind never pays for it (tests/integration/test_lazy_imports.py).
 - Every request runs in a worker thread through one `CapacityLimiter` per engine, under a
   trio deadline, abandoned on cancel (`EngineClient.call`); a long read is given a
   limiter of its own by its caller (`EngineClient.read_stream`).
 - SDK, HTTP, socket and deadline failures become our errors in one context manager
-  (`docker_errors`), pinned by tests/unit/test_docker_errors.py.
+  (`docker_errors`), pinned by tests/unit/launchers/docker/test_sdk.py.
 - A streamed response (events, exec output) blocks its reading thread until
   `CancellableStream.close()` shuts the socket down; `StreamSlot` makes sure exactly one
   party closes it, even when the opening thread was abandoned.
@@ -13,7 +16,8 @@ Everything here knows a quirk of the blocking SDK so that `launchers.docker` nee
   I/O and an engine that is down at start-up is just "not up yet".
 - Feeding an exec's stdin needs the hijacked socket and a half-close (`feed_exec`).
 - The SDK's unix-socket connection leaks its socket when connecting fails; while an
-  engine is down that is one ResourceWarning per reconnect attempt, so it is replaced.
+  engine is down that is one ResourceWarning per reconnect attempt, so it is replaced
+  (`launchers.docker.unix_adapter`).
 """
 
 from __future__ import annotations
@@ -25,22 +29,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import docker
-import docker.errors
-import docker.tls
-import docker.utils
-import docker.utils.socket
-import requests
 import trio
-from docker.transport.unixconn import (
-    UnixHTTPAdapter,
-    UnixHTTPConnection,
-    UnixHTTPConnectionPool,
-)
 
 from supervisor.errors import ResourceError
+
+if TYPE_CHECKING:
+    import docker
+    import docker.errors
 
 API_VERSION = "1.41"
 
@@ -66,20 +63,35 @@ def docker_errors(action: str) -> Iterator[None]:
         yield
     except trio.TooSlowError as exc:
         raise EngineUnavailableError(f"{action}: the Docker engine did not answer in time") from exc
-    except docker.errors.ImageNotFound as exc:
-        raise DockerError(
+    except Exception as exc:
+        error = _mapped(action, exc)
+        if error is None:
+            raise  # a bug stays a bug
+        raise error from exc
+
+
+def _mapped(action: str, exc: Exception) -> DockerError | None:
+    """`exc` as our error, or None when it is not the engine's; the order matters."""
+    # Loaded already whenever it matters: an error worth mapping comes from the SDK.
+    import docker.errors  # noqa: PLC0415 - the SDK loads on first use (module docstring)
+    import requests  # noqa: PLC0415 - loaded with the SDK, which is built on it
+
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return DockerError(
             f"{action}: {_explain(exc)} (the daemon never pulls: build, load or pull it first)"
-        ) from exc
-    except docker.errors.NotFound as exc:
-        raise ContainerNotFoundError(f"{action}: {_explain(exc)}") from exc
-    except docker.errors.APIError as exc:
-        raise DockerError(f"{action}: {_explain(exc)}") from exc
-    except (requests.ConnectionError, requests.Timeout, OSError) as exc:
-        raise EngineUnavailableError(
+        )
+    if isinstance(exc, docker.errors.NotFound):
+        return ContainerNotFoundError(f"{action}: {_explain(exc)}")
+    if isinstance(exc, docker.errors.APIError):
+        return DockerError(f"{action}: {_explain(exc)}")
+    # requests' errors are OSErrors too, and an APIError is one of them: checked above.
+    if isinstance(exc, requests.ConnectionError | requests.Timeout | OSError):
+        return EngineUnavailableError(
             f"{action}: cannot reach the Docker engine ({type(exc).__name__})"
-        ) from exc
-    except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise DockerError(f"{action}: {exc}") from exc
+        )
+    if isinstance(exc, docker.errors.DockerException | requests.RequestException):
+        return DockerError(f"{action}: {exc}")
+    return None
 
 
 def _explain(exc: docker.errors.APIError) -> str:
@@ -189,6 +201,8 @@ class EngineClient:
 
 def force_remove(api: docker.APIClient, ref: str) -> None:
     """Kill and remove `ref`; already gone, or being removed by someone else, is done."""
+    import docker.errors  # noqa: PLC0415 - the SDK loads on first use (module docstring)
+
     try:
         api.remove_container(ref, force=True)
     except docker.errors.NotFound:
@@ -201,7 +215,16 @@ def force_remove(api: docker.APIClient, ref: str) -> None:
 def make_clients(
     base_url: str | None, tls: TLSFiles | None, timeout: float
 ) -> tuple[docker.APIClient, docker.APIClient]:
-    """A client for requests and one for the event stream (no I/O: the version is pinned)."""
+    """A client for requests and one for the event stream (no I/O: the version is pinned).
+
+    The first call loads the SDK: call it in a worker thread.
+    """
+    import docker  # noqa: PLC0415 - the SDK loads on first use (module docstring)
+    import docker.tls  # noqa: PLC0415
+    import docker.utils  # noqa: PLC0415
+
+    from supervisor.launchers.docker.unix_adapter import fix_unix_adapter  # noqa: PLC0415
+
     kwargs: dict[str, Any]
     if base_url is None:
         kwargs = docker.utils.kwargs_from_env()  # DOCKER_HOST, DOCKER_TLS_VERIFY, ...
@@ -216,57 +239,12 @@ def make_clients(
                 client_cert=(tls.cert, tls.key), ca_cert=tls.ca, verify=tls.ca is not None
             )
     kwargs.update(version=API_VERSION, timeout=timeout)
-    api = _fix_unix_adapter(docker.APIClient(**kwargs))
+    api = fix_unix_adapter(docker.APIClient(**kwargs))
     try:
-        return api, _fix_unix_adapter(docker.APIClient(**kwargs))
+        return api, fix_unix_adapter(docker.APIClient(**kwargs))
     except BaseException:
         api.close()
         raise
-
-
-class _UnixConnection(UnixHTTPConnection):  # type: ignore[misc]
-    """The SDK's unix connection, minus its leak: a failed connect() closes its socket."""
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.unix_socket)
-        except BaseException:
-            sock.close()  # the SDK leaves this to the GC: a ResourceWarning per retry
-            raise
-        self.sock = sock
-
-
-class _UnixPool(UnixHTTPConnectionPool):  # type: ignore[misc]
-    def _new_conn(self) -> _UnixConnection:
-        return _UnixConnection(self.base_url, self.socket_path, self.timeout)
-
-
-class _UnixAdapter(UnixHTTPAdapter):  # type: ignore[misc]
-    def get_connection(self, url: str, proxies: object = None) -> _UnixPool:
-        with self.pools.lock:
-            pool: _UnixPool | None = self.pools.get(url)
-            if pool is None:
-                pool = self.pools[url] = _UnixPool(
-                    url, self.socket_path, self.timeout, maxsize=self.max_pool_size
-                )
-        return pool
-
-
-def _fix_unix_adapter(api: docker.APIClient) -> docker.APIClient:
-    """Swap in `_UnixAdapter` on a unix-socket client (no I/O has happened yet)."""
-    original = getattr(api, "_custom_adapter", None)
-    if isinstance(original, UnixHTTPAdapter):
-        adapter = _UnixAdapter(
-            "http+unix://" + original.socket_path,
-            original.timeout,
-            max_pool_size=original.max_pool_size,
-        )
-        original.close()
-        api._custom_adapter = adapter
-        api.mount("http+docker://", adapter)
-    return api
 
 
 class Capped:
@@ -306,6 +284,8 @@ def feed_exec(
 
     The half-close is what the engine turns into EOF on the command's stdin.
     """
+    import docker.utils.socket  # noqa: PLC0415 - the SDK loads on first use (module docstring)
+
     sock = api.exec_start(exec_id, socket=True)
     raw = getattr(sock, "_sock", sock)  # unix: a SocketIO over the socket; https: the socket
     try:

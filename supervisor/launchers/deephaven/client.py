@@ -1,7 +1,7 @@
 """The daemon's side of the Deephaven client helper: a proxy with deadlines.
 
 pydeephaven never runs in the daemon. Each resource talks to its own helper process
-(`launchers/deephaven_worker.py`) over a private unix socket, one JSON line per request.
+(`worker.py` beside this module) over a private unix socket, one JSON line per request.
 Every call has a deadline; a call that does not answer in time, or is cancelled while in
 flight, kills the helper, because a helper with a request outstanding is in an unknown
 state (blocked in gRPC, or about to answer the wrong caller). The helper is spawned by
@@ -35,7 +35,7 @@ from supervisor.errors import (
     StartError,
     UnauthorizedError,
 )
-from supervisor.launchers.deephaven import accept_from
+from supervisor.launchers.deephaven.server import accept_from
 from supervisor.launchers.local import LocalLauncher, ProcessHandle, scrubbed_environment
 from supervisor.supervision.resource import CheckResult
 from supervisor.supervision.states import Liveness
@@ -44,7 +44,7 @@ log = structlog.get_logger("supervisor.deephaven")
 
 HELPER_START_TIMEOUT = 10.0
 # Found, not imported: the daemon itself must never load pydeephaven.
-_WORKER_SPEC = importlib.util.find_spec("supervisor.launchers.deephaven_worker")
+_WORKER_SPEC = importlib.util.find_spec("supervisor.launchers.deephaven.worker")
 assert _WORKER_SPEC is not None
 assert _WORKER_SPEC.origin is not None
 WORKER = _WORKER_SPEC.origin

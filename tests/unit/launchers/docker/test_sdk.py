@@ -11,8 +11,7 @@ import pytest
 import requests
 import trio
 
-from supervisor.launchers.docker_events import reconnect_delay
-from supervisor.launchers.docker_sdk import (
+from supervisor.launchers.docker.sdk import (
     ContainerNotFoundError,
     DockerError,
     EngineUnavailableError,
@@ -81,12 +80,6 @@ def test_other_exceptions_pass_through() -> None:
     """Bugs are not disguised as engine errors."""
     with pytest.raises(KeyError), docker_errors("x"):
         raise KeyError("bug")
-
-
-def test_reconnect_delay_is_immediate_then_doubles_to_a_cap() -> None:
-    """The first reconnect is immediate, then 0.1 s doubling, never above 5 s."""
-    assert [reconnect_delay(n) for n in range(1, 6)] == [0.0, 0.1, 0.2, 0.4, 0.8]
-    assert reconnect_delay(50) == 5.0
 
 
 def test_a_tcp_docker_host_uses_the_cli_tls_settings(

@@ -1,8 +1,8 @@
 """The Enterprise client helper: one Core+ `SessionManager` (and session) per process.
 
-Run as `python -I deephaven_enterprise_worker.py SOCKET`, with the interpreter of the venv
+Run as `python -I enterprise_worker.py SOCKET`, with the interpreter of the venv
 that has `deephaven-coreplus-client`; the protocol is the community helper's
-(`deephaven_worker.py`): one JSON request per line, one response per line. Why a process:
+(`worker.py`): one JSON request per line, one response per line. Why a process:
 the Core+ session *is* a pydeephaven session (same crash and hang hazards) and the client
 pins its own pydeephaven, so it may have to run in another venv anyway.
 

@@ -3,7 +3,7 @@
 Why it is built this way:
 - The kill comes from `timeout -s KILL` (coreutils or busybox) inside the container,
   which runs the command in its own process group; the image must provide it.
-- Output is read to the end even past the cap (`docker_sdk.Capped`): a writer blocked on a
+- Output is read to the end even past the cap (`sdk.Capped`): a writer blocked on a
   full pipe never exits. Past the timeout plus `EXEC_GRACE` we stop reading anyway.
 - Exec output is a long read: it runs on a limiter of its own, so slow execs never starve
   a stop or the event stream.
@@ -20,8 +20,8 @@ from functools import partial
 
 import trio
 
-from supervisor.launchers.docker_events import int_or_none
-from supervisor.launchers.docker_sdk import Capped, EngineClient, docker_errors, drain, feed_exec
+from supervisor.launchers.docker.events import int_or_none
+from supervisor.launchers.docker.sdk import Capped, EngineClient, docker_errors, drain, feed_exec
 
 EXEC_GRACE = 2.0  # past the exec timeout, stop reading even if something holds the pipes
 

@@ -1,6 +1,6 @@
 """The Deephaven client helper: one pydeephaven session in a process of its own.
 
-Run as `python -I deephaven_worker.py SOCKET`: it connects to the daemon's unix socket
+Run as `python -I worker.py SOCKET`: it connects to the daemon's unix socket
 and serves one JSON request per line, in order, one JSON response per line. Why a process:
 pydeephaven can crash its host (a call into a closed session can segfault) and its calls
 have no deadline (a frozen server blocks them forever). Here a crash or a hang costs one

@@ -1,7 +1,7 @@
 """Our containers on one engine: run, adopt, list, stop and remove them, leaking none.
 
 Why it is built this way:
-- Deaths are pushed: `launchers.docker` follows the engine's event stream and
+- Deaths are pushed: `launchers.docker.engine` follows the engine's event stream and
   `ContainerEvents` hands `kill`/`oom`/`die`/`destroy` to the watch of each container
   here. A dead container is removed once its end is recorded.
 - `ContainerHandle.kill()` must not block the loop: it schedules a forced removal in the
@@ -28,8 +28,8 @@ import structlog
 import trio
 
 from supervisor.errors import StartError
-from supervisor.launchers.docker_events import ContainerEvents, Watch, death, int_or_none
-from supervisor.launchers.docker_sdk import (
+from supervisor.launchers.docker.events import ContainerEvents, Watch, death, int_or_none
+from supervisor.launchers.docker.sdk import (
     ContainerNotFoundError,
     DockerError,
     EngineClient,

@@ -1,4 +1,4 @@
-"""How a Deephaven server is launched as a local child: its command, ports, PSK and output.
+"""A Deephaven server as a local child: its command, its port, and its PSK handover.
 
 Why it is built this way:
 - The server runs `deephaven_server.Server` from a tiny inline script rather than the
@@ -11,8 +11,7 @@ Why it is built this way:
   a private unix socket, in a 0700 directory, that only the spawned child (checked by
   SO_PEERCRED) may use once. The script reads it before the JVM starts in-process and
   hands it over as a JVM option through JNI, which puts it in no command line either.
-- A container cannot be reached that way, so `server_properties` writes the key into a
-  `deephaven.prop` (Deephaven's own configuration file) that the caller mounts read-only.
+  A container cannot be reached that way: `container` writes a `deephaven.prop` instead.
 - The server binds the configured host (127.0.0.1 by default), not every interface.
 - `port = "auto"` picks a free port by binding port 0; another process can take it before
   the server binds it, so a bind failure is expected and the caller retries on a new port.
@@ -22,19 +21,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import secrets
 import shutil
 import socket
 import struct
 import sys
 import tempfile
-from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
 import trio
 
 from supervisor.errors import StartError
@@ -43,10 +39,6 @@ from supervisor.launchers.local import LineSink, LocalLauncher, ProcessHandle
 # The variable older releases passed the PSK in; one inherited from the daemon is dropped.
 PSK_ENV = "SUPERVISOR_DEEPHAVEN_PSK"
 ANONYMOUS_HANDLER = "io.deephaven.auth.AnonymousAuthenticationHandler"
-STARTED = re.compile(r"Server started on port (\d+)")
-_BIND_FAILED = ("Address already in use", "BindException")
-REDACTED = "[REDACTED]"
-_TAIL = 5  # lines of output quoted when a server fails to start
 # The script collects its key before it imports anything heavy; the bound is for a loaded
 # machine, not for the usual few tens of milliseconds.
 KEY_TIMEOUT = 30.0
@@ -176,34 +168,6 @@ async def accept_from(
     return sock
 
 
-def server_properties(psk: str, console: str) -> str:
-    """A `deephaven.prop` that sets the PSK: Deephaven's defaults, console type, key.
-
-    Raises:
-        ValueError: the key cannot be written in Deephaven's format.
-    """
-    if not psk or psk[0].isspace() or ord(psk[0]) <= 0x20:
-        raise ValueError("a launched server's token cannot be empty or start with whitespace")
-    return (
-        "# Written by supervisor-daemon for one container; mounted read-only.\n"
-        "includefiles=dh-defaults.prop\n"
-        f"deephaven.console.type={_escape(console)}\n"
-        f"authentication.psk={_escape(psk)}\n"
-    )
-
-
-def _escape(value: str) -> str:
-    # Deephaven's parser turns \uXXXX into a character (and \n, \t, ... into controls):
-    # anything but ASCII letters and digits is written that way, so no value breaks a line.
-    units = value.encode("utf-16-be")
-    out = []
-    for i in range(0, len(units), 2):
-        unit = int.from_bytes(units[i : i + 2], "big")
-        char = chr(unit)
-        out.append(char if char.isascii() and char.isalnum() else f"\\u{unit:04x}")
-    return "".join(out)
-
-
 def python_for(venv: Path | None) -> str:
     """The interpreter of `venv`, or the daemon's own."""
     return sys.executable if venv is None else str(venv / "bin" / "python")
@@ -240,65 +204,3 @@ def pick_free_port(host: str = "127.0.0.1") -> int:
 def generate_psk() -> str:
     """A new pre-shared key: 32 hex characters."""
     return secrets.token_hex(16)
-
-
-def is_bind_failure(line: str) -> bool:
-    return any(marker in line for marker in _BIND_FAILED)
-
-
-def started_port(line: str) -> int | None:
-    """The port of a `Server started on port N` line, else None."""
-    match = STARTED.search(line)
-    return int(match.group(1)) if match else None
-
-
-class Redactor:
-    """Replaces every secret in a line before it is logged."""
-
-    def __init__(self, secrets_: Iterable[str | None] = ()) -> None:
-        self._secrets = sorted({s for s in secrets_ if s}, key=len, reverse=True)
-
-    def __call__(self, line: str) -> str:
-        for secret in self._secrets:
-            line = line.replace(secret, REDACTED)
-        return line
-
-
-class ServerOutput:
-    """Relays a server's output (redacted) and notices start-up and bind failures."""
-
-    def __init__(self, redact: Redactor, log: structlog.typing.FilteringBoundLogger) -> None:
-        self.started = trio.Event()
-        self.bind_failed = False
-        self._redact = redact
-        self._log = log
-        self._tail: deque[str] = deque(maxlen=_TAIL)
-
-    def line(self, stream: str, line: str) -> None:
-        line = self._redact(line)
-        self._log.info("output", stream=stream, line=line)
-        if line.strip() and not line.startswith(("\tat ", "\t...")):
-            self._tail.append(line.strip())
-        if is_bind_failure(line):
-            self.bind_failed = True
-        if started_port(line) is not None:
-            self.started.set()
-
-    def tail(self) -> str:
-        return " | ".join(self._tail) or "no output"
-
-
-async def wait_started(watch: ServerOutput, server: ProcessHandle) -> None:
-    """Return once the server printed its start line, or exited."""
-    async with trio.open_nursery() as nursery:
-
-        async def started() -> None:
-            await watch.started.wait()
-            nursery.cancel_scope.cancel()
-
-        async def exited() -> None:
-            await server.exited.wait()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(started)
-        nursery.start_soon(exited)

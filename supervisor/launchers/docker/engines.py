@@ -3,7 +3,9 @@
 Opening is async (the event-stream reader starts), resource construction is not: the
 daemon opens every engine a config names (`open_for`) before it builds the resources
 that use them, including on reload. An engine that does not answer is still "open":
-its resources start failing (and retrying) until it does.
+its resources start failing (and retrying) until it does. The docker SDK loads with the
+first engine opened (`sdk.make_clients`), so a config without a docker-using kind (no
+container, docker sandbox or docker-launched Deephaven server) never loads it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Callable, Iterable
 
 import trio
 
-from supervisor.launchers.docker import DockerEngine, OwnedContainer, open_docker_engine
+from supervisor.launchers.docker.containers import OwnedContainer
+from supervisor.launchers.docker.engine import DockerEngine, open_docker_engine
 
 
 class DockerEngines:
