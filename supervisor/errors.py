@@ -124,7 +124,8 @@ class DeephavenClientError(ResourceError):
     """A Deephaven call failed; `code` is the gRPC status name when there is one.
 
     `type` is the helper's classification of the failure (`settings`, `unauthorized`,
-    `offline`, or the exception's class name); `deephaven_client.classify` maps both.
+    `offline`, or the exception's class name); `launchers.deephaven.client.classify` maps
+    both.
     """
 
     def __init__(self, message: str, *, code: str | None = None, type_: str = "") -> None:
