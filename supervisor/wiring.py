@@ -36,7 +36,6 @@ from supervisor.sandbox.backends.docker import DockerBackend
 from supervisor.sandbox.backends.process import ProcessBackend
 from supervisor.sandbox.environment import Environment
 from supervisor.sandbox.features import build_features
-from supervisor.sandbox.observe import ObservingHandler
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.settings import Settings
 from supervisor.supervision.supervisor import ResourceSupervisor
@@ -189,7 +188,8 @@ def make_environment(
     metrics: Metrics | None,
     engines: Engines | None = None,
 ) -> Environment:
-    """An environment with its backend and features, observed on `bus` and `metrics`."""
+    """An environment with its backend and features, publishing on `bus` (where the
+    daemon's metrics and logs listen: `metrics` is no longer wired here)."""
     features = build_features(config, launcher, state_path / "environments" / name)
     backend: Backend
     if config.backend == "process":
@@ -218,9 +218,7 @@ def make_environment(
         # Last: it marks the scope's baseline after every other setup and wipes the
         # scope after every other teardown_session, so each session starts clean.
         features.append(ScopeResetFeature())
-    return Environment(
-        name, config, backend, features, handlers=[ObservingHandler(name, bus, metrics)]
-    )
+    return Environment(name, config, backend, features, bus=bus)
 
 
 def read_token(path: Path | None) -> bytes | None:

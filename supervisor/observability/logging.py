@@ -1,7 +1,8 @@
 """structlog set-up: JSON lines for journald, a console renderer on a terminal.
 
-The transition listener turns every bus event into one log event carrying resource,
-from, to, reason, attempt and next delay, at a level that matches its gravity.
+The transition listener turns every transition on the bus into one log event carrying
+resource, from, to, reason, attempt and next delay, at a level that matches its gravity;
+the bus's other events (a feature hook that ran, an acquire refused) are the metrics'.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TextIO
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from supervisor.supervision.states import Transition
+from supervisor.supervision.states import Event, Transition
 
 log = structlog.get_logger("supervisor.events")
 
@@ -56,8 +57,10 @@ def configure_logging(
     )
 
 
-def log_transition(event: Transition) -> None:
+def log_transition(event: Event) -> None:
     """Bus listener: one log event per state change."""
+    if not isinstance(event, Transition):
+        return
     fields: dict[str, object] = {
         event.subject: event.name,
         "kind": event.kind,

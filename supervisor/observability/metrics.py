@@ -1,10 +1,13 @@
 """Prometheus metrics: counters fed by the event bus, state-sets computed at scrape time.
 
 The registry belongs to the daemon (tests build their own). Transitions, restarts and
-durations are counted as events happen; current state and liveness are rendered from the
-supervisors' snapshots when Prometheus scrapes, so a series can never disagree with
-`supervisor status`. Rendering runs in a worker thread: a scrape of
-10k series takes tens of milliseconds and must not stall the API or supervision.
+durations are counted as events happen: `observe_transition` listens to the bus and
+takes what it counts from the events themselves (a resource's transitions, a sandbox's,
+a session's start and end, refused acquires, failed feature hooks, housekeeping runs).
+Current state and liveness are rendered from the supervisors' snapshots when Prometheus
+scrapes, so a series can never disagree with `supervisor status`. Rendering runs in a
+worker thread: a scrape of 10k series takes tens of milliseconds and must not stall the
+API or supervision. Session ids appear in events and logs, never in labels.
 """
 
 from __future__ import annotations
@@ -25,7 +28,16 @@ from prometheus_client import (
 
 from supervisor import __version__
 from supervisor.supervision.settings import Snapshot
-from supervisor.supervision.states import RESTART_REASONS, Liveness, State, Transition
+from supervisor.supervision.states import (
+    RESTART_REASONS,
+    Event,
+    HookRun,
+    Liveness,
+    Refusal,
+    State,
+    Transition,
+    Upkeep,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -202,10 +214,30 @@ class Metrics:
         self._starting_at: dict[str, float] = {}
         self.config_last_reload_success.set(time.time())
 
-    def observe_transition(self, event: Transition) -> None:
-        """Bus listener: count the transition, the restart, the start duration."""
-        if event.subject != "resource":
-            return
+    def observe_transition(self, event: Event) -> None:
+        """Bus listener: count what every event says (its kind decides what)."""
+        match event:
+            case Transition(subject="resource"):
+                self._observe_resource(event)
+            case Transition(subject="sandbox"):
+                self.sandbox_transitions.labels(
+                    event.environment, event.from_state, event.to_state
+                ).inc()
+            case Transition(subject="session", reason="setup_failed"):
+                self.sessions_ended.labels(event.environment, "failed").inc()
+            case Transition(subject="session", to_state="active"):
+                self.acquire_wait.labels(event.environment).observe(event.span or 0.0)
+            case Transition(subject="session", to_state="ended"):
+                self.sessions_ended.labels(event.environment, event.reason).inc()
+                self.session_duration.labels(event.environment).observe(event.span or 0.0)
+            case Refusal(subject="environment"):
+                self.acquire_rejections.labels(event.name, event.reason).inc()
+            case HookRun(error=error) if error is not None:
+                self.feature_errors.labels(event.scope, event.owner, event.hook).inc()
+            case Upkeep(subject="environment"):
+                self.housekeeping_duration.labels(event.name).observe(event.duration)
+
+    def _observe_resource(self, event: Transition) -> None:
         self.transitions.labels(event.name, event.kind, event.from_state, event.to_state).inc()
         if event.restart:
             self.restarts.labels(event.name, event.kind, event.reason).inc()

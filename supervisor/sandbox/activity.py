@@ -1,41 +1,50 @@
 """Client work in flight on a sandbox (`exec`, `run_script`), stoppable when its session ends.
 
-Each piece of work runs in its own cancel scope, tracked until it finishes. Ending a
-session cancels them all and waits (up to a grace) before any `teardown_session` runs:
-work left running belongs to the session that is ending and would otherwise write into
-the next one. Work cut short that way fails with `SessionExpiredError`; a state error it
-raises is recorded on the sandbox (rule 6).
+Each piece of work runs in its own cancel scope, tracked until it finishes, and is
+published when it does (`SessionActivity`). Ending a session cancels them all and waits
+(up to a grace) before any `teardown_session` runs: work left running belongs to the
+session that is ending and would otherwise write into the next one. Work cut short that
+way fails with `SessionExpiredError`; a state error it raises is recorded on the sandbox
+(rule 6).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from supervisor.errors import SandboxStateError, SessionExpiredError
+from supervisor.sandbox.event_types import EnvironmentView, SandboxView, SessionActivity
 
 if TYPE_CHECKING:
-    from supervisor.sandbox.backends import ExecResult
-    from supervisor.sandbox.sandbox import Sandbox
+    from supervisor.sandbox.instance import ExecResult
     from supervisor.sandbox.session import Session
+    from supervisor.supervision.bus import EventBus
+
+
+class Worksite(SandboxView, Protocol):
+    """The sandbox the work runs on, as the work sees it (`Sandbox`)."""
+
+    def record(self, error: BaseException) -> None: ...
 
 
 class Activities:
     """The client work running on one sandbox."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Worksite, env: EnvironmentView, bus: EventBus) -> None:
         self._sandbox = sandbox
+        self._env = env
+        self._bus = bus
         self._scopes: set[trio.CancelScope] = set()
         self._done = trio.Event()
         self._done.set()
 
     async def run(
-        self, name: str, session: Session, work: Any, args: Mapping[str, Any]
+        self, name: str, session: Session, work: Awaitable[ExecResult], args: Mapping[str, Any]
     ) -> ExecResult:
-        """Await `work` for `session`, emitting the activity event; cancellable by `stop`."""
-        sandbox = self._sandbox
+        """Await `work` for `session` and publish it; cancellable by `stop`."""
         started = trio.current_time()
         error: BaseException | None = None
         result: ExecResult | None = None
@@ -49,7 +58,7 @@ class Activities:
         except Exception as exc:
             error = exc
             if isinstance(exc, SandboxStateError):
-                sandbox.record(exc)
+                self._sandbox.record(exc)
             raise
         finally:
             self._scopes.discard(scope)
@@ -57,9 +66,11 @@ class Activities:
                 self._done.set()
             if scope.cancelled_caught:
                 error = SessionExpiredError(f"session {session.id} ended while {name} ran")
-            sandbox.env.events.on_session_activity(
-                sandbox, name, session, trio.current_time() - started, error, args
-            )
+            if not self._bus.idle:
+                duration = trio.current_time() - started
+                self._bus.publish(
+                    SessionActivity(self._env, self._sandbox, name, session, duration, error, args)
+                )
         if result is None:
             raise SessionExpiredError(f"session {session.id} ended while {name} ran")
         return result

@@ -1,26 +1,44 @@
-"""Event handlers: the 18 callbacks of the semantics page, and their safe fan-out.
+"""Event handlers: the 18 callbacks of the semantics page, as a subscriber of the bus.
 
-`EventHandler` has a no-op default for every callback: subclass it and override what you
-need. The environment calls its handlers through `Dispatcher`, which runs each handler in
-turn and logs and counts any exception instead of letting it escape: a raising handler
-never blocks a transition (the reference lets one block a status change).
+`EventHandler` has a no-op default for every callback: subclass it, override what you
+need and pass it to an environment (`handlers=[...]`). The environment subscribes one
+`HandlerListener` per handler to its bus while it runs; the listener turns that
+environment's typed events (`event_types`) back into callback calls. A handler that
+raises is a listener that raises: the bus logs and counts it, and no status change
+waits for it (the reference lets a handler block one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from supervisor.sandbox.event_types import (
+    AcquireRejected,
+    EnvironmentHousekept,
+    EnvironmentShutdown,
+    EnvironmentShuttingDown,
+    EnvironmentStarted,
+    EnvironmentStarting,
+    EnvironmentStatusChanged,
+    EnvironmentView,
+    FeatureHookRan,
+    FeatureView,
+    SandboxEvent,
+    SandboxHousekept,
+    SandboxShutdown,
+    SandboxStarted,
+    SandboxStatusChanged,
+    SandboxView,
+    SessionActivity,
+    SessionEnded,
+    SessionStarted,
+)
+from supervisor.sandbox.status import EnvironmentStatus, SandboxStatus
 
 if TYPE_CHECKING:
-    from supervisor.sandbox.environment import Environment
-    from supervisor.sandbox.features import Feature
-    from supervisor.sandbox.sandbox import Sandbox
     from supervisor.sandbox.session import Session
-    from supervisor.sandbox.status import EnvironmentStatus, SandboxStatus
-
-log = structlog.get_logger("supervisor.sandbox.events")
+    from supervisor.supervision.states import Event
 
 
 class EventHandler:
@@ -30,45 +48,51 @@ class EventHandler:
     """
 
     # environment
-    def on_environment_starting(self, env: Environment) -> None: ...
+    def on_environment_starting(self, env: EnvironmentView) -> None: ...
     def on_environment_start(
-        self, env: Environment, duration: float, error: BaseException | None
+        self, env: EnvironmentView, duration: float, error: BaseException | None
     ) -> None: ...
     def on_environment_housekeep(
         self,
-        env: Environment,
+        env: EnvironmentView,
         counter: int,
         duration: float,
         error: BaseException | None,
         counts: Mapping[str, int],
     ) -> None: ...
-    def on_environment_shutting_down(self, env: Environment, offline_duration: float) -> None: ...
+    def on_environment_shutting_down(
+        self, env: EnvironmentView, offline_duration: float
+    ) -> None: ...
     def on_environment_shutdown(
-        self, env: Environment, duration: float, lifetime: float, error: BaseException | None
+        self, env: EnvironmentView, duration: float, lifetime: float, error: BaseException | None
     ) -> None: ...
 
     # daemon additions (not in the reference's 18): status moves and refusals
     def on_environment_status(
-        self, env: Environment, old: EnvironmentStatus, new: EnvironmentStatus
+        self, env: EnvironmentView, old: EnvironmentStatus, new: EnvironmentStatus
     ) -> None: ...
-    def on_acquire_rejected(self, env: Environment, reason: str) -> None: ...
+    def on_acquire_rejected(self, env: EnvironmentView, reason: str) -> None: ...
 
     # sandbox
     def on_sandbox_start(
-        self, sandbox: Sandbox, duration: float, error: BaseException | None
+        self, sandbox: SandboxView, duration: float, error: BaseException | None
     ) -> None: ...
     def on_sandbox_status_change(
-        self, sandbox: Sandbox, old: SandboxStatus, new: SandboxStatus, span: float
+        self, sandbox: SandboxView, old: SandboxStatus, new: SandboxStatus, span: float
     ) -> None: ...
     def on_sandbox_shutdown(
-        self, sandbox: Sandbox, duration: float, lifetime: float, error: BaseException | None
+        self, sandbox: SandboxView, duration: float, lifetime: float, error: BaseException | None
     ) -> None: ...
     def on_session_start(
-        self, sandbox: Sandbox, session: Session, duration: float, error: BaseException | None
+        self,
+        sandbox: SandboxView,
+        session: Session,
+        duration: float,
+        error: BaseException | None,
     ) -> None: ...
     def on_session_end(
         self,
-        sandbox: Sandbox,
+        sandbox: SandboxView,
         session: Session,
         duration: float,
         lifetime: float,
@@ -76,7 +100,7 @@ class EventHandler:
     ) -> None: ...
     def on_session_activity(
         self,
-        sandbox: Sandbox,
+        sandbox: SandboxView,
         name: str,
         session: Session | None,
         duration: float,
@@ -84,44 +108,44 @@ class EventHandler:
         args: Mapping[str, Any],
     ) -> None: ...
     def on_sandbox_housekeep(
-        self, sandbox: Sandbox, counter: int, duration: float, error: BaseException | None
+        self, sandbox: SandboxView, counter: int, duration: float, error: BaseException | None
     ) -> None: ...
 
-    # feature
+    # feature (`sandbox` is None for an environment-scoped feature)
     def on_feature_setup(
         self,
-        sandbox: Sandbox | None,
-        feature: Feature,
+        sandbox: SandboxView | None,
+        feature: FeatureView,
         duration: float,
         error: BaseException | None,
     ) -> None: ...
     def on_feature_teardown(
         self,
-        sandbox: Sandbox | None,
-        feature: Feature,
+        sandbox: SandboxView | None,
+        feature: FeatureView,
         duration: float,
         error: BaseException | None,
     ) -> None: ...
     def on_feature_setup_session(
         self,
-        sandbox: Sandbox,
-        feature: Feature,
+        sandbox: SandboxView,
+        feature: FeatureView,
         session: Session | None,
         duration: float,
         error: BaseException | None,
     ) -> None: ...
     def on_feature_teardown_session(
         self,
-        sandbox: Sandbox,
-        feature: Feature,
+        sandbox: SandboxView,
+        feature: FeatureView,
         session: Session,
         duration: float,
         error: BaseException | None,
     ) -> None: ...
     def on_feature_activity(
         self,
-        sandbox: Sandbox,
-        feature: Feature,
+        sandbox: SandboxView,
+        feature: FeatureView,
         name: str,
         session: Session | None,
         duration: float,
@@ -130,37 +154,89 @@ class EventHandler:
     ) -> None: ...
     def on_feature_housekeep(
         self,
-        sandbox: Sandbox | None,
-        feature: Feature,
+        sandbox: SandboxView | None,
+        feature: FeatureView,
         counter: int,
         duration: float,
         error: BaseException | None,
     ) -> None: ...
 
 
-class Dispatcher:
-    """Calls every registered handler; one that raises is logged, counted and skipped."""
+class HandlerListener:
+    """A bus listener that calls one handler back for the events of one environment."""
 
-    def __init__(self, handlers: Sequence[EventHandler] = ()) -> None:
-        self._handlers = list(handlers)
-        self.handler_errors = 0
+    def __init__(self, env: EnvironmentView, handler: EventHandler) -> None:
+        self._env = env
+        self._handler = handler
 
-    def add(self, handler: EventHandler) -> Callable[[], None]:
-        """Register `handler`; returns a function that removes it."""
-        self._handlers.append(handler)
-        return lambda: self._handlers.remove(handler)
+    def __repr__(self) -> str:
+        return f"<HandlerListener {self._env.name} {self._handler!r}>"
 
-    def __getattr__(self, callback: str) -> Callable[..., None]:
-        if not callback.startswith("on_"):
-            raise AttributeError(callback)
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, SandboxEvent) and event.env is self._env:
+            _call(self._handler, event)
 
-        def fan_out(*args: Any) -> None:
-            for handler in self._handlers:
-                try:
-                    getattr(handler, callback)(*args)
-                except Exception:
-                    self.handler_errors += 1
-                    log.exception("event_handler_failed", callback=callback, handler=repr(handler))
 
-        setattr(self, callback, fan_out)  # built once per callback name
-        return fan_out
+def _call(h: EventHandler, event: SandboxEvent) -> None:
+    match event:
+        case SandboxStatusChanged():
+            h.on_sandbox_status_change(
+                event.sandbox,
+                SandboxStatus(event.from_state),
+                SandboxStatus(event.to_state),
+                event.span or 0.0,
+            )
+        case FeatureHookRan():
+            _call_feature(h, event)
+        case SessionStarted():
+            h.on_session_start(event.sandbox, event.session, event.duration, event.error)
+        case SessionEnded():
+            h.on_session_end(
+                event.sandbox, event.session, event.duration, event.span or 0.0, event.error
+            )
+        case SessionActivity():
+            h.on_session_activity(
+                event.sandbox, event.name, event.session, event.duration, event.error, event.args
+            )
+        case SandboxStarted():
+            h.on_sandbox_start(event.sandbox, event.duration, event.error)
+        case SandboxShutdown():
+            h.on_sandbox_shutdown(event.sandbox, event.duration, event.lifetime, event.error)
+        case SandboxHousekept():
+            h.on_sandbox_housekeep(event.sandbox, event.counter, event.duration, event.error)
+        case EnvironmentStatusChanged():
+            h.on_environment_status(
+                event.env, EnvironmentStatus(event.from_state), EnvironmentStatus(event.to_state)
+            )
+        case AcquireRejected():
+            h.on_acquire_rejected(event.env, event.reason)
+        case EnvironmentHousekept():
+            h.on_environment_housekeep(
+                event.env, event.counter, event.duration, event.error, event.counts
+            )
+        case EnvironmentStarting():
+            h.on_environment_starting(event.env)
+        case EnvironmentStarted():
+            h.on_environment_start(event.env, event.duration, event.error)
+        case EnvironmentShuttingDown():
+            h.on_environment_shutting_down(event.env, event.offline_duration)
+        case EnvironmentShutdown():
+            h.on_environment_shutdown(event.env, event.duration, event.lifetime, event.error)
+
+
+def _call_feature(h: EventHandler, event: FeatureHookRan) -> None:
+    sandbox, feature, duration, error = event.sandbox, event.feature, event.duration, event.error
+    match event.hook:
+        case "setup":
+            h.on_feature_setup(sandbox, feature, duration, error)
+        case "teardown":
+            h.on_feature_teardown(sandbox, feature, duration, error)
+        case "setup_session":
+            assert sandbox is not None
+            h.on_feature_setup_session(sandbox, feature, event.session, duration, error)
+        case "teardown_session":
+            assert sandbox is not None
+            assert event.session is not None
+            h.on_feature_teardown_session(sandbox, feature, event.session, duration, error)
+        case "housekeep":
+            h.on_feature_housekeep(sandbox, feature, event.counter, duration, error)

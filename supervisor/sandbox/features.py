@@ -27,8 +27,8 @@ from supervisor.config.environment import (
 )
 from supervisor.errors import FeatureCommandError, MisconfiguredError
 from supervisor.launchers.local import LocalLauncher, scrubbed_environment
-from supervisor.sandbox.backends import ExecResult
-from supervisor.sandbox.backends.process import run_captured
+from supervisor.sandbox.capture import run_captured
+from supervisor.sandbox.instance import ExecResult
 
 if TYPE_CHECKING:
     from supervisor.sandbox.sandbox import Sandbox

@@ -2,7 +2,8 @@
 
 Session leases are watched by one sleeping task per session, so an expired session is
 ended at its deadline rather than up to an interval later (rule 19). Expiry shuts the
-sandbox down. Every way a session ends drops it from `env.sessions`.
+sandbox down. The pool keeps the table of sessions in progress; every way a session ends
+takes it out.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 import trio
@@ -19,13 +20,29 @@ from supervisor.errors import SandboxStateError, SessionTeardownError
 from supervisor.sandbox.session import Session, new_session_id
 
 if TYPE_CHECKING:
-    from supervisor.sandbox.environment import Environment
+    from supervisor.config.environment import EnvironmentConfig
+    from supervisor.sandbox.pool import Pool
+    from supervisor.sandbox.sandbox import Sandbox
 
 log = structlog.get_logger("supervisor.environment")
 
 
+class Leasing(Protocol):
+    """The environment, as its sessions see it (`environment.Environment`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def settings(self) -> EnvironmentConfig: ...
+    @property
+    def pool(self) -> Pool: ...
+    @property
+    def nursery(self) -> trio.Nursery: ...
+    async def acquire(self, *, timeout: float | None = None) -> Sandbox: ...
+
+
 async def open_session(
-    env: Environment,
+    env: Leasing,
     *,
     ttl: float | None,
     lease: float | None,
@@ -39,32 +56,33 @@ async def open_session(
     session = Session(
         new_session_id(hint or env.name),
         sandbox,
+        environment=env.name,
         ttl=env.settings.session_ttl if ttl is None else ttl,
         lease=lease,
         labels=labels,
     )
     session.acquire_wait = trio.current_time() - started
-    env.sessions[session.id] = session
+    env.pool.session_started(session)
     try:
         await sandbox.start_session(session)
     except BaseException:
-        env.sessions.pop(session.id, None)
+        env.pool.session_over(session)
         raise
     env.nursery.start_soon(_watch_lease, env, session)
     return session
 
 
-async def close_session(env: Environment, session: Session) -> None:
+async def close_session(env: Leasing, session: Session) -> None:
     """`Environment.close_session`: end `session`, give its sandbox back; idempotent."""
     try:
         await session.sandbox.end_session()
     finally:
-        env.sessions.pop(session.id, None)
+        env.pool.session_over(session)
 
 
 @asynccontextmanager
 async def session(
-    env: Environment,
+    env: Leasing,
     *,
     ttl: float | None,
     lease: float | None,
@@ -72,7 +90,9 @@ async def session(
     timeout: float | None,
 ) -> AsyncIterator[Session]:
     """`Environment.session`: a session closed (shielded) when the block exits."""
-    opened = await env.open_session(ttl=ttl, lease=lease, labels=labels, timeout=timeout)
+    opened = await open_session(
+        env, ttl=ttl, lease=lease, labels=labels, hint=None, timeout=timeout
+    )
     try:
         yield opened
     except SandboxStateError as exc:
@@ -80,10 +100,10 @@ async def session(
         raise
     finally:
         with trio.CancelScope(shield=True):
-            await env.close_session(opened)
+            await close_session(env, opened)
 
 
-async def _watch_lease(env: Environment, session: Session) -> None:
+async def _watch_lease(env: Leasing, session: Session) -> None:
     try:
         while not session.ended:
             with trio.move_on_at(session.deadline):
@@ -91,21 +111,21 @@ async def _watch_lease(env: Environment, session: Session) -> None:
             if session.ended:
                 return
             if trio.current_time() >= session.deadline:
-                await env.expire(session)
+                await expire(env, session)
                 return
     finally:
         # However it ended (released, expired, its sandbox condemned by housekeeping).
-        env.sessions.pop(session.id, None)
+        env.pool.session_over(session)
 
 
-async def expire(env: Environment, session: Session) -> None:
+async def expire(env: Leasing, session: Session) -> None:
     """`Environment.expire`: end a session whose TTL or lease ran out (rule 19)."""
     if session.ended:
         return
-    env._tally["expired"] += 1
+    env.pool.count_expired()
     log.info("session_expired", environment=env.name, session=session.id)
     try:
         with contextlib.suppress(SessionTeardownError):
             await session.sandbox.end_session(expired=True)
     finally:
-        env.sessions.pop(session.id, None)
+        env.pool.session_over(session)

@@ -1,4 +1,4 @@
-"""One sandbox: its status machine, the order of feature hooks, and the error split.
+"""One sandbox: its status machine, its sessions, and the error split.
 
 Why it is shaped this way (rule numbers are the semantics page's):
 - Setup work (start, session setup, proactive setup for the next session) runs inside
@@ -14,7 +14,7 @@ Why it is shaped this way (rule numbers are the semantics page's):
   is the caller's to handle and leaves the sandbox reusable, except in
   `teardown_session`, where we cannot tell what state the user's code left behind.
 - Shutdown is shielded and bounded: a client that goes away mid-release must not leave
-  a half-torn-down sandbox behind.
+  a half-torn-down sandbox behind. Everything that happens is published on the bus.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 import trio
@@ -35,17 +35,52 @@ from supervisor.errors import (
 )
 from supervisor.sandbox import watchdog
 from supervisor.sandbox.activity import Activities
-from supervisor.sandbox.hooks import run_hook
-from supervisor.sandbox.status import ONLINE, SANDBOX_TRANSITIONS, SandboxStatus
+from supervisor.sandbox.event_types import (
+    SandboxHousekept,
+    SandboxShutdown,
+    SandboxStarted,
+    SandboxStatusChanged,
+    SessionEnded,
+    SessionStarted,
+)
+from supervisor.sandbox.hooks import Hooks, HookSet
+from supervisor.sandbox.status import SANDBOX_TRANSITIONS, SandboxStatus
 
 if TYPE_CHECKING:
-    from supervisor.sandbox.backends import ExecResult, Instance
-    from supervisor.sandbox.environment import Environment
-    from supervisor.sandbox.features import Feature
+    from supervisor.config.environment import EnvironmentConfig
+    from supervisor.sandbox.instance import Backend, ExecResult, Instance
     from supervisor.sandbox.session import Session
+    from supervisor.supervision.bus import EventBus
 
 S = SandboxStatus
 log = structlog.get_logger("supervisor.sandbox")
+
+
+class Host(Protocol):
+    """The environment, as its sandboxes see it (`environment.Environment`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def backend(self) -> Backend: ...
+    @property
+    def features(self) -> Sequence[HookSet[Sandbox]]: ...
+    @property
+    def settings(self) -> EnvironmentConfig: ...
+    @property
+    def stop_grace(self) -> float: ...
+    @property
+    def nursery(self) -> trio.Nursery: ...
+    @property
+    def bus(self) -> EventBus: ...
+    def status_changed(self, sandbox: Sandbox, old: SandboxStatus, new: SandboxStatus) -> None:
+        """After every status change: the pool takes it in (idle, handed out, gone)."""
+
+    def reusable(self, sandbox: Sandbox) -> bool:
+        """Whether `sandbox` may serve another session (rule 8)."""
+
+    def session_over(self, session: Session) -> None:
+        """`session` has ended: it no longer counts as active."""
 
 
 class Sandbox:
@@ -53,11 +88,12 @@ class Sandbox:
 
     def __init__(
         self,
-        env: Environment,
+        env: Host,
         slot: int,
         generation: int,
         *,
         reusable: bool,
+        recycle_at: float,
         ephemeral: bool = False,
     ) -> None:
         self.env = env
@@ -70,21 +106,20 @@ class Sandbox:
         self.created_at = trio.current_time()
         self.status_since = self.created_at
         self.instance: Instance | None = None
-        self.set_up: list[Feature] = []
         self.prepared = False  # setup_session already ran for the next session
         self.state_error: BaseException | None = None
         self.session: Session | None = None
         self.sessions_served = 0
-        self.recycle_at = env.recycle_deadline(self.created_at)
+        self.recycle_at = recycle_at
         self.offline = trio.Event()
-        self.reserved_for: object = None  # the waiter a sandbox grown on demand is for
         self._work: trio.CancelScope | None = None
         self._idle = trio.Event()
         self._idle.set()
         self._exiting: trio.Event | None = None
         self._closing = False
         self._housekeeper: trio.CancelScope | None = None
-        self._activities = Activities(self)
+        self._hooks = Hooks(self, env.features, env, env.bus)
+        self._activities = Activities(self, env, env.bus)
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.id} {self.status}>"
@@ -98,10 +133,6 @@ class Sandbox:
     def in_session(self) -> bool:
         return self.status is S.IN_SESSION
 
-    @property
-    def is_online(self) -> bool:
-        return self.status in ONLINE
-
     # -- status ------------------------------------------------------------------------
 
     def _set_status(self, new: SandboxStatus) -> bool:
@@ -113,8 +144,16 @@ class Sandbox:
             raise RuntimeError(f"sandbox {self.id}: illegal transition {old} -> {new}")
         now = trio.current_time()
         span, self.status, self.status_since = now - self.status_since, new, now
-        self.env.events.on_sandbox_status_change(self, old, new, span)
-        self.env.sandbox_status_changed(self, old, new)
+        env = self.env
+        # Published before the pool reacts, so that the events come in causal order (a
+        # READY sandbox handed to a waiter is READY, then ACQUIRED). On a bus nobody
+        # hears, not even built: this is the hottest path of a session cycle.
+        if not env.bus.idle:
+            event = SandboxStatusChanged.of(
+                env, env.backend.name, self, old=old, new=new, span=span
+            )
+            env.bus.publish(event)
+        env.status_changed(self, old, new)
         return True
 
     def record(self, error: BaseException) -> None:
@@ -146,31 +185,25 @@ class Sandbox:
         try:
             with self._setup_work():
                 self.instance = await self.env.backend.create(self.id)
-                for feature in self.env.features:
-                    self.set_up.append(feature)  # before setup runs: teardown pairs with it
-                    if (error := await run_hook(self, feature, "setup")) is not None:
-                        raise error
+                await self._hooks.setup()
                 if self.env.settings.proactive_session_setup and self.reusable:
-                    await self._setup_sessions(None, [])
+                    await self._hooks.setup_sessions(None, [])
                     self.prepared = True
             if self._closing:
                 raise SandboxStateError(f"sandbox {self.id} was shut down while starting")
         except Exception as exc:
             if isinstance(exc, SandboxStateError):
                 self.record(exc)
-            self.env.events.on_sandbox_start(self, trio.current_time() - started, exc)
+            self._started(started, exc)
             with contextlib.suppress(FeatureTeardownError):
                 await self.shutdown()
             raise
         self._set_status(S.READY)
-        self.env.events.on_sandbox_start(self, trio.current_time() - started, None)
+        self._started(started, None)
 
-    async def _setup_sessions(self, session: Session | None, attempted: list[Feature]) -> None:
-        """Run every `setup_session`, noting each in `attempted`; raise the first error."""
-        for feature in self.env.features:
-            attempted.append(feature)
-            if (error := await run_hook(self, feature, "setup_session", session)) is not None:
-                raise error
+    def _started(self, started: float, error: BaseException | None) -> None:
+        duration = trio.current_time() - started
+        self.env.bus.publish(SandboxStarted(self.env, self, duration, error))
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -202,9 +235,9 @@ class Sandbox:
             self._set_status(S.SETTING_UP)
             self._set_status(S.IN_SESSION)
             self.sessions_served += 1
-            self.env.events.on_session_start(self, session, trio.current_time() - started, None)
+            self._session_started(session, started, None)
             return
-        attempted: list[Feature] = list(self.env.features) if self.prepared else []
+        attempted = list(self._hooks.features) if self.prepared else []
         self._set_status(S.SETTING_UP)
         failure: Exception | None = None
         with trio.CancelScope(shield=True):
@@ -213,7 +246,7 @@ class Sandbox:
             with self._setup_work():
                 try:
                     if not self.prepared:
-                        await self._setup_sessions(session, attempted)
+                        await self._hooks.setup_sessions(session, attempted)
                     self.prepared = False
                     if self._closing or not self._set_status(S.IN_SESSION):
                         raise SandboxStateError(f"sandbox {self.id} was shut down while setting up")
@@ -225,7 +258,7 @@ class Sandbox:
                     )
                     with trio.CancelScope(shield=True):
                         for feature in attempted:
-                            await run_hook(self, feature, "teardown_session", session)
+                            await self._hooks.teardown_session(feature, session)
                     if not isinstance(exc, Exception):
                         raise  # our own scope's cancellation: it stops here
             if failure is None and not self.in_session:
@@ -233,9 +266,7 @@ class Sandbox:
             if failure is not None:
                 if isinstance(failure, SandboxStateError):
                     self.record(failure)
-                self.env.events.on_session_start(
-                    self, session, trio.current_time() - started, failure
-                )
+                self._session_started(session, started, failure)
                 self.session = None
                 session.ended, session.end_reason = True, "setup_failed"
                 session.ended_event.set()
@@ -244,7 +275,18 @@ class Sandbox:
         if failure is not None:
             raise failure
         self.sessions_served += 1
-        self.env.events.on_session_start(self, session, trio.current_time() - started, None)
+        self._session_started(session, started, None)
+
+    def _session_started(
+        self, session: Session, started: float, error: BaseException | None
+    ) -> None:
+        env, duration = self.env, trio.current_time() - started
+        if not env.bus.idle:
+            env.bus.publish(
+                SessionStarted.of(
+                    env, env.backend.name, self, session, duration=duration, error=error
+                )
+            )
 
     def _require(self, session: Session) -> Instance:
         if self.session is not session or self.status is not S.IN_SESSION:
@@ -295,26 +337,28 @@ class Sandbox:
             if self._activities.running:
                 await self._activities.stop(self.env.stop_grace)
             try:
-                for feature in self.env.features:
-                    error = await run_hook(self, feature, "teardown_session", session)
-                    if error is not None and not isinstance(error, SandboxStateError):
-                        errors[feature.name] = error
+                await self._hooks.teardown_sessions(session, errors)
             finally:
                 self.session = None
                 session.ended = True
                 session.expired = expired
                 session.end_reason = reason or ("expired" if expired else "released")
                 session.ended_event.set()
-                self.env.sessions.pop(session.id, None)
+                self.env.session_over(session)
                 self._exiting.set()
             teardown_error = SessionTeardownError(errors) if errors else None
-            self.env.events.on_session_end(
-                self,
-                session,
-                trio.current_time() - started,
-                trio.current_time() - session.started_at,
-                self.state_error or teardown_error,
-            )
+            env, now = self.env, trio.current_time()
+            if not env.bus.idle:
+                ended = SessionEnded.of(
+                    env,
+                    env.backend.name,
+                    self,
+                    session,
+                    duration=now - started,
+                    lifetime=now - session.started_at,
+                    error=self.state_error or teardown_error,
+                )
+                env.bus.publish(ended)
             if self._closing:
                 return  # shutdown ended this session; it carries on from here
             if self.state_error is not None:
@@ -338,7 +382,7 @@ class Sandbox:
             return
         try:
             with self._setup_work():
-                await self._setup_sessions(None, [])
+                await self._hooks.setup_sessions(None, [])
             if self._closing:
                 return
             self.prepared = True
@@ -353,7 +397,25 @@ class Sandbox:
 
     async def housekeep(self) -> None:
         """Keepalive probes, death watch and feature housekeeping until shutdown (rule 12)."""
-        await watchdog.housekeep(self)
+        with trio.CancelScope() as self._housekeeper:
+            if self._closing or self.instance is None:
+                return
+            await watchdog.watch(self, self.instance, self._hooks.chores())
+
+    @property
+    def keepalive_interval(self) -> float:
+        return self.env.settings.keepalive_interval
+
+    def probed(self, counter: int, duration: float, error: BaseException | None) -> None:
+        """Publish one keepalive probe."""
+        self.env.bus.publish(SandboxHousekept(self.env, self, counter, duration, error))
+
+    def condemn(self, error: BaseException) -> None:
+        """A state error outside client work: record it and shut down (ending any session)."""
+        self.record(error)
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+        self.env.nursery.start_soon(self.shutdown_quietly)
 
     # -- shutdown ----------------------------------------------------------------------
 
@@ -392,10 +454,7 @@ class Sandbox:
                 elif self._exiting is not None:
                     await self._exiting.wait()
                 self._set_status(S.SHUTTING_DOWN)
-                for feature in reversed(self.set_up):
-                    error = await run_hook(self, feature, "teardown")
-                    if error is not None and not isinstance(error, SandboxStateError):
-                        errors[feature.name] = error
+                await self._hooks.teardown(errors)
                 if self.instance is not None:
                     try:
                         await self.instance.stop()
@@ -411,9 +470,8 @@ class Sandbox:
             self._set_status(S.OFFLINE)
             failure = FeatureTeardownError(errors) if errors else None
             now = trio.current_time()
-            self.env.events.on_sandbox_shutdown(
-                self, now - started, now - self.created_at, failure or self.state_error
-            )
+            lifetime, error = now - self.created_at, failure or self.state_error
+            self.env.bus.publish(SandboxShutdown(self.env, self, now - started, lifetime, error))
             self.offline.set()
         if failure is not None:
             raise failure

@@ -29,8 +29,8 @@ from supervisor.errors import (
     SessionNotFoundError,
     SessionTeardownError,
 )
-from supervisor.sandbox.backends import ExecResult
 from supervisor.sandbox.environment import Environment
+from supervisor.sandbox.instance import ExecResult
 from supervisor.sandbox.session import Session
 
 log = structlog.get_logger("supervisor.sandbox.service")
@@ -165,7 +165,7 @@ class SandboxService:
             SessionNotFoundError: no such session.
         """
         for env in self.environments.values():
-            if (session := env.sessions.get(session_id)) is not None:
+            if (session := env.find_session(session_id)) is not None:
                 if session.ended:
                     break
                 return session

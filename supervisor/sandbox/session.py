@@ -1,4 +1,8 @@
-"""Sessions: one client's leased use of one sandbox, from acquire to release."""
+"""Sessions: one client's leased use of one sandbox, from acquire to release.
+
+A session knows its sandbox only through `SessionSandbox`, what the session and the code
+holding it (leases, the API) use of it, so this module stays below `sandbox`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,35 @@ import math
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from supervisor.errors import SessionExpiredError
 
 if TYPE_CHECKING:
-    from supervisor.sandbox.backends import ExecResult
-    from supervisor.sandbox.sandbox import Sandbox
+    from supervisor.sandbox.instance import ExecResult
+
+
+class SessionSandbox(Protocol):
+    """The sandbox a session runs on (`supervisor.sandbox.sandbox.Sandbox`)."""
+
+    @property
+    def id(self) -> str: ...
+    async def exec(
+        self,
+        session: Session,
+        argv: Sequence[str],
+        *,
+        timeout: float | None,
+        env: Mapping[str, str] | None,
+    ) -> ExecResult: ...
+    async def run_script(
+        self, session: Session, script: str, *, timeout: float | None
+    ) -> ExecResult: ...
+    def connection(self) -> dict[str, Any]: ...
+    async def end_session(self, *, expired: bool = False, reason: str = "") -> None: ...
+    def record(self, error: BaseException) -> None: ...
 
 
 def new_session_id(hint: str) -> str:
@@ -31,8 +55,9 @@ class Session:
     def __init__(
         self,
         session_id: str,
-        sandbox: Sandbox,
+        sandbox: SessionSandbox,
         *,
+        environment: str,
         ttl: float,
         lease: float | None,
         labels: Mapping[str, str] | None = None,
@@ -40,7 +65,7 @@ class Session:
         now = trio.current_time()
         self.id = session_id
         self.sandbox = sandbox
-        self.environment = sandbox.env.name
+        self.environment = environment
         self.labels = dict(labels or {})
         self.started_at = now
         self.expires_at = now + ttl

@@ -25,9 +25,6 @@ class SandboxStatus(enum.StrEnum):
 
 S = SandboxStatus
 
-#: "Online" in the semantics: the sandbox is alive and can serve (or is about to).
-ONLINE = frozenset({S.SETTING_UP, S.READY, S.ACQUIRED, S.IN_SESSION})
-
 #: Every legal sandbox transition. SHUTTING_DOWN and OFFLINE lead nowhere but OFFLINE:
 #: a sandbox that began shutting down never comes back (rule 10).
 SANDBOX_TRANSITIONS: dict[SandboxStatus, frozenset[SandboxStatus]] = {
@@ -42,6 +39,9 @@ SANDBOX_TRANSITIONS: dict[SandboxStatus, frozenset[SandboxStatus]] = {
 }
 
 E = EnvironmentStatus
+
+#: Every legal environment transition: start is one-shot, and a failed start still ends
+#: OFFLINE (through SHUTTING_DOWN).
 ENVIRONMENT_TRANSITIONS: dict[EnvironmentStatus, frozenset[EnvironmentStatus]] = {
     E.CREATED: frozenset({E.ONLINE, E.SHUTTING_DOWN}),
     E.ONLINE: frozenset({E.SHUTTING_DOWN}),

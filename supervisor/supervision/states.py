@@ -1,8 +1,15 @@
-"""Resource states, liveness values and the transition event every state change produces.
+"""Resource states, liveness values, and the events of the bus: `Event` and `Transition`.
 
 State names are supervisord's, which operators already know. `ALLOWED` is the whole
 machine; `ResourceSupervisor` refuses anything else, so an impossible transition is a bug
 that fails loudly in tests instead of a wrong metric in production.
+
+Everything published on the bus is an `Event`, one of four kinds defined here in plain
+values, so that a listener below the subsystems (the metrics, the log) can read them:
+`Transition` (the one kind the bus also keeps and streams on `/v1/events`), `Refusal`,
+`HookRun` and `Upkeep`. A subsystem publishes subclasses that add what its in-process
+listeners need (the sandbox events add the live environment, sandbox and session); the
+ring keeps a transition without them (`record()`), so it never holds a sandbox alive.
 """
 
 from __future__ import annotations
@@ -63,7 +70,12 @@ RESTART_REASONS = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class Transition:
+class Event:
+    """Base of every event on the bus; listeners filter the kinds they need by type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition(Event):
     """One state change of one subject, as published on the event bus.
 
     `seq` and `time` are stamped by the bus. `restart` marks the transitions that count as
@@ -83,8 +95,33 @@ class Transition:
     restart: bool = False
     environment: str = ""  # for sandbox and session events: the environment they belong to
     identity: str = ""  # a Deephaven resource's full name (community:config:NAME, ...)
+    # Seconds the subject spent in `from_state`, where it is measured: a sandbox's time
+    # in its old status, a session's wait to be acquired (start) or its life (end).
+    span: float | None = None
     seq: int = 0
     time: float = 0.0
+
+    def record(self) -> Transition:
+        """What the ring and the stream keep: this transition without a subclass's extras."""
+        if type(self) is Transition:
+            return self
+        return Transition(
+            self.subject,
+            self.name,
+            self.kind,
+            self.from_state,
+            self.to_state,
+            self.reason,
+            self.detail,
+            self.attempt,
+            self.next_delay,
+            self.restart,
+            self.environment,
+            self.identity,
+            self.span,
+            self.seq,
+            self.time,
+        )
 
     def to_json(self) -> dict[str, object]:
         """The event as the API and the event stream show it."""
@@ -109,3 +146,36 @@ class Transition:
         if self.next_delay is not None:
             data["next_delay"] = self.next_delay
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal(Event):
+    """A request turned away, nothing changed (an acquire: `overload` or `outage`)."""
+
+    subject: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HookRun(Event):
+    """One run of plugged-in code at a fixed point (an environment feature's `setup`...).
+
+    `scope` is where it ran (the environment), `owner` whose hook it is (the feature).
+    """
+
+    scope: str
+    owner: str
+    hook: str
+    duration: float
+    error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class Upkeep(Event):
+    """One periodic maintenance run of a subject (an environment's housekeeping)."""
+
+    subject: str
+    name: str
+    duration: float
+    error: BaseException | None

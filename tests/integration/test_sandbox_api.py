@@ -223,7 +223,7 @@ async def test_reload_resizes_a_pool_in_place(tmp_path: Path) -> None:
     async with daemon_with(tmp_path, env_config(min_ready=1, max_size=2)) as daemon:
         await until_ready(daemon, 1)
         env = daemon.sandbox_service.environments["box"]
-        first = next(iter(env._slots.values()))
+        first = env.pool.sandboxes()[0]
         path = tmp_path / "config.toml"
         path.write_text(
             path.read_text()

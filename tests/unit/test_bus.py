@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import trio
 
 from supervisor.supervision.bus import EventBus
-from supervisor.supervision.states import Transition
+from supervisor.supervision.states import Event, Refusal, Transition
 
 
 def event(name: str = "r") -> Transition:
@@ -34,6 +36,61 @@ def test_a_raising_listener_does_not_stop_delivery() -> None:
     remove()
     bus.publish(event())
     assert seen == [1]
+
+
+def test_a_raising_listener_is_counted() -> None:
+    """Every error a listener raises is counted (and logged), once per event."""
+    bus = EventBus()
+
+    def broken(_: Event) -> None:
+        raise RuntimeError("boom")
+
+    bus.add_listener(broken)
+    bus.publish(event())
+    bus.publish(Refusal("environment", "box", "overload"))
+    assert bus.listener_errors == 2
+
+
+def test_only_transitions_are_stamped_kept_and_streamed() -> None:
+    """Other events reach the listeners alone: no seq, not in the ring."""
+    bus = EventBus()
+    seen: list[Event] = []
+    bus.add_listener(seen.append)
+    refused = bus.publish(Refusal("environment", "box", "overload"))
+    moved = bus.publish(event())
+    assert seen == [refused, moved]
+    assert bus.last_seq == moved.seq == 1
+    assert bus.replay(0) == ([moved], False)
+
+
+def test_the_ring_keeps_a_transition_without_a_subclasss_extras() -> None:
+    """Listeners get the subclass, stamped; the ring and the stream a plain Transition."""
+
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class Rich(Transition):
+        extra: object
+
+    bus = EventBus()
+    seen: list[Event] = []
+    bus.add_listener(seen.append)
+    rich = Rich("sandbox", "box/0:0", "fake", "READY", "ACQUIRED", "status", extra=object())
+    bus.publish(rich)
+    [kept], _ = bus.replay(0)
+    assert type(kept) is Transition
+    assert kept.to_json() == rich.to_json() | {"seq": 1, "time": kept.time}
+    assert isinstance(seen[0], Rich)
+    assert seen[0].seq == 1
+
+
+def test_a_bus_nobody_hears_is_idle() -> None:
+    """No listener, no subscriber, no history: publishers may skip building events."""
+    bus = EventBus(history=0)
+    assert bus.idle
+    remove = bus.add_listener(lambda _: None)
+    assert not bus.idle
+    remove()
+    assert bus.idle
+    assert not EventBus().idle  # it keeps history for replay
 
 
 def test_replay_reports_a_gap_once_events_left_the_ring() -> None:

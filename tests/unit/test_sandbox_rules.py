@@ -26,9 +26,9 @@ from supervisor.errors import (
     SessionTeardownError,
 )
 from supervisor.sandbox.environment import Environment, open_environment
-from supervisor.sandbox.events import EventHandler
 from supervisor.sandbox.features import Feature
 from supervisor.sandbox.status import EnvironmentStatus, SandboxStatus
+from supervisor.supervision.states import Event
 from tests.fakes import FakeBackend, RecordingFeature, RecordingHandler
 
 S = SandboxStatus
@@ -76,25 +76,19 @@ def statuses(handler: RecordingHandler, sandbox_id: str) -> list[str]:
     return seen
 
 
-class _Wake(EventHandler):
-    def __init__(self) -> None:
-        self.changed = trio.Event()
-
-    def __getattribute__(self, name: str) -> Any:
-        if name.startswith("on_"):
-            return lambda *args: object.__getattribute__(self, "changed").set()
-        return object.__getattribute__(self, name)
-
-
 async def until(env: Environment, predicate: Any, timeout: float = 60.0) -> None:
     """Wait (bounded, virtual time) until `predicate()` holds, re-checking after each event."""
-    wake = _Wake()
-    remove = env.events.add(wake)
+    changed = trio.Event()
+
+    def wake(_: Event) -> None:
+        changed.set()
+
+    remove = env.bus.add_listener(wake)
     try:
         with trio.fail_after(timeout):
             while not predicate():
-                await wake.changed.wait()
-                wake.changed = trio.Event()
+                await changed.wait()
+                changed = trio.Event()
     finally:
         remove()
 
@@ -634,7 +628,7 @@ async def test_a_raising_handler_never_blocks_a_transition(
     async with environment(handler=Raising(), min_ready=1, max_size=1) as env:
         async with env.session() as session:
             assert session.sandbox.status is S.IN_SESSION
-        assert env.events.handler_errors > 5
+        assert env.bus.listener_errors > 5
 
 
 async def test_feature_teardown_errors_are_aggregated(

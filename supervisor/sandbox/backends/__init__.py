@@ -1,80 +1,15 @@
-"""What a sandbox backend provides: bring an isolated place up, run things in it, stop it.
+"""The sandbox backends: `process`, `docker` and `deephaven` (a module each).
 
-A backend raises `SandboxStateError` when the sandbox itself is broken (the place cannot
-be created, the container died, the engine is gone) and anything else for a user error
-(a command that cannot be found, bad input). The environment treats the two differently.
+What a backend provides is defined by its consumer, `supervisor.sandbox.instance`
+(`Backend`, `Instance`, `ExecResult`, re-exported here for the backends' imports).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
-
 from supervisor.errors import SandboxStateError
+from supervisor.sandbox.instance import Backend, ExecResult, Instance
 
-
-@dataclass(frozen=True, slots=True)
-class ExecResult:
-    """What one command run in a sandbox did."""
-
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    duration_s: float
-    timed_out: bool = False
-    truncated: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "exit_code": self.exit_code,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "duration_s": round(self.duration_s, 6),
-            "timed_out": self.timed_out,
-            "truncated": self.truncated,
-        }
-
-
-class Instance(Protocol):
-    """One running sandbox, as its backend sees it."""
-
-    async def exec(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        env: Mapping[str, str] | None = None,
-    ) -> ExecResult:
-        """Run `argv` in the sandbox (never through a shell unless argv asks for one)."""
-
-    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
-        """Run a script in the sandbox's own language (sh for process and docker)."""
-
-    async def put(self, source: Path, dest: str) -> None:
-        """Copy a local file or directory to `dest` (relative to the sandbox's workdir)."""
-
-    async def check(self) -> None:
-        """Raise SandboxStateError if the sandbox is broken."""
-
-    async def wait_dead(self) -> str:
-        """Return (with a reason) when the sandbox dies by itself; may never return."""
-
-    async def stop(self) -> None:
-        """Stop the sandbox and remove what it left; idempotent."""
-
-    def connection(self) -> dict[str, Any]:
-        """What a client needs to use the sandbox directly (workdir, host, port, token)."""
-
-
-class Backend(Protocol):
-    """A kind of sandbox: `process`, `docker` or `deephaven`."""
-
-    name: str
-
-    async def create(self, sandbox_id: str) -> Instance:
-        """Bring up one sandbox; if cancelled or failing, leave nothing behind."""
+__all__ = ["Backend", "ExecResult", "Instance", "UnavailableBackend"]
 
 
 class UnavailableBackend:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,12 @@ from typing import Any
 import trio
 
 from supervisor.config.environment import ProcessLimits
-from supervisor.errors import SandboxStateError, StartError
+from supervisor.errors import SandboxStateError
 from supervisor.launchers.local import LocalLauncher
-from supervisor.sandbox.backends import ExecResult
+from supervisor.sandbox.capture import run_captured
+from supervisor.sandbox.instance import ExecResult
 
 PRLIMIT = shutil.which("prlimit") or "/usr/bin/prlimit"
-_READ = 65536
 
 
 def limit_prefix(limits: ProcessLimits) -> list[str]:
@@ -45,63 +44,6 @@ def limit_prefix(limits: ProcessLimits) -> list[str]:
     if limits.file_size is not None:
         args.append(f"--fsize={limits.file_size}")
     return [PRLIMIT, *args, "--"] if args else []
-
-
-async def run_captured(
-    launcher: LocalLauncher,
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    timeout: float,
-    output_limit: int,
-) -> ExecResult:
-    """Run `argv` to completion (or `timeout`), capturing at most `output_limit` bytes of
-    each stream; the process group is killed on timeout or cancellation."""
-    started = trio.current_time()
-    try:
-        handle = await launcher.spawn(argv, cwd=cwd, env=env, capture=True)
-    except StartError as exc:
-        return ExecResult(127, "", str(exc), trio.current_time() - started)
-    assert handle.captured is not None
-    buffers = {"stdout": bytearray(), "stderr": bytearray()}
-    truncated = False
-
-    async def drain(fd: int, name: str) -> None:
-        nonlocal truncated
-        buf = buffers[name]
-        async with trio.lowlevel.FdStream(fd) as stream:
-            while chunk := await stream.receive_some(_READ):
-                room = output_limit - len(buf)
-                if len(chunk) > room:
-                    truncated = True
-                    chunk = chunk[: max(room, 0)]
-                buf += chunk
-
-    timed_out = False
-    try:
-        with trio.move_on_after(timeout) as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(drain, handle.captured[0], "stdout")
-                nursery.start_soon(drain, handle.captured[1], "stderr")
-                await handle.wait()
-        if scope.cancelled_caught:
-            timed_out = True
-            handle.signal_group(signal.SIGKILL)
-            await handle.wait()
-    finally:
-        if not handle.exited.is_set():
-            handle.kill()
-    term = await handle.wait()
-    code = term.exit_code if term.exit_code is not None else -(term.signal or 0)
-    return ExecResult(
-        None if timed_out else code,
-        buffers["stdout"].decode(errors="replace"),
-        buffers["stderr"].decode(errors="replace"),
-        trio.current_time() - started,
-        timed_out=timed_out,
-        truncated=truncated,
-    )
 
 
 class ProcessInstance:
