@@ -338,6 +338,8 @@ class RestartConfig(Model):
 
     def merged(self, overrides: RestartOverrides) -> RestartConfig:
         """Return these settings with a resource's overrides applied key by key."""
+        if overrides == _NO_OVERRIDES:
+            return self  # shared by every resource without overrides (frozen)
         data = self.model_dump()
         for key, value in overrides.model_dump(exclude_none=True).items():
             if isinstance(value, dict):
@@ -367,6 +369,9 @@ class RestartOverrides(Model):
     reset_after: ResetAfter | None = None
     intensity: IntensityOverrides | None = None
     fatal_retry: FatalRetry | None = None
+
+
+_NO_OVERRIDES = RestartOverrides()
 
 
 class ProbeBase(Model):

@@ -40,6 +40,7 @@ from supervisor.supervision.settings import Settings, Snapshot
 from supervisor.supervision.states import ALLOWED, HOPELESS, Liveness, State, Transition
 
 _AT_REST = frozenset({State.STOPPED, State.EXITED})
+_SHARED_RNG = random.Random()
 
 
 class _Goal(enum.Enum):
@@ -66,7 +67,7 @@ class ResourceSupervisor:
         self.settings = settings
         self.depends_on = tuple(depends_on)
         self._bus = bus
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG  # jitter only: one generator serves them all
         self._on_check = on_check
         self._log = structlog.get_logger("supervisor.resource").bind(
             resource=name, kind=resource.kind
@@ -79,6 +80,7 @@ class ResourceSupervisor:
         self.checks = 0
         self.since = trio.current_time()
         self.first_attempt = trio.Event()
+        self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 
         self._goal = _Goal.RUN if settings.autostart else _Goal.STOP
         self._start_reason = "autostart"
@@ -167,12 +169,15 @@ class ResourceSupervisor:
     # ----------------------------------------------------------------------- the loop
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Supervise until cancelled; `started()` once the first start attempt is over."""
+        """Supervise until cancelled; `started()` once the first start attempt is over.
+
+        `started()` is called from inside the loop (`_attempted`) rather than from a
+        second task waiting for it: at 1,000 resources, a task each was the largest cost
+        left in the daemon's memory.
+        """
+        self._task_status = task_status
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._supervise)
-                await self.first_attempt.wait()
-                task_status.started()
+            await self._supervise()
         finally:
             # Cancelled before a graceful stop: still end (and reap) what we started.
             if (handle := self._handle) is not None:
@@ -187,7 +192,7 @@ class ResourceSupervisor:
             if self._goal is _Goal.STOP:
                 if self.state in (State.BACKOFF, State.FATAL, State.STOPPING):
                     self._transition(State.STOPPED, self._stop_reason)
-                self.first_attempt.set()
+                self._attempted()
                 await self._poke.wait()
                 continue
             if self.state in (State.BACKOFF, State.FATAL):
@@ -218,7 +223,7 @@ class ResourceSupervisor:
                 return True
             self.detail = "waiting for " + ", ".join(d.name for d in waiting)
             if all(d.first_attempt.is_set() for d in waiting):
-                self.first_attempt.set()
+                self._attempted()
             waits = [d._changed.wait for d in waiting]
             poked = await race(*(tagged(w, False) for w in waits), tagged(self._poke.wait, True))
             if poked:
@@ -442,6 +447,12 @@ class ResourceSupervisor:
 
     # -------------------------------------------------------------------- bookkeeping
 
+    def _attempted(self) -> None:
+        """The first start attempt is over (or cannot begin yet): `serve` has started."""
+        if not self.first_attempt.is_set():
+            self.first_attempt.set()
+            self._task_status.started()
+
     def _transition(
         self,
         to: State,
@@ -462,7 +473,7 @@ class ResourceSupervisor:
         if liveness is not None:
             self.liveness = liveness
         if to in (State.RUNNING, State.BACKOFF, State.EXITED, State.FATAL):
-            self.first_attempt.set()
+            self._attempted()
         self._bus.publish(
             Transition(
                 subject="resource",
