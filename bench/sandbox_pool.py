@@ -127,6 +127,9 @@ class MemoryBackend:
     async def create(self, sandbox_id: str) -> MemoryInstance:
         return MemoryInstance()
 
+    async def reset(self) -> None:
+        return None
+
 
 class Counting(Feature):
     """A feature whose session hooks only count (langfun_driver.Counting's twin)."""

@@ -205,8 +205,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from prometheus_client import disable_created_metrics
 
     from supervisor.api.server import ApiBindError
-    from supervisor.daemon import run_daemon
     from supervisor.observability.logging import configure_logging
+    from supervisor.runtime.daemon import run_daemon
 
     try:
         config, path = resolve_config(args.config)

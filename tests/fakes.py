@@ -16,7 +16,7 @@ from supervisor.sandbox.features import Feature
 from supervisor.sandbox.sandbox import Sandbox
 from supervisor.sandbox.session import Session
 from supervisor.supervision.policy import Termination, describe_exit
-from supervisor.supervision.resource import CheckResult, CheckSettings
+from supervisor.supervision.resource import CheckResult, CheckSettings, ResourceBase
 from supervisor.supervision.states import Liveness
 
 
@@ -96,10 +96,11 @@ class FakeHandle:
 
 
 @dataclass
-class FakeResource:
+class FakeResource(ResourceBase):
     """Scriptable resource: how long start and readiness take, how runs end, what checks say."""
 
     kind: str = "fake"
+    name: str = "fake"
     lifetime: float | None = None
     exit_code: int = 1
     start_delay: float = 0.0
@@ -207,6 +208,9 @@ class FakeBackend:
         self.live = 0
         self.max_live = 0
         self.created = 0
+
+    async def reset(self) -> None:
+        return None
 
     async def create(self, sandbox_id: str) -> FakeInstance:
         await trio.sleep(self.create_delay)

@@ -32,6 +32,7 @@ from supervisor.config.types import (
     Model,
     Name,
     PidsLimit,
+    ResourceSpec,
     RestartOverrides,
     Seconds,
     SignalName,
@@ -56,7 +57,7 @@ class ContainerProbeConfig(Model):
     failures: Failures = 3
 
 
-class ContainerConfig(Model):
+class ContainerConfig(ResourceSpec):
     """`kind = "container"`: `image` run with limits, on 127.0.0.1-only published ports."""
 
     # A container's stop signal is fixed when it is created: a change needs a new one.
@@ -101,6 +102,12 @@ class ContainerConfig(Model):
             if not 1 <= int(port.split("/")[0]) <= 65535:
                 raise ValueError(f"container port {port!r} must be between 1 and 65535")
         return ports
+
+    def docker_hosts(self) -> list[str | None]:
+        return [self.docker_host]
+
+    def adoptable(self) -> bool:
+        return self.adopt
 
     def fingerprint(self) -> str:
         """A hash of the settings that shape the container itself (adoption must match it)."""

@@ -35,6 +35,7 @@ from supervisor.config.types import (
     Interval,
     Model,
     Name,
+    ResourceSpec,
     RestartOverrides,
     Seconds,
     Secret,
@@ -121,7 +122,7 @@ class LivenessConfig(Model):
     failures: Failures = 2
 
 
-class DeephavenConfig(Model):
+class DeephavenConfig(ResourceSpec):
     """A Deephaven session; with `launch`, also the server it talks to."""
 
     kind: Literal["deephaven"]
@@ -216,6 +217,9 @@ class DeephavenConfig(Model):
         if self.client_cert_chain is None and self.client_private_key is not None:
             raise ValueError("client_private_key needs client_cert_chain")
         return self
+
+    def docker_hosts(self) -> list[str | None]:
+        return [None] if self.launch == "docker" else []
 
     @property
     def auth_type(self) -> str:

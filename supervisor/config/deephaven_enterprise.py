@@ -12,6 +12,7 @@ cross-field rules are validators on the later field, so errors carry the exact k
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -27,8 +28,8 @@ from supervisor.config.types import (
     WEEK,
     FilePath,
     Grace,
-    Model,
     Name,
+    ResourceSpec,
     RestartOverrides,
     Seconds,
     SecretEnvName,
@@ -58,7 +59,7 @@ def _http_url(value: object) -> object:
     return value
 
 
-class DeephavenEnterpriseConfig(Model):
+class DeephavenEnterpriseConfig(ResourceSpec):
     """An Enterprise (Core+) session factory, or a session made by one."""
 
     kind: Literal["deephaven-enterprise"]
@@ -171,6 +172,25 @@ class DeephavenEnterpriseConfig(Model):
                 '(create a worker with that heap, e.g. heap = "4g")'
             )
         return self
+
+    def rebuilt_with(self) -> tuple[str, ...]:
+        return () if self.factory is None else (self.factory,)  # it holds the factory's object
+
+    def cross_problems(
+        self, name: str, resources: Mapping[str, ResourceSpec]
+    ) -> list[tuple[str, str]]:
+        factory = resources.get(self.factory) if self.factory is not None else None
+        if factory is None or (
+            isinstance(factory, DeephavenEnterpriseConfig) and factory.is_factory
+        ):
+            return []
+        return [
+            (
+                f"resources.{name}.factory",
+                f"{self.factory!r} is not a deephaven-enterprise factory "
+                "(one with connection_json_url)",
+            )
+        ]
 
     @property
     def is_factory(self) -> bool:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
-
 from supervisor.config.schema import Config
-from supervisor.config.types import IN_PLACE_FIELDS
+from supervisor.config.types import ResourceSpec
 
 # Environment fields that shape its sandboxes: changing one replaces the environment.
 # Everything else (sizes, timeouts, intervals, leases) is applied to the running pool.
@@ -102,10 +100,10 @@ def plan_environments(old: Config, new: Config) -> EnvironmentPlan:
     )
 
 
-def _needs_restart(before: BaseModel, after: BaseModel) -> bool:
+def _needs_restart(before: ResourceSpec, after: ResourceSpec) -> bool:
     if type(before) is not type(after):
         return True
-    in_place: frozenset[str] = getattr(type(before), "in_place_fields", IN_PLACE_FIELDS)
+    in_place = type(before).in_place_fields
     fields = type(before).model_fields
     return any(getattr(before, f) != getattr(after, f) for f in fields if f not in in_place)
 
@@ -126,8 +124,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
             unchanged.append(name)
     # An Enterprise session holds its factory's object: a rebuilt factory rebuilds them.
     for name, spec in new.resources.items():
-        factory = getattr(spec, "factory", None)
-        if factory in restarted and name not in restarted and name not in added:
+        rebuilt = any(other in restarted for other in spec.rebuilt_with())
+        if rebuilt and name not in restarted and name not in added:
             for bucket in (updated, unchanged):
                 if name in bucket:
                     bucket.remove(name)

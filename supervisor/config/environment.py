@@ -180,6 +180,14 @@ class EnvironmentConfig(Model):
             )
         return self
 
+    def docker_hosts(self) -> list[str | None]:
+        """The Docker engines its sandboxes need (None: the local one)."""
+        if self.docker is not None:
+            return [self.docker.docker_host]
+        if self.deephaven is not None and self.deephaven.launch == "docker":
+            return [None]
+        return []
+
     def feature_names(self) -> list[str]:
         """Each feature's name: its `name`, else its kind (numbered when repeated)."""
         names: list[str] = []

@@ -32,6 +32,7 @@ from supervisor.config.types import (
     Model,
     Name,
     Principal,
+    ResourceSpec,
     RestartConfig,
     RestartOverrides,
     Seconds,
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 
-class ProcessConfig(Model):
+class ProcessConfig(ResourceSpec):
     """`kind = "process"`: a local command, supervised like supervisord's programs."""
 
     kind: Literal["process"]
@@ -137,17 +138,8 @@ class Config(Model):
 
     def docker_hosts(self) -> list[str | None]:
         """The Docker engines this config uses (None: the local one), in first-use order."""
-        hosts: list[str | None] = []
-        for res in self.resources.values():
-            if isinstance(res, ContainerConfig):
-                hosts.append(res.docker_host)
-            elif isinstance(res, DeephavenConfig) and res.launch == "docker":
-                hosts.append(None)
-        for env in self.environments.values():
-            if env.docker is not None:
-                hosts.append(env.docker.docker_host)
-            elif env.deephaven is not None and env.deephaven.launch == "docker":
-                hosts.append(None)
+        hosts = [h for res in self.resources.values() for h in res.docker_hosts()]
+        hosts += [h for env in self.environments.values() for h in env.docker_hosts()]
         return list(dict.fromkeys(hosts))
 
     def secret_env_names(self) -> set[str]:
@@ -193,18 +185,7 @@ class Config(Model):
                             f"no resource named {dep!r} (known: {known})",
                         )
                     )
-            if isinstance(res, DeephavenEnterpriseConfig) and res.factory is not None:
-                factory = self.resources.get(res.factory)
-                if factory is not None and not (
-                    isinstance(factory, DeephavenEnterpriseConfig) and factory.is_factory
-                ):
-                    found.append(
-                        (
-                            f"resources.{name}.factory",
-                            f"{res.factory!r} is not a deephaven-enterprise factory "
-                            "(one with connection_json_url)",
-                        )
-                    )
+            found += res.cross_problems(name, self.resources)
             try:
                 self.restart_for(name)
             except ValidationError as exc:

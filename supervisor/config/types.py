@@ -19,9 +19,10 @@ import re
 import signal
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -434,6 +435,32 @@ IN_PLACE_FIELDS = frozenset(
         "restart",
     }
 )
+
+
+class ResourceSpec(Model):
+    """What every resource kind's config answers about itself (kinds override these
+    instead of callers asking `isinstance`)."""
+
+    # Fields a running resource of this kind takes in place (see config.diff).
+    in_place_fields: ClassVar[frozenset[str]] = IN_PLACE_FIELDS
+
+    def docker_hosts(self) -> list[str | None]:
+        """The Docker engines it needs (None: the local one)."""
+        return []
+
+    def rebuilt_with(self) -> tuple[str, ...]:
+        """Resources whose rebuild on reload rebuilds this one too."""
+        return ()
+
+    def adoptable(self) -> bool:
+        """Whether a running instance left by a previous run may be taken over."""
+        return False
+
+    def cross_problems(
+        self, name: str, resources: Mapping[str, ResourceSpec]
+    ) -> list[tuple[str, str]]:
+        """Problems that show only against the other resources: (path, message) pairs."""
+        return []
 
 
 def engine_url(value: str | None) -> str | None:

@@ -154,8 +154,8 @@ class LocalLauncher:
         self._nursery = nursery
         self._records = records
         self._children: dict[int, ProcessHandle] = {}
-        self._nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
         self._guardian: _Guardian | None = None
+        self._guardian_done = trio.Event()
         self._closing = False
         self._withheld: frozenset[str] = frozenset()
 
@@ -286,8 +286,27 @@ class LocalLauncher:
             for child in children:
                 await child.exited.wait()
 
-    async def _keep_guardian(self, task_status: trio.TaskStatus[None]) -> None:
+    async def serve_guardian(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run the guardian; if it dies while we still need it, start one that knows all."""
+        try:
+            await self._keep_guardian(task_status)
+        finally:
+            self._guardian_done.set()
+
+    async def close(self) -> None:
+        """Kill every child, then let the guardian go (it exits at end-of-file)."""
+        await self.kill_all()
+        self._closing = True  # nothing is listed any more: the guardian just exits
+        if self._guardian is not None:
+            self._guardian.close()
+        with trio.move_on_after(5.0):
+            await self._guardian_done.wait()
+        if self._guardian is not None and self._guardian.popen.poll() is None:
+            self._guardian.popen.kill()
+
+    async def _keep_guardian(self, task_status: trio.TaskStatus[None]) -> None:
         while True:
             guardian_ = _Guardian.start()
             for pid in self._children:
@@ -361,33 +380,15 @@ async def open_local_launcher(
         launcher = LocalLauncher(nursery, records)
         # Many children mean many pipes and pidfds: lift our soft limit to the hard one
         # (children inherit it, as they do from container engines).
-        soft, hard = launcher._nofile
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        guardian_done = trio.Event()
-
-        async def keep_guardian(
-            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-        ) -> None:
-            try:
-                await launcher._keep_guardian(task_status)
-            finally:
-                guardian_done.set()
-
-        await nursery.start(keep_guardian)
+        await nursery.start(launcher.serve_guardian)
         try:
             yield launcher
         finally:
             with trio.CancelScope(shield=True):
-                await launcher.kill_all()
-                # Nothing is listed any more: end-of-file makes the guardian just exit.
-                launcher._closing = True
-                if launcher._guardian is not None:
-                    launcher._guardian.close()
-                with trio.move_on_after(5.0):
-                    await guardian_done.wait()
-                if launcher._guardian is not None and launcher._guardian.popen.poll() is None:
-                    launcher._guardian.popen.kill()
+                await launcher.close()
             nursery.cancel_scope.cancel()
 
 

@@ -277,7 +277,7 @@ class Metrics:
         ):
             stale = [
                 labels
-                for labels in list(collector._metrics)  # no public way to list the children
+                for labels in list(collector._metrics)  # noqa: SLF001 - no public way to list children
                 if labels[0] == name
             ]
             for labels in stale:

@@ -22,7 +22,7 @@ from supervisor.launchers.docker import (
     DockerError,
 )
 from supervisor.supervision.policy import Termination, exit_is_success
-from supervisor.supervision.resource import CheckResult, CheckSettings, Handle
+from supervisor.supervision.resource import CheckResult, CheckSettings, Handle, ResourceBase
 from supervisor.supervision.states import Liveness
 
 PROBE_OUTPUT_LIMIT = 4096
@@ -31,7 +31,7 @@ READY_POLL = 0.5  # how often a `health` probe is tried while STARTING (no `star
 log = structlog.get_logger("supervisor.container")
 
 
-class ContainerResource:
+class ContainerResource(ResourceBase):
     """Runs `image` with its limits on `engine`; probes it with `docker exec` if asked."""
 
     kind = "container"

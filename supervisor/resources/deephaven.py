@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from supervisor.config.deephaven import DeephavenConfig
-from supervisor.errors import DeephavenClientError, HelperGoneError, MisconfiguredError
+from supervisor.errors import (
+    DeephavenClientError,
+    HelperGoneError,
+    MisconfiguredError,
+    NotRunningError,
+)
 from supervisor.launchers.deephaven.client import (
     ConnectSpec,
     DeephavenClient,
@@ -33,7 +39,6 @@ from supervisor.launchers.deephaven.client import (
     start_error,
 )
 from supervisor.launchers.deephaven.launch import (
-    DeephavenCredentials,
     DeephavenHandle,
     DeephavenLauncher,
     connect_spec,
@@ -44,11 +49,11 @@ from supervisor.launchers.docker import DockerEngine
 from supervisor.launchers.local import LocalLauncher
 from supervisor.resources.deephaven_names import FullName
 from supervisor.supervision.policy import Termination
-from supervisor.supervision.resource import CheckResult, CheckSettings, Handle
+from supervisor.supervision.resource import CheckResult, CheckSettings, Handle, ResourceBase
 from supervisor.supervision.states import Liveness
 
 
-class DeephavenResource:
+class DeephavenResource(ResourceBase):
     """A Deephaven session (`launch` unset) or a launched server and its session."""
 
     kind = "deephaven"
@@ -136,10 +141,21 @@ class DeephavenResource:
         handle = self._handle
         return handle.endpoint if handle is not None else None
 
-    def credentials(self) -> DeephavenCredentials | None:
-        """Host, port, auth type and token of the running session, or None when down."""
+    @property
+    def full_name(self) -> str:
+        return str(self.identity)
+
+    def credentials(self) -> dict[str, Any]:
+        """Host, port, auth type and token of the running session.
+
+        Raises:
+            NotRunningError: the session is down.
+        """
         handle = self._handle
-        return handle.credentials() if handle is not None else None
+        creds = handle.credentials() if handle is not None else None
+        if creds is None:
+            raise NotRunningError(f"{self.name} is not running: no credentials yet")
+        return creds.to_json()
 
     async def run_script(self, script: str, timeout: float) -> None:
         """Run `script` in the managed session (creating it first if lazy)."""

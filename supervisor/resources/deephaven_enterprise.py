@@ -52,7 +52,7 @@ from supervisor.launchers.deephaven.server import python_for
 from supervisor.launchers.local import LocalLauncher, scrubbed_environment
 from supervisor.resources.deephaven_names import FullName
 from supervisor.supervision.policy import Termination
-from supervisor.supervision.resource import CheckResult, CheckSettings, Handle
+from supervisor.supervision.resource import CheckResult, CheckSettings, Handle, ResourceBase
 from supervisor.supervision.states import Liveness
 
 # Found, not imported: the daemon itself must never load the Core+ client.
@@ -97,7 +97,7 @@ class EnterpriseHandle:
         self.client.kill()
 
 
-class _EnterpriseResource:
+class _EnterpriseResource(ResourceBase):
     """What factories and sessions share: the helper, its calls and its checks."""
 
     kind = KIND
@@ -124,6 +124,10 @@ class _EnterpriseResource:
     def reconfigure(self, config: DeephavenEnterpriseConfig) -> None:
         """Apply settings that need no new session (liveness, timeouts, restart)."""
         self.config = config
+
+    @property
+    def full_name(self) -> str:
+        return str(self.identity)
 
     @property
     def check_settings(self) -> CheckSettings | None:

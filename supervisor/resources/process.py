@@ -13,11 +13,11 @@ from supervisor.errors import MisconfiguredError
 from supervisor.launchers.local import LocalLauncher, resolve_credentials, scrubbed_environment
 from supervisor.resources.probes import run_probe
 from supervisor.supervision.policy import Termination, exit_is_success
-from supervisor.supervision.resource import CheckResult, CheckSettings, Handle
+from supervisor.supervision.resource import CheckResult, CheckSettings, Handle, ResourceBase
 from supervisor.supervision.states import Liveness
 
 
-class ProcessResource:
+class ProcessResource(ResourceBase):
     """Starts `command` with its env, user and working directory; probes it if asked."""
 
     kind = "process"

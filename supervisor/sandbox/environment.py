@@ -299,9 +299,7 @@ class Environment:
         started = trio.current_time()
         self.bus.publish(EnvironmentStarting(self))
         try:
-            reset = getattr(self.backend, "reset", None)
-            if reset is not None:  # what a killed previous run left behind
-                await reset()
+            await self.backend.reset()  # what a killed previous run left behind
             for feature in self.env_features:
                 self._env_set_up.append(feature)
                 await self._env_hook(feature, "setup", feature.setup(None))

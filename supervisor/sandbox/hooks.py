@@ -26,7 +26,7 @@ import trio
 
 from supervisor.errors import SandboxStateError
 from supervisor.sandbox.event_types import EnvironmentView, FeatureHookRan, Hook, SandboxView
-from supervisor.sandbox.watchdog import Chore
+from supervisor.sandbox.keepalive import Chore
 
 if TYPE_CHECKING:
     from supervisor.sandbox.session import Session

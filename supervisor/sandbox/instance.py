@@ -76,3 +76,7 @@ class Backend(Protocol):
 
     async def create(self, sandbox_id: str) -> Instance:
         """Bring up one sandbox; if cancelled or failing, leave nothing behind."""
+
+    async def reset(self) -> None:
+        """Before the first sandbox: remove what a killed previous run left behind (its
+        directories, its servers); backends with nothing to remove do nothing."""

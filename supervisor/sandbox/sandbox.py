@@ -33,7 +33,7 @@ from supervisor.errors import (
     SessionBusyError,
     SessionTeardownError,
 )
-from supervisor.sandbox import watchdog
+from supervisor.sandbox import keepalive
 from supervisor.sandbox.activity import Activities
 from supervisor.sandbox.event_types import (
     SandboxHousekept,
@@ -400,7 +400,7 @@ class Sandbox:
         with trio.CancelScope() as self._housekeeper:
             if self._closing or self.instance is None:
                 return
-            await watchdog.watch(self, self.instance, self._hooks.chores())
+            await keepalive.watch(self, self.instance, self._hooks.chores())
 
     @property
     def keepalive_interval(self) -> float:

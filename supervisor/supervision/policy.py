@@ -10,10 +10,11 @@ like Erlang/OTP supervisors: more than `max_restarts` restarts within `within` i
 
 from __future__ import annotations
 
-import bisect
 import signal
 from dataclasses import dataclass
 from typing import Protocol
+
+from supervisor.supervision.states import State
 
 
 class BackoffSettings(Protocol):
@@ -73,8 +74,12 @@ class RestartIntensity:
         self._times.clear()
 
     def _expire(self, now: float) -> None:
-        # A restart exactly `within` seconds old has left the window.
-        del self._times[: bisect.bisect_right(self._times, now - self.within)]
+        # A restart exactly `within` seconds old has left the window. (Compared as
+        # `now - t`, not against `now - within`: the two round differently.)
+        cut = 0
+        while cut < len(self._times) and now - self._times[cut] >= self.within:
+            cut += 1
+        del self._times[:cut]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +115,46 @@ def should_restart(policy: str, *, success: bool) -> bool:
     if policy == "on-failure":
         return not success
     return False
+
+
+class RestartSettings(Protocol):
+    @property
+    def policy(self) -> str: ...
+    @property
+    def reset_after(self) -> float: ...
+    @property
+    def backoff(self) -> BackoffSettings: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What follows a run that ended: `next` is EXITED, FATAL or BACKOFF (after `delay`)."""
+
+    next: State
+    failures: int
+    delay: float = 0.0
+
+
+def decide(
+    settings: RestartSettings,
+    intensity: RestartIntensity,
+    now: float,
+    *,
+    failures: int,
+    ran_for: float | None,
+    success: bool,
+    rand: float,
+) -> Verdict:
+    """The restart decision: a run of `reset_after` or more clears the failure count; the
+    policy may end it (EXITED); past the intensity limit it is FATAL; else a backoff.
+
+    Records the restart in `intensity` (its window is the decision's only state).
+    """
+    if ran_for is not None and ran_for >= settings.reset_after:
+        failures = 0
+    if not should_restart(settings.policy, success=success):
+        return Verdict(State.EXITED, failures)
+    failures += 1
+    if intensity.record(now):
+        return Verdict(State.FATAL, failures)
+    return Verdict(State.BACKOFF, failures, backoff_delay(failures, settings.backoff, rand))

@@ -8,8 +8,9 @@ the resource only knows *how*.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from supervisor.errors import MisconfiguredError, NoCredentialsError, UnauthorizedError
 from supervisor.supervision.policy import Termination
 from supervisor.supervision.states import Liveness
 
@@ -60,6 +61,26 @@ class Resource(Protocol):
     """A kind of managed thing, as the supervisor sees it."""
 
     kind: str
+    name: str
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where clients reach it (host:port), when it serves something; else None."""
+
+    @property
+    def full_name(self) -> str:
+        """A Deephaven full name shown beside the state (`community:config:NAME`), or ""."""
+
+    def credentials(self) -> dict[str, Any]:
+        """How a client connects to it.
+
+        Raises:
+            NoCredentialsError: its kind has none.
+            NotRunningError: it has some, once it is running.
+        """
+
+    def reconfigure(self, config: Any) -> None:
+        """Take a changed config of the same kind whose changes need no new instance."""
 
     @property
     def check_settings(self) -> CheckSettings | None:
@@ -81,3 +102,29 @@ class Resource(Protocol):
 
     def is_success(self, term: Termination) -> bool:
         """Whether an instance that ended this way did its job (for `on-failure`)."""
+
+
+class ResourceBase:
+    """The answers of a kind without an endpoint, a full name or credentials."""
+
+    kind: str
+    name: str
+
+    @property
+    def endpoint(self) -> str | None:
+        return None
+
+    @property
+    def full_name(self) -> str:
+        return ""
+
+    def credentials(self) -> dict[str, Any]:
+        raise NoCredentialsError(f"{self.name} is a {self.kind} resource: it has no credentials")
+
+
+def hopeless(exc: MisconfiguredError) -> tuple[str, CheckResult]:
+    """A start that no retry can fix: FATAL, with the liveness that says why."""
+    liveness = (
+        Liveness.UNAUTHORIZED if isinstance(exc, UnauthorizedError) else Liveness.MISCONFIGURED
+    )
+    return ("hopeless", CheckResult(liveness, str(exc)))

@@ -26,16 +26,12 @@ from typing import Any
 import structlog
 import trio
 
-from supervisor.errors import MisconfiguredError, StartError, UnauthorizedError
+from supervisor.errors import MisconfiguredError, StartError
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.concurrency import race, tagged
-from supervisor.supervision.policy import (
-    RestartIntensity,
-    Termination,
-    backoff_delay,
-    should_restart,
-)
-from supervisor.supervision.resource import CheckResult, Handle, Resource
+from supervisor.supervision.monitor import monitor
+from supervisor.supervision.policy import RestartIntensity, Termination, decide
+from supervisor.supervision.resource import CheckResult, Handle, Resource, hopeless
 from supervisor.supervision.settings import Settings, Snapshot
 from supervisor.supervision.states import ALLOWED, HOPELESS, Liveness, State, Transition
 
@@ -140,6 +136,26 @@ class ResourceSupervisor:
         self._intensity.within = settings.restart.intensity.within
         self._poke.set()
 
+    def reconfigure(self, config: Any, settings: Settings) -> None:
+        """A changed config that needs no new instance; FATAL is retried at once."""
+        self.resource.reconfigure(config)
+        self.update(settings)
+        if self.state is State.FATAL:
+            self.start("reload")
+
+    def replace(self, resource: Resource, settings: Settings) -> None:
+        """A rebuilt resource (its config changed shape): running, it restarts as the new one."""
+        self.resource = resource
+        self.update(settings)
+        if self.state in (State.STARTING, State.RUNNING, State.BACKOFF):
+            self.restart("reload")
+        elif self.state is State.FATAL:
+            self.start("reload")
+
+    def depend_on(self, dependencies: Sequence[ResourceSupervisor]) -> None:
+        """Start after, and stop before, these (a reload may change them)."""
+        self.depends_on = tuple(dependencies)
+
     def snapshot(self) -> Snapshot:
         handle = self._handle
         return Snapshot(
@@ -152,8 +168,8 @@ class ResourceSupervisor:
             since=self.since,
             pid=handle.pid if handle else None,
             ident=handle.ident if handle else None,
-            endpoint=getattr(self.resource, "endpoint", None),
-            identity=self._identity or None,
+            endpoint=self.resource.endpoint,
+            identity=self.resource.full_name or None,
         )
 
     async def wait_for(self, predicate: Callable[[ResourceSupervisor], bool]) -> None:
@@ -161,20 +177,21 @@ class ResourceSupervisor:
         while not predicate(self):
             await self._changed.wait()
 
+    def next_change(self) -> Callable[[], Awaitable[None]]:
+        """A wait that returns at the first change after this call (bound now, so a change
+        between this call and the wait is not missed)."""
+        return self._changed.wait
+
     async def stop_and_wait(self, reason: str = "shutdown") -> None:
         """Stop the resource and return once it is down."""
         self.stop(reason)
-        await self.wait_for(lambda s: s._goal is _Goal.STOP and s.state in _AT_REST)
+        await self.wait_for(lambda _: self._goal is _Goal.STOP and self.state in _AT_REST)
 
     # ----------------------------------------------------------------------- the loop
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Supervise until cancelled; `started()` once the first start attempt is over.
-
-        `started()` is called from inside the loop (`_attempted`) rather than from a
-        second task waiting for it: at 1,000 resources, a task each was the largest cost
-        left in the daemon's memory.
-        """
+        """Supervise until cancelled; `started()` once the first start attempt is over
+        (called from the loop itself: a second task per resource cost memory)."""
         self._task_status = task_status
         try:
             await self._supervise()
@@ -224,7 +241,7 @@ class ResourceSupervisor:
             self.detail = "waiting for " + ", ".join(d.name for d in waiting)
             if all(d.first_attempt.is_set() for d in waiting):
                 self._attempted()
-            waits = [d._changed.wait for d in waiting]
+            waits = [d.next_change() for d in waiting]
             poked = await race(*(tagged(w, False) for w in waits), tagged(self._poke.wait, True))
             if poked:
                 return False
@@ -269,7 +286,7 @@ class ResourceSupervisor:
             try:
                 self._handle = handle = await self.resource.start()
             except MisconfiguredError as exc:
-                return finish(_hopeless(exc))
+                return finish(hopeless(exc))
             except StartError as exc:
                 return finish(("start_failed", str(exc)))
             except Exception as exc:
@@ -284,7 +301,7 @@ class ResourceSupervisor:
             try:
                 await self.resource.ready(handle)
             except MisconfiguredError as exc:
-                return finish(_hopeless(exc))
+                return finish(hopeless(exc))
             except Exception as exc:
                 self._log.exception("resource_ready_crashed")
                 return finish(("start_failed", f"unexpected error: {exc!r}"))
@@ -304,7 +321,7 @@ class ResourceSupervisor:
             if self.resource.check_settings is not None:
 
                 async def health() -> None:
-                    finish(await self._monitor(handle))
+                    finish(await monitor(self.resource, handle, self._checked, self._log))
 
                 nursery.start_soon(health)
             finish(("exited", await handle.wait()))
@@ -339,39 +356,22 @@ class ResourceSupervisor:
             nursery.cancel_scope.cancel()
         return outcome[0]
 
-    async def _monitor(self, handle: Handle) -> tuple[str, Any]:
-        """Probe every interval; return once the resource must be restarted."""
-        consecutive = 0
-        while True:
-            check = self.resource.check_settings
-            assert check is not None
-            await trio.sleep(check.interval)
-            started = trio.current_time()
-            result = CheckResult(Liveness.OFFLINE, f"check timed out after {check.timeout:g}s")
-            with trio.move_on_after(check.timeout):
-                try:
-                    result = await self.resource.check(handle)
-                except Exception as exc:
-                    self._log.exception("resource_check_crashed")
-                    result = CheckResult(Liveness.UNKNOWN, f"check crashed: {exc!r}")
-            self.checks += 1
-            duration = trio.current_time() - started
-            if self._on_check is not None:
-                self._on_check(self.resource.kind, duration)
-            self._log.debug(
-                "resource_checked", liveness=result.liveness.value, duration=round(duration, 6)
-            )
-            if result.liveness in HOPELESS:
-                return ("hopeless", result)
-            if result.ok:
-                consecutive = 0
-                self._set_liveness(Liveness.ONLINE, "")
-                self._changed_now()
-                continue
-            consecutive += 1
-            self._set_liveness(result.liveness, f"{result.detail} ({consecutive}/{check.failures})")
-            if consecutive >= check.failures:
-                return (check.reason, f"{consecutive} failed checks in a row: {result.detail}")
+    def _checked(self, result: CheckResult, duration: float, consecutive: int) -> None:
+        self.checks += 1
+        if self._on_check is not None:
+            self._on_check(self.resource.kind, duration)
+        self._log.debug(
+            "resource_checked", liveness=result.liveness.value, duration=round(duration, 6)
+        )
+        if result.liveness in HOPELESS:
+            return  # the run ends on it: FATAL says the rest
+        if result.ok:
+            self._set_liveness(Liveness.ONLINE, "")
+            self._changed_now()
+            return
+        check = self.resource.check_settings
+        assert check is not None
+        self._set_liveness(result.liveness, f"{result.detail} ({consecutive}/{check.failures})")
 
     async def _end_on_command(self) -> None:
         if self._restart_requested and self._goal is _Goal.RUN:
@@ -399,17 +399,20 @@ class ResourceSupervisor:
         self._handle = None
 
     def _after_failure(self, reason: str, detail: str, *, success: bool) -> None:
-        """Decide what follows a run that ended: BACKOFF, EXITED or FATAL."""
+        """Act on what follows a run that ended: BACKOFF, EXITED or FATAL (`policy.decide`)."""
         now = trio.current_time()
+        ran = None if self._running_since is None else now - self._running_since
         restart = self.settings.restart
-        if self._running_since is not None and now - self._running_since >= restart.reset_after:
-            self._failures = 0
-        if not should_restart(restart.policy, success=success):
+        verdict = decide(
+            restart, self._intensity, now, failures=self._failures, ran_for=ran,
+            success=success, rand=self._rng.random(),
+        )  # fmt: skip
+        self._failures = verdict.failures
+        if verdict.next is State.EXITED:
             self._goal = _Goal.STOP
             self._transition(State.EXITED, reason, detail=detail, liveness=Liveness.OFFLINE)
             return
-        self._failures += 1
-        if self._intensity.record(now):
+        if verdict.next is State.FATAL:
             limit = restart.intensity
             self._fatal(
                 f"{detail}; more than {limit.max_restarts} restarts within {limit.within:g}s",
@@ -417,18 +420,12 @@ class ResourceSupervisor:
                 reason=reason,
             )
             return
-        delay = backoff_delay(self._failures, restart.backoff, self._rng.random())
-        self._wake_at = now + delay
+        self._wake_at = now + verdict.delay
         self.restarts += 1
         self._transition(
-            State.BACKOFF,
-            reason,
-            detail=detail,
-            attempt=self._failures,
-            next_delay=delay,
-            restart=True,
-            liveness=Liveness.OFFLINE,
-        )
+            State.BACKOFF, reason, detail=detail, attempt=self._failures,
+            next_delay=verdict.delay, restart=True, liveness=Liveness.OFFLINE,
+        )  # fmt: skip
 
     def _fatal(self, detail: str, *, liveness: Liveness, reason: str = "") -> None:
         retry = self.settings.restart.fatal_retry_after
@@ -486,15 +483,10 @@ class ResourceSupervisor:
                 attempt=attempt,
                 next_delay=next_delay,
                 restart=restart,
-                identity=self._identity,
+                identity=self.resource.full_name,
             )
         )
         self._changed_now()
-
-    @property
-    def _identity(self) -> str:
-        identity = getattr(self.resource, "identity", None)
-        return "" if identity is None else str(identity)
 
     def _set_liveness(self, liveness: Liveness, detail: str) -> None:
         if liveness is not self.liveness or detail != self.detail:
@@ -505,11 +497,3 @@ class ResourceSupervisor:
     def _changed_now(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-
-
-def _hopeless(exc: MisconfiguredError) -> tuple[str, CheckResult]:
-    """A start that no retry can fix: FATAL, with the liveness that says why."""
-    liveness = (
-        Liveness.UNAUTHORIZED if isinstance(exc, UnauthorizedError) else Liveness.MISCONFIGURED
-    )
-    return ("hopeless", CheckResult(liveness, str(exc)))

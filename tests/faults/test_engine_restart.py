@@ -44,8 +44,8 @@ async def test_containers_come_back_after_the_engine_restarts(
             for sup in sups:
                 await sup.wait_for(lambda s: s.state is State.RUNNING)
         before = {sup.snapshot().ident for sup in sups}
-        assert daemon._engines is not None
-        docker = daemon._engines[engine.host]
+        assert daemon.engines is not None
+        docker = daemon.engines[engine.host]
         label = f"supervisor.instance={docker.instance_id}"
         assert await trio.to_thread.run_sync(labelled, engine, label) == before
         # restart() in two halves, the outage awaited while the engine is surely down: a

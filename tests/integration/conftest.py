@@ -16,10 +16,11 @@ import trio
 
 from supervisor.config.load import load_text
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
+from supervisor.runtime.build import build_supervisors, stop_in_order
+from supervisor.runtime.kinds import Context
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.states import State, Transition
 from supervisor.supervision.supervisor import ResourceSupervisor
-from supervisor.wiring import build_supervisors, stop_in_order
 
 
 @pytest.fixture
@@ -66,7 +67,8 @@ async def supervise(toml: str, launcher: LocalLauncher) -> AsyncIterator[Running
     """Build supervisors from `toml`, start them all, stop them in order at the end."""
     config = load_text(toml)
     bus = EventBus()
-    running = Running(build_supervisors(config, launcher, bus, rng=random.Random(0)), bus)
+    supervisors = build_supervisors(config, Context(launcher), bus, rng=random.Random(0))
+    running = Running(supervisors, bus)
     bus.add_listener(running.events.append)
     async with trio.open_nursery() as nursery:
         async with trio.open_nursery() as starters:

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from supervisor.api.client import Client
 from supervisor.api.server import ApiBindError, bind_unix
 from supervisor.config.load import load_text
-from supervisor.daemon import Daemon
+from supervisor.runtime.daemon import Daemon
 from supervisor.supervision.states import State
 from tests.integration.conftest import run_cli
 
@@ -334,7 +334,7 @@ async def test_events_replay_then_follow(tmp_path: Path) -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(follow)
-            daemon.command("other", "stop")
+            daemon.control.command("other", "stop")
         assert [(e["name"], e["to"]) for e in live] == [("other", "STOPPING"), ("other", "STOPPED")]
         assert live[0]["seq"] == 5
 

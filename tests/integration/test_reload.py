@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from supervisor.api.client import Client
 from supervisor.config.load import load_file
-from supervisor.daemon import Daemon
 from supervisor.errors import ConfigError, DaemonUnavailableError, RequestError
+from supervisor.runtime.daemon import Daemon
 from supervisor.supervision.states import State
 from tests.integration.conftest import process_gone, run_cli
 
@@ -137,7 +137,7 @@ async def test_an_invalid_file_keeps_the_old_config(tmp_path: Path) -> None:
         }
         assert pids(daemon) == before
         assert daemon.supervisors["a"].state is State.RUNNING
-        text = (await daemon.render_metrics()).decode()
+        text = (await daemon.control.render_metrics()).decode()
         assert 'supervisor_config_reloads_total{result="failure"} 1.0' in text
 
 

@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.config.load import load_text
-from supervisor.daemon import Daemon
 from supervisor.errors import ConfigError
+from supervisor.runtime.apply import ConfigApplier
+from supervisor.runtime.daemon import Daemon
 from tests.integration.conftest import run_cli
 from tests.integration.test_api import unix
 from tests.integration.test_docker import labelled
@@ -310,8 +311,8 @@ docker = { image = "supervisor-test/sandbox:bookworm", memory = "128m" }
         )
         assert ran.json()["stdout"] == "/work\nok\n"
         assert (await client.delete(f"/v1/sessions/{session['session_id']}")).status_code == 204
-        assert daemon._engines is not None
-        instance = daemon._engines[None].instance_id
+        assert daemon.engines is not None
+        instance = daemon.engines[None].instance_id
     left = await labelled(instance)
     assert not left, f"left behind: {left} (one was {container})"
 
@@ -368,7 +369,7 @@ async def test_a_reload_that_fails_unexpectedly_leaves_the_daemon_running(
         async def broken(*args: Any) -> None:
             raise RuntimeError("simulated bug")
 
-        monkeypatch.setattr(daemon, "apply_config", broken)
+        monkeypatch.setattr(ConfigApplier, "apply", broken)
         daemon.request_reload()
         with trio.fail_after(10):
             while daemon.reloader.failure == "":  # noqa: ASYNC110 - no event for this

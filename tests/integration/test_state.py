@@ -14,7 +14,7 @@ import trio
 
 from supervisor.errors import StateDirError
 from supervisor.launchers.local import open_local_launcher
-from supervisor.state import StateDir, process_start_time
+from supervisor.runtime.state_dir import StateDir, process_start_time
 from tests.integration.conftest import alive, children_of, is_guardian, process_gone, run_cli
 from tests.integration.test_daemon import daemon
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor.systemd import Notifier, watchdog_interval
+from supervisor.runtime.systemd import Notifier, watchdog_interval
 
 REPO = Path(__file__).resolve().parents[2]
 

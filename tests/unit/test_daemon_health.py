@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from supervisor.config.load import load_text
-from supervisor.daemon import STUCK_MARGIN, Daemon
+from supervisor.runtime.daemon import STUCK_MARGIN, Daemon
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.settings import Settings
 from supervisor.supervision.states import State
@@ -30,7 +30,7 @@ async def test_a_supervisor_stuck_past_its_deadline_withholds_the_watchdog(
     sup = ResourceSupervisor(
         "x", Wedged(), Settings(restart=Restart(), start_timeout=10), bus=EventBus()
     )
-    daemon.supervisors = {"x": sup}
+    daemon.resources.supervisors["x"] = sup
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sup.serve)
         nursery.start_soon(daemon.loop.serve)

@@ -357,9 +357,14 @@ async def test_cancelling_a_graceful_stop_kills_at_once(autojump_clock: trio.abc
 
 
 async def test_a_resource_identity_rides_on_every_event(autojump_clock: trio.abc.Clock) -> None:
-    """A Deephaven full name (the resource's `identity`) is in each event and its JSON."""
-    resource = FakeResource()
-    resource.identity = "community:config:r"  # type: ignore[attr-defined]
+    """A Deephaven full name (the resource's `full_name`) is in each event and its JSON."""
+
+    class Named(FakeResource):
+        @property
+        def full_name(self) -> str:
+            return "community:config:r"
+
+    resource = Named()
     async with supervising(resource) as (sup, events):
         await in_state(sup, State.RUNNING)
     assert events

@@ -139,7 +139,7 @@ class Worker:
 
         session = self._session()
         session.wrap_rpc(
-            session.config_service._grpc_app_stub.GetConfigurationConstants,
+            session.config_service._grpc_app_stub.GetConfigurationConstants,  # noqa: SLF001 - pydeephaven has no public call for it
             config_pb2.ConfigurationConstantsRequest(),
             timeout=float(req.get("rpc_timeout", 5.0)),
         )

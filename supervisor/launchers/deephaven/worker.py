@@ -79,7 +79,7 @@ class Worker:
         # The configuration-constants call is a real round trip that also refreshes the
         # session token; `is_alive` would make no RPC at all (never_timeout=True).
         session = self._session()
-        stub = session.config_service._grpc_app_stub
+        stub = session.config_service._grpc_app_stub  # noqa: SLF001 - pydeephaven has no public call for it
         session.wrap_rpc(
             stub.GetConfigurationConstants,
             config_pb2.ConfigurationConstantsRequest(),

@@ -197,7 +197,13 @@ class DockerEngine:
 
     # ------------------------------------------------------------------ event stream
 
-    async def _follow_events(self, task_status: trio.TaskStatus[None]) -> None:
+    async def finish_removals(self) -> None:
+        """Wait for the removals still under way (at close)."""
+        await self._containers.finish_removals()
+
+    async def serve_events(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Read the event stream for ever: reconnect with backoff, re-check after a gap."""
         filters = {"label": f"{INSTANCE_LABEL}={self.instance_id}", "type": "container"}
         failures = 0
@@ -268,12 +274,12 @@ async def open_docker_engine(
             engine = DockerEngine(
                 api, events_api, instance_id, nursery, timeout=timeout, max_threads=max_threads
             )
-            await nursery.start(engine._follow_events)
+            await nursery.start(engine.serve_events)
             try:
                 yield engine
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(timeout):
-                    await engine._containers.finish_removals()
+                    await engine.finish_removals()
                 nursery.cancel_scope.cancel()
     finally:
         api.close()

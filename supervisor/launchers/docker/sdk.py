@@ -150,7 +150,7 @@ def close_stream(stream: Any) -> None:
     with contextlib.suppress(Exception):  # already closed, or the response is gone
         stream.close()
     with contextlib.suppress(Exception):
-        stream._response.close()
+        stream._response.close()  # noqa: SLF001 - the SDK stream has no other way to be cut
 
 
 class EngineClient:

@@ -58,6 +58,6 @@ def fix_unix_adapter(api: docker.APIClient) -> docker.APIClient:
             max_pool_size=original.max_pool_size,
         )
         original.close()
-        api._custom_adapter = adapter
+        api._custom_adapter = adapter  # noqa: SLF001 - the SDK keeps its adapter there
         api.mount("http+docker://", adapter)
     return api

@@ -21,3 +21,6 @@ class UnavailableBackend:
 
     async def create(self, sandbox_id: str) -> Instance:
         raise SandboxStateError(self.reason)
+
+    async def reset(self) -> None:
+        return None

@@ -222,6 +222,11 @@ class DeephavenBackend:
         self._pick_port = pick_port
         self.server_config = server_config(config, start_timeout)
 
+    async def reset(self) -> None:
+        # A killed run's local servers died with its guardian; its containers are
+        # removed by the daemon before anything starts.
+        return None
+
     async def create(self, sandbox_id: str) -> DeephavenInstance:
         """Launch a server and open our session on it, within `start_timeout`.
 

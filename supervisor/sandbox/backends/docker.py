@@ -239,6 +239,9 @@ class DockerBackend:
         self.output_limit = output_limit
         self.stop_timeout = stop_timeout
 
+    async def reset(self) -> None:
+        return None  # the daemon removes a previous run's containers before anything starts
+
     def spec(self, sandbox_id: str) -> ContainerSpec:
         """The container for `sandbox_id`, from the config."""
         config = self.config

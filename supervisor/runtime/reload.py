@@ -2,8 +2,9 @@
 
 Reloads are serialized; a burst of requests (SIGHUPs) coalesces into one pending reload;
 an invalid config is refused before anything changes, and the daemon says so in its
-status line until a reload succeeds. What a valid config changes is the daemon's job
-(`Reloadable.apply`); this module owns the when and the reporting.
+status line until a reload succeeds. The reloader owns the running config; what a valid
+config changes is its `Target`'s job (`runtime.apply`); this module owns the when and the
+reporting.
 """
 
 from __future__ import annotations
@@ -20,26 +21,20 @@ from supervisor.config.diff import ReloadPlan, plan_reload
 from supervisor.config.schema import Config
 from supervisor.errors import ConfigError, ReloadUnavailableError
 from supervisor.observability.metrics import Metrics
-from supervisor.systemd import Notifier
+from supervisor.runtime.lifecycle import Lifecycle
+from supervisor.runtime.systemd import Notifier
 
 log = structlog.get_logger("supervisor.daemon")
 
 
-class Reloadable(Protocol):
-    """The daemon, as a reload sees it."""
+class Target(Protocol):
+    """What a reload changes."""
 
-    config: Config
-    ready: trio.Event
-    notifier: Notifier
-    metrics: Metrics
-
-    @property
-    def is_stopping(self) -> bool: ...
-    def check_config(self, new: Config, plan: ReloadPlan) -> None:
+    def check(self, new: Config, plan: ReloadPlan) -> None:
         """Raise ConfigError if `new` cannot be applied (before anything changes)."""
 
-    async def apply_config(self, new: Config, plan: ReloadPlan) -> None: ...
-    def status_line(self) -> str: ...
+    async def apply(self, old: Config, new: Config, plan: ReloadPlan) -> None:
+        """Make the running daemon match `new`, touching only what `plan` names."""
 
 
 def freeze_heap() -> None:
@@ -55,14 +50,33 @@ def freeze_heap() -> None:
 
 
 class Reloader:
-    """Reads the config again (through `loader`) and has `daemon` apply the difference."""
+    """Owns the running config; reads it again (through `loader`) and has `target` apply
+    the difference."""
 
-    def __init__(self, daemon: Reloadable, loader: Callable[[], Config] | None) -> None:
-        self._daemon = daemon
+    def __init__(
+        self,
+        config: Config,
+        loader: Callable[[], Config] | None,
+        *,
+        lifecycle: Lifecycle,
+        notifier: Notifier,
+        metrics: Metrics,
+        status: Callable[[], str],
+    ) -> None:
+        self.config = config
+        self._target: Target | None = None
         self._loader = loader
+        self._lifecycle = lifecycle
+        self._notifier = notifier
+        self._metrics = metrics
+        self._status = status
         self._lock = trio.Lock()
         self._wanted = trio.Event()
         self.failure = ""  # for the status line, until a reload succeeds
+
+    def attach(self, target: Target) -> None:
+        """What reloads change, once the daemon has built it (before it is ready)."""
+        self._target = target
 
     def request(self) -> None:
         """Reload soon (SIGHUP); a burst of requests coalesces into one pending reload."""
@@ -73,7 +87,7 @@ class Reloader:
         while True:
             await self._wanted.wait()
             self._wanted = trio.Event()
-            if self._daemon.is_stopping:  # what a reload would start, shutdown would not stop
+            if self._lifecycle.stopping:  # what a reload would start, shutdown would not stop
                 log.info("reload_ignored", detail="the daemon is stopping")
                 continue
             try:
@@ -85,9 +99,9 @@ class Reloader:
             except Exception:
                 # A bug must not take the daemon down with the reloader: count it, say so.
                 log.exception("config_reload_crashed")
-                self._daemon.metrics.config_reloads.labels("failure").inc()
+                self._metrics.config_reloads.labels("failure").inc()
                 self.failure = "reload failed unexpectedly (see the log)"
-                await self._daemon.notifier.send(READY=1, STATUS=self._daemon.status_line())
+                await self._notifier.send(READY=1, STATUS=self._status())
 
     def _read(self) -> Config:
         if self._loader is None:
@@ -102,31 +116,33 @@ class Reloader:
         Raises:
             ConfigError: the config is invalid; the running config is untouched.
         """
-        daemon = self._daemon
-        await daemon.ready.wait()
+        await self._lifecycle.ready.wait()
+        target = self._target
+        assert target is not None  # attached before the daemon is ready
         async with self._lock:
             started = trio.current_time()
             if not dry_run:
-                await daemon.notifier.reloading()
+                await self._notifier.reloading()
             try:
                 new = await trio.to_thread.run_sync(self._read)
-                plan = plan_reload(daemon.config, new)
-                daemon.check_config(new, plan)
+                plan = plan_reload(self.config, new)
+                target.check(new, plan)
             except ConfigError as exc:
                 if not dry_run:
                     await self._refused(exc)
                 raise
             except ReloadUnavailableError:
                 if not dry_run:
-                    await daemon.notifier.send(READY=1)
+                    await self._notifier.send(READY=1)
                 raise
             if not dry_run:
-                await daemon.apply_config(new, plan)
+                old, self.config = self.config, new
+                await target.apply(old, new, plan)
                 self.failure = ""
                 freeze_heap()
-                await daemon.notifier.send(READY=1, STATUS=daemon.status_line())
-                daemon.metrics.config_reloads.labels("success").inc()
-                daemon.metrics.config_last_reload_success.set(time.time())
+                await self._notifier.send(READY=1, STATUS=self._status())
+                self._metrics.config_reloads.labels("success").inc()
+                self._metrics.config_last_reload_success.set(time.time())
                 if plan.daemon_restart_needed:
                     log.warning(
                         "config_reload_partial",
@@ -141,8 +157,7 @@ class Reloader:
             return {"dry_run": dry_run, **plan.to_json()}
 
     async def _refused(self, exc: ConfigError) -> None:
-        daemon = self._daemon
-        daemon.metrics.config_reloads.labels("failure").inc()
+        self._metrics.config_reloads.labels("failure").inc()
         log.error(
             "config_reload_failed",
             source=exc.source,
@@ -152,4 +167,4 @@ class Reloader:
         self.failure = (
             f"reload failed ({len(exc.problems)} problem(s)), running on the previous config"
         )
-        await daemon.notifier.send(READY=1, STATUS=daemon.status_line())
+        await self._notifier.send(READY=1, STATUS=self._status())

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -112,3 +113,22 @@ async def serve_watchdog(
                 log.info("watchdog_resumed")
             refusing = reason
         await trio.sleep(interval)
+
+
+class Dirtied(Protocol):
+    def add_listener(self, listener: Callable[[Any], None]) -> Callable[[], None]: ...
+
+
+async def serve_status(notifier: Notifier, events: Dirtied, line: Callable[[], str]) -> None:
+    """Keep systemd's STATUS= line current: after events, at most once a second."""
+    dirty = trio.Event()
+
+    def touched(_: Any) -> None:
+        dirty.set()
+
+    events.add_listener(touched)
+    while True:
+        await dirty.wait()
+        dirty = trio.Event()
+        await notifier.status(line())
+        await trio.sleep(1.0)

@@ -1,0 +1,202 @@
+"""Every kind, in one table each: resources, sandbox backends and features.
+
+A kind is three things: its config model (in `supervisor.config`, whose tagged unions are
+the config side of these tables; a test checks that both sides name the same kinds), a
+builder here, and the capabilities its objects answer for themselves (a config's
+`docker_hosts()`, a resource's `credentials()`, a backend's `reset()`), so that nothing
+outside this module asks `isinstance` to find out what it holds. Builders import their
+module when first called: a daemon loads only the kinds its config uses, and a
+processes-only config never imports the Docker or Deephaven code.
+
+Adding a kind is one new module and one line in a table below (and its config model in
+the config union).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from supervisor.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from supervisor.config.environment import EnvironmentConfig
+    from supervisor.launchers.docker import DockerEngine
+    from supervisor.launchers.local import LocalLauncher
+    from supervisor.sandbox.features import Feature
+    from supervisor.sandbox.instance import Backend
+    from supervisor.supervision.resource import Resource
+
+
+class Engines(Protocol):
+    """The Docker engines the daemon opened, by host (None: the local one)."""
+
+    def get(self, host: str | None) -> DockerEngine | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a builder may use: the launcher, the engines, where state lives, and the
+    resources built so far (an Enterprise session finds its factory there)."""
+
+    launcher: LocalLauncher
+    engines: Engines | None = None
+    state_path: Path = Path()
+    resources: Mapping[str, Resource] | None = None
+
+    def engine(self, host: str | None, where: str) -> DockerEngine:
+        """The open engine for `host`.
+
+        Raises:
+            ConfigError: it was not opened (a bug in who opens engines for a config).
+        """
+        engine = self.engines.get(host) if self.engines is not None else None
+        if engine is None:
+            problem = ConfigProblem(
+                where, f"no Docker engine is open for {host or 'the local socket'}"
+            )
+            raise ConfigError("config", [problem])
+        return engine
+
+
+# -------------------------------------------------------------------------- resources
+
+ResourceBuilder = Callable[[str, Any, Context], "Resource"]
+
+
+def _process(name: str, spec: Any, ctx: Context) -> Resource:
+    from supervisor.resources.process import ProcessResource
+
+    return ProcessResource(name, spec, ctx.launcher)
+
+
+def _container(name: str, spec: Any, ctx: Context) -> Resource:
+    from supervisor.resources.container import ContainerResource
+
+    return ContainerResource(name, spec, ctx.engine(spec.docker_host, f"resources.{name}"))
+
+
+def _deephaven(name: str, spec: Any, ctx: Context) -> Resource:
+    from supervisor.resources.deephaven import DeephavenResource
+
+    docker = ctx.engine(None, f"resources.{name}") if spec.launch == "docker" else None
+    return DeephavenResource(name, spec, ctx.launcher, docker=docker)
+
+
+def _deephaven_enterprise(name: str, spec: Any, ctx: Context) -> Resource:
+    from supervisor.resources.deephaven_enterprise import (
+        EnterpriseFactoryResource,
+        EnterpriseSessionResource,
+    )
+
+    if spec.is_factory:
+        return EnterpriseFactoryResource(name, spec, ctx.launcher)
+    assert ctx.resources is not None  # start order: factories are built first
+    factory = ctx.resources[spec.factory]
+    assert isinstance(factory, EnterpriseFactoryResource)  # checked by the config
+    return EnterpriseSessionResource(name, spec, factory, ctx.launcher)
+
+
+RESOURCES: Mapping[str, ResourceBuilder] = {
+    "process": _process,
+    "container": _container,
+    "deephaven": _deephaven,
+    "deephaven-enterprise": _deephaven_enterprise,
+}
+
+
+# --------------------------------------------------------------------------- backends
+
+BackendBuilder = Callable[[str, "EnvironmentConfig", Context], "tuple[Backend, list[Feature]]"]
+"""A backend, and the features it needs after the configured ones."""
+
+
+def _process_backend(
+    env: str, config: EnvironmentConfig, ctx: Context
+) -> tuple[Backend, list[Feature]]:
+    from supervisor.sandbox.backends.process import ProcessBackend
+
+    sandboxes = ctx.state_path / "sandboxes" / env
+    return ProcessBackend(ctx.launcher, sandboxes, config.limits, config.output_limit), []
+
+
+def _docker_backend(
+    env: str, config: EnvironmentConfig, ctx: Context
+) -> tuple[Backend, list[Feature]]:
+    from supervisor.sandbox.backends import UnavailableBackend
+    from supervisor.sandbox.backends.docker import DockerBackend
+
+    assert config.docker is not None  # the schema requires the table
+    engine = ctx.engines.get(config.docker.docker_host) if ctx.engines is not None else None
+    if engine is None:
+        return UnavailableBackend("docker", "no Docker engine is open for it"), []
+    backend = DockerBackend(
+        engine, config.docker, environment=env, output_limit=config.output_limit
+    )
+    return backend, []
+
+
+def _deephaven_backend(
+    env: str, config: EnvironmentConfig, ctx: Context
+) -> tuple[Backend, list[Feature]]:
+    from supervisor.config.environment import DeephavenSandboxConfig
+    from supervisor.sandbox.backends.deephaven import DeephavenBackend, ScopeResetFeature
+
+    spec = config.deephaven or DeephavenSandboxConfig()
+    docker = ctx.engines.get(None) if ctx.engines is not None and spec.launch == "docker" else None
+    backend = DeephavenBackend(
+        ctx.launcher, spec, environment=env, docker=docker, start_timeout=spec.start_timeout
+    )
+    # Last: it marks the scope's baseline after every other setup and wipes the scope
+    # after every other teardown_session, so each session starts clean.
+    return backend, [ScopeResetFeature()]
+
+
+BACKENDS: Mapping[str, BackendBuilder] = {
+    "process": _process_backend,
+    "docker": _docker_backend,
+    "deephaven": _deephaven_backend,
+}
+
+
+# --------------------------------------------------------------------------- features
+
+FeatureBuilder = Callable[[str, Any, "EnvironmentConfig", str, Context], "Feature"]
+"""(feature name, its config, the environment's config, the environment's name, context)."""
+
+
+def _command(name: str, spec: Any, env: EnvironmentConfig, env_name: str, ctx: Context) -> Feature:
+    from supervisor.sandbox.features import CommandFeature
+
+    host_dir = ctx.state_path / "environments" / env_name
+    return CommandFeature(name, spec, ctx.launcher, host_dir, env.output_limit)
+
+
+def _files(name: str, spec: Any, env: EnvironmentConfig, env_name: str, ctx: Context) -> Feature:
+    from supervisor.sandbox.features import FilesFeature
+
+    return FilesFeature(name, spec)
+
+
+def _deephaven_script(
+    name: str, spec: Any, env: EnvironmentConfig, env_name: str, ctx: Context
+) -> Feature:
+    from supervisor.sandbox.features import DeephavenScriptFeature
+
+    return DeephavenScriptFeature(name, spec)
+
+
+def _plugin(name: str, spec: Any, env: EnvironmentConfig, env_name: str, ctx: Context) -> Feature:
+    from supervisor.sandbox.features import load_plugin
+
+    return load_plugin(name, spec)
+
+
+FEATURES: Mapping[str, FeatureBuilder] = {
+    "command": _command,
+    "files": _files,
+    "deephaven_script": _deephaven_script,
+    "plugin": _plugin,
+}

@@ -1,0 +1,122 @@
+"""The daemon's resources: one supervisor each, served under a cancel scope of its own,
+changed only through reload plans and operator verbs.
+
+A reload asks each supervisor to change itself (`replace`, `reconfigure`, `depend_on`);
+nothing here assigns another object's fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+import trio
+
+from supervisor.config.diff import ReloadPlan
+from supervisor.config.schema import Config
+from supervisor.errors import ResourceNotFoundError
+from supervisor.runtime.build import (
+    build_supervisors,
+    make_resource,
+    make_supervisor,
+    settings_for,
+    stop_in_order,
+)
+from supervisor.runtime.kinds import Context
+from supervisor.supervision.bus import EventBus
+from supervisor.supervision.settings import Snapshot
+from supervisor.supervision.supervisor import ResourceSupervisor
+
+log = structlog.get_logger("supervisor.daemon")
+
+ACTIONS = ("start", "stop", "restart")
+
+
+class ResourceSet:
+    """Every supervised resource of the daemon, by name, in start order."""
+
+    def __init__(self, bus: EventBus, on_check: Callable[[str, float], None] | None) -> None:
+        self._bus = bus
+        self._on_check = on_check
+        self.supervisors: dict[str, ResourceSupervisor] = {}
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------------ queries
+
+    def get(self, name: str) -> ResourceSupervisor:
+        try:
+            return self.supervisors[name]
+        except KeyError:
+            raise ResourceNotFoundError(f"no resource named {name[:100]!r}") from None
+
+    def snapshots(self) -> list[Snapshot]:
+        return [sup.snapshot() for sup in self.supervisors.values()]
+
+    def credentials(self, name: str) -> dict[str, object]:
+        return self.get(name).resource.credentials()
+
+    def command(self, name: str, action: str) -> Snapshot:
+        """Apply an operator verb (`ACTIONS`) to `name`."""
+        sup = self.get(name)
+        {"start": sup.start, "stop": sup.stop, "restart": sup.restart}[action]()
+        log.info("operator_command", resource=name, action=action)
+        return sup.snapshot()
+
+    # --------------------------------------------------------------------------- life
+
+    async def start(self, config: Config, ctx: Context, nursery: trio.Nursery) -> None:
+        """Build every resource and serve it in `nursery`; returns once each has made its
+        first start attempt (they start concurrently, each after its dependencies)."""
+        self._nursery = nursery
+        self.supervisors = build_supervisors(config, ctx, self._bus, on_check=self._on_check)
+        await self._serve_all(list(self.supervisors.values()))
+
+    async def apply(self, new: Config, plan: ReloadPlan, ctx: Context) -> list[tuple[str, str]]:
+        """Make the resources match `new`, touching only what `plan` names; returns the
+        (name, kind) of those removed."""
+        removed = {name: self.supervisors[name] for name in plan.removed}
+        await stop_in_order(removed)
+        for name in removed:
+            self._scopes.pop(name).cancel()
+        existing = {n: s for n, s in self.supervisors.items() if n not in removed}
+        added = []
+        # One pass in start order: an added or rebuilt resource finds what it depends on
+        # (an Enterprise session its factory), whether that is new, rebuilt or kept.
+        for name in new.start_order():
+            if name in plan.added:
+                existing[name] = make_supervisor(
+                    name, new, ctx, self._bus, existing, on_check=self._on_check
+                )
+                added.append(existing[name])
+            elif name in plan.restarted:
+                resource = make_resource(name, new, ctx, existing)
+                existing[name].replace(resource, settings_for(new, name))
+        for name in plan.updated:
+            existing[name].reconfigure(new.resources[name], settings_for(new, name))
+        for name, sup in existing.items():
+            sup.depend_on([existing[d] for d in new.resources[name].depends_on])
+        self.supervisors = {name: existing[name] for name in new.start_order()}
+        await self._serve_all(added)
+        return [(name, sup.resource.kind) for name, sup in removed.items()]
+
+    async def stop(self) -> None:
+        """Stop everything, dependents before what they depend on."""
+        await stop_in_order(self.supervisors)
+
+    async def _serve_all(self, supervisors: list[ResourceSupervisor]) -> None:
+        assert self._nursery is not None
+        async with trio.open_nursery() as starters:
+            for sup in supervisors:
+                starters.start_soon(self._nursery.start, self._serve, sup)
+
+    async def _serve(
+        self,
+        sup: ResourceSupervisor,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One supervisor under a cancel scope of its own, so a reload can remove it."""
+        with trio.CancelScope() as scope:
+            self._scopes[sup.name] = scope
+            await sup.serve(task_status=task_status)
