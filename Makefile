@@ -37,6 +37,7 @@ provision:
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check supervisor tests bench
 	$(BIN)/ruff format --check supervisor tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy

@@ -45,6 +45,10 @@ class _FeatureBase(Model):
     name: FeatureName | None = None  # default: the kind, numbered when repeated
     housekeep_interval: Interval | None = None
 
+    def plugin(self) -> str | None:
+        """The entry point it is loaded from, if it is a third-party feature."""
+        return None
+
 
 class CommandFeatureConfig(_FeatureBase):
     """Commands run in the sandbox (or on the host, for `scope = "environment"`) per hook."""
@@ -92,6 +96,9 @@ class PluginFeatureConfig(_FeatureBase):
     kind: Literal["plugin"]
     entry_point: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     options: dict[str, Any] = {}
+
+    def plugin(self) -> str | None:
+        return self.entry_point
 
 
 FeatureConfig = Annotated[

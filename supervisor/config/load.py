@@ -23,7 +23,6 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
-from supervisor.config.environment import PluginFeatureConfig
 from supervisor.config.schema import Config
 from supervisor.config.types import Sensitive
 from supervisor.errors import ConfigError, ConfigProblem
@@ -183,10 +182,10 @@ def _unquote(dotted: str) -> str:
 def _missing_plugins(config: Config) -> list[ConfigProblem]:
     """Feature plugins named in the config but not installed (looked up, never loaded)."""
     wanted = [
-        (f"environments.{env_name}.features.{i}.entry_point", feature.entry_point)
+        (f"environments.{env_name}.features.{i}.entry_point", name)
         for env_name, env in config.environments.items()
         for i, feature in enumerate(env.features)
-        if isinstance(feature, PluginFeatureConfig)
+        if (name := feature.plugin()) is not None
     ]
     if not wanted:
         return []

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 from supervisor.config.environment import (
     CommandFeatureConfig,
     DeephavenScriptFeatureConfig,
-    EnvironmentConfig,
     FilesFeatureConfig,
     PluginFeatureConfig,
 )
@@ -179,20 +178,3 @@ def load_plugin(name: str, config: PluginFeatureConfig) -> Feature:
     if config.housekeep_interval is not None:
         feature.housekeep_interval = config.housekeep_interval
     return feature
-
-
-def build_features(
-    config: EnvironmentConfig, launcher: LocalLauncher, host_dir: Path
-) -> list[Feature]:
-    """The environment's features, in declaration order."""
-    features: list[Feature] = []
-    for name, spec in zip(config.feature_names(), config.features, strict=True):
-        if isinstance(spec, CommandFeatureConfig):
-            features.append(CommandFeature(name, spec, launcher, host_dir, config.output_limit))
-        elif isinstance(spec, FilesFeatureConfig):
-            features.append(FilesFeature(name, spec))
-        elif isinstance(spec, DeephavenScriptFeatureConfig):
-            features.append(DeephavenScriptFeature(name, spec))
-        else:
-            features.append(load_plugin(name, spec))
-    return features
