@@ -25,7 +25,6 @@ import pwd
 import resource
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -340,8 +339,7 @@ class _Guardian:
         read_end, write_end = os.pipe()
         try:
             popen = subprocess.Popen(
-                # -I -S: only the standard library is needed, so start as fast as possible.
-                [sys.executable, "-I", "-S", guardian.__file__],
+                guardian.argv(),
                 stdin=read_end,
                 start_new_session=True,  # a Ctrl-C in the terminal is for the daemon
                 # It needs nothing from the daemon's environment, which may hold secrets.

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from supervisor.config.load import load_text
+from supervisor.launchers import guardian
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.runtime.build import build_supervisors, stop_in_order
 from supervisor.runtime.kinds import Context
@@ -106,7 +107,7 @@ def alive(pid: int) -> bool:
 def is_guardian(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"guardian.py" in f.read()
+            return guardian.NAME.encode() in f.read()
     except FileNotFoundError:
         return False
 

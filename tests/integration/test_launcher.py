@@ -151,15 +151,39 @@ async def test_a_file_that_is_not_executable_is_named(
 
 
 def test_the_guardian_never_kills_a_recycled_pid() -> None:
-    """A listed pid whose start time changed is someone else's now: left alone."""
+    """A listed pid whose start time changed is someone else's now: left alone; the same
+    pid with its real start time is killed with its group."""
     proc = subprocess.Popen(["sleep", "1000"], start_new_session=True)
     try:
         real = guardian.start_time(proc.pid)
         assert real is not None
-        assert guardian.kill_groups({proc.pid: str(int(real) - 1)}) == 0
-        assert proc.poll() is None
-        assert guardian.kill_groups({proc.pid: real}) == 1
+        for line, killed in ((f"+{proc.pid} {int(real) - 1}", False), (f"+{proc.pid}", True)):
+            run = subprocess.run(
+                guardian.argv(),
+                input=line + "\n",
+                text=True,
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
+            assert ("killed 1 process group" in run.stderr) is killed
+            assert (proc.poll() is None) is not killed
         assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_guardian_forgets_reaped_children_and_ignores_noise() -> None:
+    """`-PID` drops a child from the list; lines that are not `+PID`/`-PID` are ignored."""
+    proc = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    try:
+        lines = f"+{proc.pid}\n-{proc.pid}\nnonsense\n+\n+12x\n-99999999\n"
+        run = subprocess.run(
+            guardian.argv(), input=lines, text=True, capture_output=True, timeout=30, check=True
+        )
+        assert run.stderr == ""
+        assert proc.poll() is None
     finally:
         proc.kill()
         proc.wait()
