@@ -212,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(only) & set(PEER_BENCHMARKS):
         for peer in peers.PEERS:
             peers.ensure(peer)
+        if not args.quick:
+            os.environ["BENCH_DAEMON_PYTHON"] = str(peers.ensure_ours())
     if "sandbox" in only:
         sandbox_pool.ensure_langfun()
     code = revision()

@@ -8,6 +8,7 @@ control endpoints private to the run's directory, restart at once on every death
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import shlex
 import socket
@@ -70,6 +71,35 @@ def ensure(peer: str) -> Path:
             )
     marker.write_text(wanted)
     return venv / "bin"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ensure_ours() -> Path:
+    """A venv with the daemon and its runtime dependencies only (an editable install of
+    this tree, no test extras), so that it is measured as users run it, like the peers
+    in theirs: the test venv also holds rich (via import-linter), which structlog then
+    imports, and which a user's install does not have."""
+    venv = VENVS / "ours"
+    marker = venv / ".bench-pins"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest() + "\n"
+    if marker.exists() and marker.read_text() == wanted:
+        return venv / "bin" / "python"
+    print(f"installing the daemon (no extras) into {venv} ...", file=sys.stderr)
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-e", str(ROOT)],
+    ]
+    for argv in steps:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"cannot install the daemon: {shlex.join(argv)} exited "
+                f"{done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+            )
+    marker.write_text(wanted)
+    return venv / "bin" / "python"
 
 
 def versions() -> dict[str, list[str]]:

@@ -58,6 +58,16 @@ def table(
         for key, label, fmt, resolution in metrics:
             values = {k: idle[n][k][key] for k in sut.KINDS}
             rows.append(row(f"idle, N={n} sleepers", label, values, fmt, resolution))
+    sizes = sorted(int(k) for k in idle if k.isdigit())
+    if len(sizes) > 1:
+        low, high = str(sizes[0]), str(sizes[-1])
+        values = {
+            k: (idle[high][k]["rss_mb"] - idle[low][k]["rss_mb"]) * 1024 / (sizes[-1] - sizes[0])
+            for k in sut.KINDS
+        }
+        rows.append(
+            row(f"idle, N={low} -> {high}", "RSS per added sleeper (KiB)", values, "{:.1f}", 0.0)
+        )
     n = control["n"]
     for way, what, calls in (("api", "client", "calls"), ("cli", "CLI", "cli_calls")):
         for key, label in (("median_ms", "median"), ("p99_ms", "p99")):

@@ -137,7 +137,9 @@ def start(kind: str, n: int, command: list[str], workdir: Path, **toml: bool) ->
     else:
         config = write_config(kind, [command] * n, workdir, **toml)
         if kind == "daemon":
-            argv = [sys.executable, "-m", "supervisor", "run", "-c", str(config)]
+            # The full run measures the daemon from its own venv (peers.ensure_ours).
+            python = os.environ.get("BENCH_DAEMON_PYTHON", sys.executable)
+            argv = [python, "-m", "supervisor", "run", "-c", str(config)]
         else:
             argv = peers.daemon_argv(kind, config)
     log = workdir / f"{kind}.log"
