@@ -19,12 +19,14 @@ from typing import Any, Protocol
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from supervisor.api import models
 from supervisor.api.edge import BodyLimit, StreamSlots
 from supervisor.api.errors import EXCEPTION_HANDLERS, ApiError, error_response
+from supervisor.api.models import reply
 from supervisor.api.requests import (
     MAX_JSON_BODY,
     Empty,
@@ -79,39 +81,41 @@ class Control(Protocol):
         """The environments and sessions, or None when the daemon serves none."""
 
 
-def resource_json(snap: Snapshot) -> dict[str, Any]:
+def resource_view(snap: Snapshot) -> models.Resource:
     """A resource as the API shows it; never carries a secret."""
-    return {
-        "name": snap.name,
-        "kind": snap.kind,
-        "state": snap.state.value,
-        "liveness": snap.liveness.value,
-        "detail": snap.detail,
-        "restarts": snap.restarts,
-        "since": round(time.time() - (trio.current_time() - snap.since), 3),
-        "pid": snap.pid,
-        "container_id": snap.ident,
-        "endpoint": snap.endpoint,
-        **({"deephaven": snap.identity} if snap.identity else {}),
-    }
+    return models.Resource(
+        name=snap.name,
+        kind=snap.kind,
+        state=snap.state.value,
+        liveness=snap.liveness.value,
+        detail=snap.detail,
+        restarts=snap.restarts,
+        since=round(time.time() - (trio.current_time() - snap.since), 3),
+        pid=snap.pid,
+        container_id=snap.ident,
+        endpoint=snap.endpoint,
+        deephaven=snap.identity or None,
+    )
 
 
 def resource_routes(control: Control) -> list[Route]:
     """/v1/resources: status, credentials and start/stop/restart."""
 
     async def list_resources(request: Request) -> Response:
-        return JSONResponse({"resources": [resource_json(s) for s in control.snapshots()]})
+        return reply(models.Resources(resources=[resource_view(s) for s in control.snapshots()]))
 
     async def get_resource(request: Request) -> Response:
         name = request.path_params["name"]
         for snap in control.snapshots():
             if snap.name == name:
-                return JSONResponse(resource_json(snap))
+                return reply(resource_view(snap))
         raise ResourceNotFoundError(f"no resource named {name[:100]!r}")
 
     async def credentials(request: Request) -> Response:
         creds = control.credentials(request.path_params["name"])
-        return JSONResponse(creds, headers={"cache-control": "no-store"})
+        return reply(
+            models.Credentials.model_validate(creds), headers={"cache-control": "no-store"}
+        )
 
     async def act(request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
@@ -123,9 +127,8 @@ def resource_routes(control: Control) -> list[Route]:
             )
         await parse_body(request, Empty)
         snap = control.command(name, action)
-        return JSONResponse(
-            {"name": name, "action": action, "state": snap.state.value}, status_code=202
-        )
+        taken = models.ActionTaken(name=name, action=action, state=snap.state.value)
+        return reply(taken, 202)
 
     return [
         Route("/v1/resources", list_resources, methods=["GET"]),
@@ -149,14 +152,14 @@ def build_app(
     streams = StreamSlots(128) if streams is None else streams
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return reply(models.Status(status="ok"))
 
     async def readyz(request: Request) -> Response:
         if control.is_stopping:
             return error_response(503, "stopping", "the daemon is stopping", retryable=True)
         if not control.is_ready:
             return error_response(503, "starting", "the daemon is starting", retryable=True)
-        return JSONResponse({"status": "ready"})
+        return reply(models.Status(status="ready"))
 
     async def metrics(request: Request) -> Response:
         return Response(
@@ -168,7 +171,7 @@ def build_app(
         dry_run = body.dry_run or bool(query_bool(request, "dry_run"))
         if control.is_stopping:
             raise DaemonStoppingError("the daemon is stopping")
-        return JSONResponse(await control.reload(dry_run=dry_run))
+        return reply(models.ReloadPlan.model_validate(await control.reload(dry_run=dry_run)))
 
     async def events(request: Request) -> Response:
         source = control.events

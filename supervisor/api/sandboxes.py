@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from supervisor.api import models
+from supervisor.api.models import reply
 from supervisor.api.requests import (
     MAX_LABEL_LENGTH,
     AcquireRequest,
@@ -70,10 +72,11 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
     """The routes, bound to `sandboxes`."""
 
     async def list_environments(request: Request) -> Response:
-        return JSONResponse({"environments": sandboxes.stats()})
+        return reply(models.Environments.model_validate({"environments": sandboxes.stats()}))
 
     async def get_environment(request: Request) -> Response:
-        return JSONResponse(sandboxes.environment(request.path_params["env"]).stats())
+        stats = sandboxes.environment(request.path_params["env"]).stats()
+        return reply(models.Environment.model_validate(stats))
 
     async def acquire(request: Request) -> Response:
         name = request.path_params["env"]
@@ -84,14 +87,17 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
             name, ttl=body.ttl, wait=body.wait, labels=body.labels, idempotency_key=key
         )
         data = {**session.to_json(), "connection": session.connection()}
-        return JSONResponse(data, status_code=201 if created else 200)
+        return reply(models.AcquiredSession.model_validate(data), 201 if created else 200)
 
     async def get_session(request: Request) -> Response:
-        return JSONResponse(sandboxes.session(request.path_params["id"]).to_json())
+        return reply(
+            models.Session.model_validate(sandboxes.session(request.path_params["id"]).to_json())
+        )
 
     async def heartbeat(request: Request) -> Response:
         await parse_body(request, Empty)
-        return JSONResponse(sandboxes.heartbeat(request.path_params["id"]).to_json())
+        session = sandboxes.heartbeat(request.path_params["id"])
+        return reply(models.Session.model_validate(session.to_json()))
 
     async def exec_in(request: Request) -> Response:
         body = await parse_body(request, ExecRequest)
@@ -101,12 +107,12 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
             script=body.script,
             timeout=body.timeout,
         )
-        return JSONResponse(result.to_json())
+        return reply(models.ExecResult.model_validate(result.to_json()))
 
     async def release(request: Request) -> Response:
         failure = await sandboxes.release(request.path_params["id"])
         if failure is not None:
-            return JSONResponse({"released": True, "teardown_error": str(failure)})
+            return reply(models.Released(released=True, teardown_error=str(failure)))
         return Response(status_code=204)
 
     return [
