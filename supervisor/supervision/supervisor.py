@@ -4,7 +4,7 @@ One `ResourceSupervisor` per resource runs `serve()` in the daemon's root nurser
 loop owns the resource's whole life; operators steer it by setting a goal (`start`,
 `stop`, `restart`), which wakes the loop wherever it waits. Everything timed reads
 `trio.current_time()`, so tests drive it with `MockClock` and assert exact virtual times
-(tests/unit/test_supervisor.py).
+(tests/unit/supervision/test_supervisor.py).
 
 Why the loop is shaped this way:
 - Deaths are pushed, not polled: RUNNING awaits `handle.wait()`; periodic checks exist only

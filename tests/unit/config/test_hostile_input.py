@@ -23,7 +23,7 @@ from supervisor.errors import ConfigError
 PROC = '[resources.p]\nkind = "process"\ncommand = ["x"]\n'
 ENV = "[environments.e]\n"
 SECRET = "PLANTED-SECRET-7f3a9c"
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[3] / "README.md"
 
 
 def problems(text: str) -> list[str]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from supervisor.config.load import load_default, load_file, load_text, validate
 from supervisor.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PROC = '[resources.p]\nkind = "process"\ncommand = ["true"]\n'
 
 
