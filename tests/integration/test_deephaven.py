@@ -27,6 +27,8 @@ import trio
 
 from supervisor.config.deephaven import PSK_HANDLER, DeephavenConfig
 from supervisor.config.types import RestartConfig
+from supervisor.errors import NotRunningError
+from supervisor.launchers.deephaven.launch import DeephavenCredentials
 from supervisor.launchers.deephaven.server import ServerSpec, generate_psk, pick_free_port
 from supervisor.launchers.docker import DockerEngine, open_docker_engine
 from supervisor.launchers.local import LocalLauncher
@@ -146,7 +148,8 @@ async def test_anonymous_session_comes_online_and_passes_liveness(
         status = await trio.Path(f"/proc/{resource.client.pid}/status").read_text()
         rss = next(line for line in status.splitlines() if line.startswith("VmRSS"))
         print(f"client helper {rss}")
-    assert resource.credentials() is None  # stopped: nothing to hand out
+    with pytest.raises(NotRunningError):  # stopped: nothing to hand out
+        resource.credentials()
     print(f"liveness check latency: max {max(durations) * 1000:.1f} ms")
 
 
@@ -169,7 +172,7 @@ async def test_psk_with_the_right_token_is_online(
     config = dh_config(port=external.port, auth="psk", **{source: value})
     async with supervised(config, launcher) as (run, resource):
         await run.entered("dh", State.RUNNING)
-        creds = resource.credentials()
+        creds = DeephavenCredentials(**resource.credentials())
         assert creds is not None
         assert (creds.auth_type, creds.token) == (PSK_HANDLER, external.psk)
         # The token reached the helper over its socket, and nothing else: not even the
@@ -264,7 +267,7 @@ def open_session_with(resource: DeephavenResource) -> int:
     """Use the credentials the way a client would: a real pydeephaven session."""
     from pydeephaven import Session  # noqa: PLC0415 - only the tests load it in this process
 
-    creds = resource.credentials()
+    creds = DeephavenCredentials(**resource.credentials())
     assert creds is not None
     session = Session(creds.host, creds.port, auth_type=creds.auth_type, auth_token=creds.token)
     try:
@@ -284,7 +287,7 @@ async def test_launched_server_serves_a_session_and_survives_client_faults(
             await run.entered("dh", State.RUNNING, timeout=SERVER_START)
             print(f"launch to ONLINE: {trio.current_time() - started:.2f}s")
             server_pid = run["dh"].snapshot().pid
-            creds = resource.credentials()
+            creds = DeephavenCredentials(**resource.credentials())
             assert creds is not None
             assert creds.auth_type == PSK_HANDLER
             assert len(creds.token) == 32
@@ -369,7 +372,7 @@ async def test_auto_port_taken_before_the_server_binds_is_retried_on_another(
         with structlog.testing.capture_logs() as logs:
             async with supervised(launched(), launcher, pick_port=pick) as (run, resource):
                 await run.entered("dh", State.RUNNING, timeout=SERVER_START)
-                creds = resource.credentials()
+                creds = DeephavenCredentials(**resource.credentials())
                 assert creds is not None
                 assert creds.port != taken
                 assert states(run.of("dh")) == ["STARTING", "RUNNING"]
@@ -406,7 +409,7 @@ async def test_docker_launch_comes_online_and_docker_kill_restarts_it(
         print(f"docker launch to ONLINE: {trio.current_time() - started:.2f}s")
         container = run["dh"].snapshot().ident
         assert container is not None
-        creds = resource.credentials()
+        creds = DeephavenCredentials(**resource.credentials())
         assert creds is not None
         assert creds.host == "127.0.0.1"
         assert await trio.to_thread.run_sync(open_session_with, resource) == 3

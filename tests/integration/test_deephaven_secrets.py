@@ -21,6 +21,7 @@ import trio
 from supervisor.errors import DeephavenClientError
 from supervisor.launchers.deephaven.client import ConnectSpec, liveness_of, open_client
 from supervisor.launchers.deephaven.container import CONTAINER_CONFIG_DIR
+from supervisor.launchers.deephaven.launch import DeephavenCredentials
 from supervisor.launchers.docker import DockerEngine, open_docker_engine
 from supervisor.launchers.local import LocalLauncher
 from supervisor.resources.deephaven import DeephavenResource
@@ -69,7 +70,7 @@ def exposed(pids: Iterable[int]) -> dict[int, bytes]:
 
 async def assert_refused(launcher: LocalLauncher, resource: DeephavenResource) -> None:
     """Another key is rejected: the server checks the one it was given."""
-    creds = resource.credentials()
+    creds = DeephavenCredentials(**resource.credentials())
     assert creds is not None
     client = await open_client(launcher)
     try:
