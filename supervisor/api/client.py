@@ -130,6 +130,10 @@ class Client:
     def environment(self, name: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/environments/{quote(name, safe='')}")
 
+    def restart_environment(self, name: str) -> dict[str, Any]:
+        """Rebuild an environment now (its sessions end); its stats as it restarts."""
+        return self._json("POST", f"/v1/environments/{quote(name, safe='')}/restart")
+
     def acquire(
         self,
         environment: str,

@@ -112,6 +112,8 @@ class Environment(Answer):
     offline_duration: float
     outage: bool
     error: str | None
+    failures: int = Field(description="failed starts in a row (reset by a start that works)")
+    retry_in: float | None = Field(description="seconds until the next start attempt")
 
 
 class Environments(Answer):

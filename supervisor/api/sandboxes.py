@@ -46,6 +46,7 @@ class Sandboxes(Protocol):
 
     def stats(self) -> list[dict[str, Any]]: ...
     def environment(self, name: str) -> EnvironmentView: ...
+    def restart(self, name: str) -> dict[str, Any]: ...
     def session(self, session_id: str) -> SessionView: ...
     def heartbeat(self, session_id: str) -> SessionView: ...
     async def acquire(
@@ -77,6 +78,11 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
     async def get_environment(request: Request) -> Response:
         stats = sandboxes.environment(request.path_params["env"]).stats()
         return reply(models.Environment.model_validate(stats))
+
+    async def restart(request: Request) -> Response:
+        await parse_body(request, Empty)
+        stats = sandboxes.restart(request.path_params["env"])
+        return reply(models.Environment.model_validate(stats), 202)
 
     async def acquire(request: Request) -> Response:
         name = request.path_params["env"]
@@ -119,6 +125,7 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
         Route("/v1/environments", list_environments, methods=["GET"]),
         Route("/v1/environments/{env}", get_environment, methods=["GET"]),
         Route("/v1/environments/{env}/sessions", acquire, methods=["POST"]),
+        Route("/v1/environments/{env}/restart", restart, methods=["POST"]),
         Route("/v1/sessions/{id}", get_session, methods=["GET"]),
         Route("/v1/sessions/{id}", release, methods=["DELETE"]),
         Route("/v1/sessions/{id}/heartbeat", heartbeat, methods=["POST"]),

@@ -51,4 +51,4 @@ class ConfigApplier:
             self._metrics.forget(name, kind)
         for name in plan.environments.removed:
             self._metrics.forget_environment(name)
-        await self._sandboxes.apply(new.environments, plan.environments)
+        await self._sandboxes.apply(new.environments, plan.environments, new.defaults.restart)

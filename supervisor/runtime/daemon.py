@@ -80,7 +80,9 @@ class Daemon:
         self.loop = LoopMonitor(on_sample=self.metrics.loop_lag.set)
         self.notifier = Notifier()
         self.resources = ResourceSet(self.bus, self.metrics.observe_check)
-        self.sandbox_service = SandboxService(self._make_environment)
+        self.sandbox_service = SandboxService(
+            self._make_environment, config.defaults.restart, self.bus
+        )
         # Where a reload reads the config from: the file, or what the caller says.
         self.reloader = Reloader(
             config,

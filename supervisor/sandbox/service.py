@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -19,6 +19,7 @@ import trio
 
 from supervisor.config.diff import EnvironmentPlan
 from supervisor.config.environment import EnvironmentConfig
+from supervisor.config.types import RestartConfig
 from supervisor.errors import (
     ConfigError,
     ConfigProblem,
@@ -31,24 +32,32 @@ from supervisor.errors import (
 )
 from supervisor.sandbox.environment import Environment
 from supervisor.sandbox.instance import ExecResult
+from supervisor.sandbox.keeper import EnvironmentFactory, Keeper
 from supervisor.sandbox.session import Session
+from supervisor.supervision.bus import EventBus
 
 log = structlog.get_logger("supervisor.sandbox.service")
 
-EnvironmentFactory = Callable[[str, EnvironmentConfig], Environment]
 ENDED_MEMORY = 10_000  # ended session ids remembered for 410 answers
 
 
 class SandboxService:
-    """Owns the environments; implements the API's `Sandboxes` protocol."""
+    """Owns the environments (one `Keeper` each); implements the API's `Sandboxes`."""
 
-    def __init__(self, factory: EnvironmentFactory) -> None:
+    def __init__(self, factory: EnvironmentFactory, restart: RestartConfig, bus: EventBus) -> None:
         self._factory = factory
-        self.environments: dict[str, Environment] = {}
+        self._restart = restart
+        self._bus = bus
+        self._keepers: dict[str, Keeper] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._idempotent: dict[tuple[str, str], trio.Event | str] = {}
+
+    @property
+    def environments(self) -> dict[str, Environment]:
+        """The current environment of each keeper that has one."""
+        return {name: k.env for name, k in self._keepers.items() if k.env is not None}
 
     # -- life --------------------------------------------------------------------------
 
@@ -72,13 +81,16 @@ class SandboxService:
 
     async def _start_one(self, name: str, config: EnvironmentConfig) -> None:
         assert self._nursery is not None
-        try:
-            env = self._factory(name, config)
-        except Exception as exc:  # a feature plugin that cannot be loaded, say
-            log.error("environment_not_built", environment=name, error=str(exc))
-            return
-        self.environments[name] = env
-        await self._nursery.start(self._run_environment, env)
+        keeper = Keeper(name, config, self._factory, restart=self._restart, bus=self._bus)
+        self._keepers[name] = keeper
+        await self._nursery.start(self._keep, keeper)
+
+    async def _keep(
+        self, keeper: Keeper, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes[keeper.name] = scope
+            await keeper.run(task_status=task_status)
 
     def check(self, configs: Mapping[str, EnvironmentConfig], plan: EnvironmentPlan) -> None:
         """Build (and discard) what a reload would create, before anything is changed.
@@ -95,67 +107,73 @@ class SandboxService:
         if problems:
             raise ConfigError("config", problems)
 
-    async def _run_environment(
-        self, env: Environment, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        with trio.CancelScope() as scope:
-            self._scopes[env.name] = scope
-            async with trio.open_nursery() as nursery:
-                try:
-                    await env.start(nursery)
-                except Exception as exc:
-                    log.error("environment_start_failed", environment=env.name, error=str(exc))
-                    task_status.started()
-                    return
-                task_status.started()
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    await env.shutdown()
-                    nursery.cancel_scope.cancel()
+    def restart(self, name: str) -> dict[str, Any]:
+        """Rebuild environment `name` now (its sessions end); returns its stats.
+
+        Raises:
+            EnvironmentNotFoundError: no such environment.
+        """
+        keeper = self._keeper(name)
+        keeper.restart()
+        log.info("operator_command", environment=name, action="restart")
+        return keeper.stats()
 
     async def stop(self) -> None:
         """Shut every environment down concurrently."""
         async with trio.open_nursery() as nursery:
-            for env in self.environments.values():
-                nursery.start_soon(env.shutdown)
+            for keeper in self._keepers.values():
+                nursery.start_soon(keeper.stop)
         for scope in self._scopes.values():
             scope.cancel()
 
-    async def apply(self, configs: Mapping[str, EnvironmentConfig], plan: EnvironmentPlan) -> None:
+    async def apply(
+        self,
+        configs: Mapping[str, EnvironmentConfig],
+        plan: EnvironmentPlan,
+        restart: RestartConfig | None = None,
+    ) -> None:
         """Make the environments match a reloaded config: resize in place where possible."""
-        doomed = [*plan.removed, *plan.recreated]
+        if restart is not None:
+            self._restart = restart
+            for keeper in self._keepers.values():
+                keeper.set_restart(restart)
+        doomed = [n for n in (*plan.removed, *plan.recreated) if n in self._keepers]
         async with trio.open_nursery() as nursery:
             for name in doomed:
-                if name in self.environments:
-                    nursery.start_soon(self.environments[name].shutdown)
+                nursery.start_soon(self._keepers[name].stop)
         for name in doomed:
-            self.environments.pop(name, None)
+            del self._keepers[name]
             if (scope := self._scopes.pop(name, None)) is not None:
                 scope.cancel()
-        missing = [name for name in plan.resized if name not in self.environments]
         for name in plan.resized:
-            if name in self.environments:
-                self.environments[name].resize(configs[name])
-        # An environment that could not be built before (a plugin that failed to load)
-        # gets another chance with the new config.
-        await self._start_all({n: configs[n] for n in (*plan.added, *plan.recreated, *missing)})
+            if name in self._keepers:
+                self._keepers[name].resize(configs[name])
+        await self._start_all({n: configs[n] for n in (*plan.added, *plan.recreated)})
 
     # -- queries -----------------------------------------------------------------------
 
     def stats(self) -> list[dict[str, Any]]:
-        return [env.stats() for env in self.environments.values()]
+        return [keeper.stats() for keeper in self._keepers.values()]
 
-    def environment(self, name: str) -> Environment:
-        """The environment `name`.
+    def _keeper(self, name: str) -> Keeper:
+        try:
+            return self._keepers[name]
+        except KeyError:
+            raise EnvironmentNotFoundError(f"no environment named {name[:100]!r}") from None
+
+    def environment(self, name: str) -> Keeper:
+        """Environment `name` as its keeper sees it (stats, status between starts).
 
         Raises:
-            EnvironmentNotFoundError: no such environment (or it could not be built).
+            EnvironmentNotFoundError: no such environment.
         """
-        try:
-            return self.environments[name]
-        except KeyError:
-            raise EnvironmentNotFoundError(f"no environment named {name!r}") from None
+        return self._keeper(name)
+
+    def _current(self, name: str) -> Environment:
+        env = self._keeper(name).env
+        if env is None:
+            raise EnvironmentOfflineError(f"environment {name} could not be built")
+        return env
 
     def session(self, session_id: str) -> Session:
         """The live session `session_id`.
@@ -199,7 +217,7 @@ class SandboxService:
             EnvironmentNotFoundError: no such environment.
             AcquireError: overloaded, in an outage or offline.
         """
-        env = self.environment(env_name)
+        env = self._current(env_name)
         key = (env_name, idempotency_key) if idempotency_key else None
         if key is not None:
             while (known := self._idempotent.get(key)) is not None:

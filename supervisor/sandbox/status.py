@@ -10,6 +10,10 @@ class EnvironmentStatus(enum.StrEnum):
     ONLINE = "ONLINE"
     SHUTTING_DOWN = "SHUTTING_DOWN"
     OFFLINE = "OFFLINE"
+    # Between two environments, after a failed start (sandbox.keeper): never an
+    # Environment's own status, so not in ENVIRONMENT_TRANSITIONS.
+    BACKOFF = "BACKOFF"
+    FATAL = "FATAL"
 
 
 class SandboxStatus(enum.StrEnum):

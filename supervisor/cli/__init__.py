@@ -9,10 +9,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from supervisor import __version__
-from supervisor.config.durations import format_duration
+from supervisor.cli.parser import build_parser
+from supervisor.cli.render import format_environments, format_event, format_status
 from supervisor.config.paths import DEFAULT_CONFIG, default_socket_path
 from supervisor.errors import ConfigError, DaemonUnavailableError, RequestError, StateDirError
 
@@ -26,144 +26,6 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_UNAVAILABLE = 2
-
-CONFIG_HELP = (
-    f"config file (default: $SUPERVISOR_CONFIG, else {DEFAULT_CONFIG} if it exists, "
-    "else the embedded default)"
-)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="supervisor",
-        description="Keep processes, containers, Deephaven servers and sandbox pools alive.",
-        epilog="Client commands reach the daemon through --socket (default: $SUPERVISOR_SOCKET, "
-        "else daemon.control_socket of the config) or --url with --token-file.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser(
-        "run",
-        help="run the daemon in the foreground",
-        description="Run the daemon in the foreground until SIGTERM or SIGINT (this is what "
-        "systemd runs). Exits 0 after a graceful stop, 1 if the config is invalid or the "
-        "control socket or HTTP port cannot be bound.",
-    )
-    run.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
-
-    check = commands.add_parser(
-        "check",
-        help="validate a config file and print every problem",
-        description="Validate a config file. Prints every problem with its key path and "
-        "exits 1, or prints a summary and exits 0.",
-    )
-    check.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
-
-    client = argparse.ArgumentParser(add_help=False)
-    where = client.add_argument_group("how to reach the daemon")
-    where.add_argument("--socket", type=Path, help="the daemon's control socket")
-    where.add_argument("--url", help="the daemon's HTTP address, e.g. http://127.0.0.1:9310")
-    where.add_argument("--token-file", type=Path, help="file holding the API token (with --url)")
-    where.add_argument("-c", "--config", type=Path, help="read the socket path from this config")
-
-    status = commands.add_parser(
-        "status",
-        parents=[client],
-        help="show every resource",
-        description="Show every resource: name, kind, state, liveness, uptime, restarts, "
-        "pid or container, and detail.",
-    )
-    status.add_argument(
-        "--json", action="store_true", help="print the API's JSON instead of a table"
-    )
-    for verb, text in (
-        ("start", "start a resource now (FATAL, EXITED and BACKOFF included)"),
-        ("stop", "stop a resource and keep it stopped"),
-        ("restart", "stop a resource if running, then start it"),
-    ):
-        sub = commands.add_parser(
-            verb, parents=[client], help=text, description=text[0].upper() + text[1:] + "."
-        )
-        sub.add_argument("name", help="the resource's name")
-    reload = commands.add_parser(
-        "reload",
-        parents=[client],
-        help="re-read the config file and apply the changes",
-        description="Ask the daemon to re-read its config file and apply the changes.",
-    )
-    reload.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    events = commands.add_parser(
-        "events",
-        parents=[client],
-        help="follow state changes as they happen",
-        description="Print one line per state change until interrupted (Ctrl-C).",
-    )
-    events.add_argument(
-        "--since",
-        type=int,
-        metavar="SEQ",
-        help="replay from after this sequence number (0: everything kept)",
-    )
-    credentials = commands.add_parser(
-        "credentials",
-        parents=[client],
-        help="print how to connect to a Deephaven resource (includes its token)",
-        description="Print host, port, auth type and token of a Deephaven resource as JSON. "
-        "Only over the control socket or with the API token: treat the output as a secret.",
-    )
-    credentials.add_argument("name", help="the resource's name")
-    add_session_commands(commands, client)
-    return parser
-
-
-def add_session_commands(commands: Any, client: argparse.ArgumentParser) -> None:
-    session = commands.add_parser(
-        "session",
-        help="acquire, use and release a sandbox session",
-        description="Sessions lease one sandbox of an environment: acquire one, run commands "
-        "in it, heartbeat to keep the lease, release it when done.",
-    )
-    verbs = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
-    acquire = verbs.add_parser(
-        "acquire",
-        parents=[client],
-        help="acquire a session; prints its id",
-        description="Acquire a session in ENV and print its id (or, with --json, everything "
-        "the daemon returned, including connection details). Exits 1 with the reason when "
-        "the pool is overloaded or in an outage.",
-    )
-    acquire.add_argument("environment", metavar="ENV", help="the environment's name")
-    acquire.add_argument("--ttl", help='end the session after this long (e.g. "30m")')
-    acquire.add_argument("--wait", help='wait at most this long for a sandbox (e.g. "5s", 0)')
-    acquire.add_argument(
-        "--label", action="append", default=[], metavar="KEY=VALUE", help="tag the session"
-    )
-    acquire.add_argument(
-        "--idempotency-key", help="a retried acquire with the same key returns the same session"
-    )
-    acquire.add_argument("--json", action="store_true", help="print the full response")
-    exec_ = verbs.add_parser(
-        "exec",
-        parents=[client],
-        help="run a command in the session's sandbox",
-        description="Run a command (no shell: the arguments after -- are the argv) or a "
-        "--script in the session's sandbox. Prints its output and exits with its exit code "
-        "(124 when it timed out).",
-    )
-    exec_.add_argument("id", help="the session id")
-    exec_.add_argument("--script", help="run this script instead of a command")
-    exec_.add_argument("--timeout", help='kill the command after this long (e.g. "30s")')
-    exec_.add_argument("argv", nargs="*", metavar="CMD", help="the command and its arguments")
-    for verb, text in (
-        ("heartbeat", "extend the session's lease"),
-        ("release", "end the session and give the sandbox back"),
-        ("show", "print the session as JSON"),
-    ):
-        sub = verbs.add_parser(
-            verb, parents=[client], help=text, description=text[0].upper() + text[1:] + "."
-        )
-        sub.add_argument("id", help="the session id")
 
 
 def resolve_config(path: Path | None) -> tuple[Config, Path | None]:
@@ -266,62 +128,6 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-def format_environments(environments: list[dict[str, Any]]) -> str:
-    """The environments table under `status`."""
-    header = ("ENVIRONMENT", "BACKEND", "STATUS", "READY", "BUSY", "SIZE", "SESSIONS", "WAITERS")
-    rows = [header]
-    for env in environments:
-        counts = env["sandboxes"]
-        busy = sum(counts[s] for s in ("ACQUIRED", "IN_SESSION", "EXITING_SESSION", "SETTING_UP"))
-        status = "OUTAGE" if env["outage"] else env["status"]
-        rows.append(
-            (
-                env["name"],
-                env["backend"],
-                status,
-                str(counts["READY"]),
-                str(busy),
-                f"{env['min_ready']}..{env['max_size']}",
-                str(env["active_sessions"]),
-                str(env["waiters"]),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
-def format_status(resources: list[dict[str, Any]], *, now: float) -> str:
-    """The `status` table."""
-    header = ("NAME", "KIND", "STATE", "LIVENESS", "UPTIME", "RESTARTS", "PID/CONTAINER", "DETAIL")
-    rows = [header]
-    for r in resources:
-        uptime = (
-            format_duration(round(max(0.0, now - r["since"]))) if r["state"] == "RUNNING" else "-"
-        )
-        ident = r.get("container_id") or (str(r["pid"]) if r.get("pid") else "-")
-        rows.append(
-            (
-                r["name"],
-                r["kind"],
-                r["state"],
-                r["liveness"],
-                uptime,
-                str(r["restarts"]),
-                ident,
-                r.get("detail") or "",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-        for row in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def cmd_verb(args: argparse.Namespace, client: Client) -> int:
     result = getattr(client, args.command)(args.name)
     print(f"{args.command} {result['name']}: accepted (now {result['state']})")
@@ -355,20 +161,6 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
         sys.stderr.close()
         return EXIT_OK
     return EXIT_OK
-
-
-def format_event(event: dict[str, Any]) -> str:
-    """One line per event, readable in a terminal."""
-    if "gap" in event:
-        gap = event["gap"]
-        return f"-- events after #{gap['since']} up to #{gap['first_available'] - 1} were dropped from the buffer --"
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event["time"]))
-    line = f"{stamp}Z #{event['seq']} {event['subject']} {event['name']}: {event['from']} -> {event['to']} ({event['reason']}"
-    if event.get("detail"):
-        line += f": {event['detail']}"
-    if event.get("next_delay") is not None and event["to"] in ("BACKOFF", "FATAL"):
-        line += f"; next try in {format_duration(round(event['next_delay'], 3))}"
-    return line + ")"
 
 
 def cmd_credentials(args: argparse.Namespace, client: Client) -> int:
@@ -426,7 +218,14 @@ def cmd_session(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
+def cmd_environment(args: argparse.Namespace, client: Client) -> int:
+    result = client.restart_environment(args.name)
+    print(f"environment {result['name']}: restarting (was {result['status']})")
+    return EXIT_OK
+
+
 CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
+    "environment": cmd_environment,
     "credentials": cmd_credentials,
     "session": cmd_session,
     "status": cmd_status,
