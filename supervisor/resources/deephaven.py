@@ -8,8 +8,17 @@ Why it is built this way:
   `launchers.deephaven.launch`, shared with the deephaven sandboxes: the server's exit
   ends the handle at once, and a session that dies under a live server is recreated
   inside the check without touching the server.
-- Liveness is a real RPC under a deadline in the helper (never `is_alive`, which makes no
-  RPC), classified by gRPC status (`launchers.deephaven.client.classify`).
+- Liveness is a real, authenticated RPC under a deadline in the helper (never `is_alive`,
+  which makes no RPC, nor a TCP connect), classified by gRPC status
+  (`launchers.deephaven.client.classify`). With a session, it is a call on the session;
+  a session the server no longer knows is told apart from refused credentials by logging
+  in again (`probe`), so a key the server now refuses is UNAUTHORIZED (FATAL) at once.
+- `lazy = true` promises no session until first use, so its start and its checks `probe`:
+  one login with the credentials on a connection of its own, whose server-side session
+  is closed at once. A refused key fails the start as UNAUTHORIZED; an unreachable server
+  does not (lazy needs no server to start), its first check reports it OFFLINE.
+- Credentials are handed out only while they are known to work: from a passed start or
+  check until a failed one (`DeephavenHandle.checked`), never for a stopped resource.
 - Secrets never reach a child's argv or environment, nor a container's config: tokens go
   to the helper over its private socket and to a launched server as the launcher hands
   them over. The variable `token_env` names is removed from every child's environment.
@@ -35,6 +44,8 @@ from supervisor.errors import (
 from supervisor.launchers.deephaven.client import (
     ConnectSpec,
     DeephavenClient,
+    describe,
+    liveness_of,
     lost_session_result,
     start_error,
 )
@@ -50,7 +61,7 @@ from supervisor.launchers.local import LocalLauncher
 from supervisor.resources.deephaven_names import FullName
 from supervisor.supervision.policy import Termination
 from supervisor.supervision.resource import CheckResult, CheckSettings, Handle, ResourceBase
-from supervisor.supervision.states import Liveness
+from supervisor.supervision.states import HOPELESS, Liveness
 
 
 class DeephavenResource(ResourceBase):
@@ -100,13 +111,21 @@ class DeephavenResource(ResourceBase):
         else:
             spec = connect_spec(self.config, self.config.host, self._connect_port(), token)
             client = await self._deephaven.open_client(self.config, Redactor([token]))
+            handle = DeephavenHandle(spec, client)
             try:
-                if not self.config.lazy:
+                if self.config.lazy:
+                    refused = await _probe(client, spec, self.config.liveness.timeout)
+                    if refused is not None and (
+                        liveness_of(refused) in HOPELESS or not client.alive
+                    ):
+                        raise start_error(refused)
+                    handle.checked(_probed(refused))
+                else:
                     await _connect_or_raise(client, spec, self.config.start_timeout)
+                    handle.checked(CheckResult(Liveness.ONLINE))
             except BaseException:
                 client.kill()
                 raise
-            handle = DeephavenHandle(spec, client)
         self._handle = handle
         return handle
 
@@ -116,20 +135,9 @@ class DeephavenResource(ResourceBase):
 
     async def check(self, handle: Handle) -> CheckResult:
         assert isinstance(handle, DeephavenHandle)
-        if handle.server is not None:
-            return await self._deephaven.check(self.config, handle)
-        client = handle.client
-        if client.busy:
-            return CheckResult(Liveness.ONLINE, "busy: a call is in progress")
-        if not client.connected and client.alive:
-            return await _tcp_check(handle.spec)  # lazy: no session yet
-        try:
-            if not client.alive:
-                raise HelperGoneError("client helper is gone")
-            await client.ping(self.config.liveness.timeout)
-        except DeephavenClientError as exc:
-            return lost_session_result(exc)
-        return CheckResult(Liveness.ONLINE)
+        result = await self._check(handle)
+        handle.checked(result)
+        return result
 
     def is_success(self, term: Termination) -> bool:
         return False  # a session or a server never ends by doing its job
@@ -146,15 +154,16 @@ class DeephavenResource(ResourceBase):
         return str(self.identity)
 
     def credentials(self) -> dict[str, Any]:
-        """Host, port, auth type and token of the running session.
+        """Host, port, auth type and token, while they are known to work.
 
         Raises:
-            NotRunningError: the session is down.
+            NotRunningError: the session is down, or its last check failed.
         """
         handle = self._handle
         creds = handle.credentials() if handle is not None else None
-        if creds is None:
-            raise NotRunningError(f"{self.name} is not running: no credentials yet")
+        if handle is None or creds is None:
+            why = handle.withheld if handle is not None else "not running"
+            raise NotRunningError(f"{self.name}: no credentials ({why})")
         return creds.to_json()
 
     async def run_script(self, script: str, timeout: float) -> None:
@@ -172,6 +181,28 @@ class DeephavenResource(ResourceBase):
         return self._handle.client if self._handle is not None else None
 
     # --------------------------------------------------------------------- internals
+
+    async def _check(self, handle: DeephavenHandle) -> CheckResult:
+        if handle.server is not None:
+            return await self._deephaven.check(self.config, handle)
+        client = handle.client
+        timeout = self.config.liveness.timeout
+        if client.busy:
+            return CheckResult(Liveness.ONLINE, "busy: a call is in progress")
+        if not client.connected and client.alive:  # lazy: no session yet
+            return _probed(await _probe(client, handle.spec, timeout))
+        try:
+            if not client.alive:
+                raise HelperGoneError("client helper is gone")
+            await client.ping(timeout)
+        except DeephavenClientError as exc:
+            if liveness_of(exc) is Liveness.UNAUTHORIZED and client.alive:
+                # An expired session, or a key the server now refuses? Log in again.
+                refused = await _probe(client, handle.spec, timeout)
+                if refused is not None and liveness_of(refused) is Liveness.UNAUTHORIZED:
+                    return _probed(refused)
+            return lost_session_result(exc)
+        return CheckResult(Liveness.ONLINE)
 
     async def _session(self, timeout: float) -> DeephavenClient:
         handle = self._handle
@@ -223,10 +254,18 @@ async def _connect_or_raise(client: DeephavenClient, spec: ConnectSpec, timeout:
         raise start_error(exc) from None
 
 
-async def _tcp_check(spec: ConnectSpec) -> CheckResult:
+async def _probe(
+    client: DeephavenClient, spec: ConnectSpec, timeout: float
+) -> DeephavenClientError | None:
+    """Log in with `spec`'s credentials, keeping no session; the failure, if any."""
     try:
-        stream = await trio.open_tcp_stream(spec.host, spec.port)
-    except OSError as exc:
-        return CheckResult(Liveness.OFFLINE, f"{spec.host}:{spec.port}: {exc.strerror or exc}")
-    await stream.aclose()
-    return CheckResult(Liveness.ONLINE, "no session yet (lazy)")
+        await client.probe(spec, timeout)
+    except DeephavenClientError as exc:
+        return exc
+    return None
+
+
+def _probed(failure: DeephavenClientError | None) -> CheckResult:
+    if failure is None:
+        return CheckResult(Liveness.ONLINE, "credentials accepted; no session yet (lazy)")
+    return CheckResult(liveness_of(failure), describe(failure))

@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,13 +56,13 @@ class External:
     psk: str
 
 
-@pytest.fixture(scope="module")
-def external(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
-    """One server for the connect tests, accepting anonymous and PSK logins."""
+@contextmanager
+def external_server(tmp: Path) -> Iterator[External]:
+    """A server not ours, accepting anonymous and PSK logins; its log goes to `tmp`."""
     psk = generate_psk()
     port = free_port()
     spec = ServerSpec(host="127.0.0.1", port=port, psk=psk, jvm_args=(BOTH_AUTH,))
-    out = tmp_path_factory.mktemp("dh") / "server.log"
+    out = tmp / "server.log"
     with (
         out.open("wb") as sink,
         tempfile.TemporaryDirectory() as keys,
@@ -92,6 +92,13 @@ def external(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(10)
+
+
+@pytest.fixture(scope="module")
+def external(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
+    """One server for the connect tests (module scope: starting a JVM takes seconds)."""
+    with external_server(tmp_path_factory.mktemp("dh")) as server:
+        yield server
 
 
 def dh_config(**fields: Any) -> DeephavenConfig:

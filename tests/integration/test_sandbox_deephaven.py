@@ -18,7 +18,11 @@ from supervisor.config.environment import DeephavenScriptFeatureConfig, Environm
 from supervisor.launchers.deephaven.client import ConnectSpec, open_client
 from supervisor.launchers.docker import DockerEngine, open_docker_engine
 from supervisor.launchers.local import LocalLauncher
-from supervisor.sandbox.backends.deephaven import DeephavenBackend, ScopeResetFeature
+from supervisor.sandbox.backends.deephaven import (
+    DeephavenBackend,
+    DeephavenInstance,
+    ScopeResetFeature,
+)
 from supervisor.sandbox.environment import Environment, open_environment
 from supervisor.sandbox.features import DeephavenScriptFeature, Feature
 from tests.integration.test_docker import docker_cli, labelled, remove_labelled
@@ -51,7 +55,12 @@ async def environment(
     )
     assert config.deephaven is not None
     backend = DeephavenBackend(
-        launcher, config.deephaven, environment="dh", docker=docker, start_timeout=START
+        launcher,
+        config.deephaven,
+        environment="dh",
+        docker=docker,
+        start_timeout=START,
+        output_limit=config.output_limit,
     )
     with trio.fail_after(START + 30):
         async with open_environment("dh", config, backend, features) as env:
@@ -109,6 +118,77 @@ async def test_next_session_sees_no_leftovers_but_keeps_setup_globals(
     assert round_trip < 1, f"a script took {round_trip:.3f}s"
 
 
+def median_ms(durations: list[float]) -> float:
+    return sorted(durations)[len(durations) // 2] * 1000
+
+
+async def test_a_script_returns_its_output_and_its_traceback_within_the_cap(
+    launcher: LocalLauncher,
+) -> None:
+    """stdout and stderr come back, cut at output_limit; an exception is exit 1 with
+    Python's traceback, and the sandbox stays in service with the session's globals."""
+    async with environment(launcher, [ScopeResetFeature()], output_limit="1k") as env:
+        async with env.session() as session:
+            sandbox = session.sandbox
+            printed = await session.run_script(
+                "import sys\nanswer = 6 * 7\nprint('answer', answer)\nprint('warn', file=sys.stderr)"
+            )
+            assert (printed.exit_code, printed.stdout, printed.stderr) == (
+                0,
+                "answer 42\n",
+                "warn\n",
+            )
+            assert not printed.truncated
+
+            failed = await session.run_script(
+                "print('before')\ndef broken():\n    return answer / 0\nbroken()"
+            )
+            assert (failed.exit_code, failed.stdout) == (1, "before\n")
+            assert failed.stderr.splitlines() == [
+                "Traceback (most recent call last):",
+                '  File "<script>", line 4, in <module>',
+                '  File "<script>", line 3, in broken',
+                "ZeroDivisionError: division by zero",
+            ]
+            syntax = await session.run_script("def f(:")
+            assert syntax.exit_code == 1
+            assert syntax.stderr.endswith("SyntaxError: invalid syntax\n")
+            assert (await session.run_script("import sys; sys.exit(3)")).exit_code == 3
+
+            chatty = await session.run_script("print('x' * 5000)\nprint('y' * 10)")
+            assert (chatty.exit_code, chatty.stdout, chatty.truncated) == (0, "x" * 1024, True)
+
+            assert (await session.run_script("assert answer == 42")).exit_code == 0
+            assert sandbox.state_error is None
+
+            # What capturing costs: the same client, the same scripts, with and without.
+            instance = sandbox.instance
+            assert isinstance(instance, DeephavenInstance)
+            client = instance.handle.client
+            costs: dict[str, list[float]] = {}
+            for label, run in [
+                ("plain run_script", lambda: client.run_script("y = 1", 20)),
+                ("captured, silent", lambda: instance.run_script("y = 1", timeout=20)),
+                ("captured, prints", lambda: instance.run_script("print(y)", timeout=20)),
+                ("captured, raises", lambda: instance.run_script("1 / 0", timeout=20)),
+            ]:
+                for _ in range(25):
+                    started = trio.current_time()
+                    await run()
+                    costs.setdefault(label, []).append(trio.current_time() - started)
+            for label, durations in costs.items():
+                print(f"{label}: median {median_ms(durations):.1f} ms")
+            assert median_ms(costs["captured, prints"]) < 1000
+            await client.run_script("assert '__supervisor_result__' in globals()", 20)
+        async with env.session() as session:
+            assert session.sandbox is sandbox
+            # Uncaptured, so nothing of ours touches the scope first: the reset removed
+            # the last session's output.
+            await instance.handle.client.run_script(
+                "assert '__supervisor_result__' not in globals()", 20
+            )
+
+
 @pytest.fixture
 async def engine() -> AsyncIterator[DockerEngine]:
     instance_id = f"test-{uuid.uuid4().hex[:12]}"
@@ -122,7 +202,8 @@ async def engine() -> AsyncIterator[DockerEngine]:
 async def test_docker_server_with_an_overrun_script_is_not_reused(
     launcher: LocalLauncher, engine: DockerEngine
 ) -> None:
-    """A containerised server serves scripts; one that overran its timeout is not reused."""
+    """A containerised server serves scripts and returns their output; one that overran its
+    timeout is not reused."""
     if not await docker_cli("image", "ls", "-q", DH_IMAGE):
         pytest.fail(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh builds it)")
     async with environment(
@@ -136,6 +217,8 @@ async def test_docker_server_with_an_overrun_script_is_not_reused(
             sandbox = session.sandbox
             assert len(await labelled(engine.instance_id)) == 1
             assert (await session.run_script("x = 1")).exit_code == 0
+            printed = await session.run_script("print('from a container', x)")
+            assert (printed.exit_code, printed.stdout) == (0, "from a container 1\n")
             overrun = await session.run_script("import time; time.sleep(3)", timeout=0.5)
             assert overrun.timed_out
             assert overrun.exit_code is None

@@ -8,7 +8,8 @@ state (blocked in gRPC, or about to answer the wrong caller). The helper is spaw
 the `LocalLauncher`, so it dies with the daemon, even on SIGKILL.
 
 Calls are serialised (one in flight); errors are mapped to liveness in one place,
-`classify`, by the gRPC status the helper found on the exception chain.
+`classify`, by the gRPC status the helper found on the exception chain. A script whose
+output is wanted runs inside `script_capture` (see there), sent with it as one program.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from supervisor.errors import (
     StartError,
     UnauthorizedError,
 )
+from supervisor.launchers.deephaven import script_capture
 from supervisor.launchers.deephaven.server import accept_from
 from supervisor.launchers.local import LocalLauncher, ProcessHandle, scrubbed_environment
 from supervisor.supervision.resource import CheckResult
@@ -61,8 +63,10 @@ _LIVENESS_BY_CODE = {
     "UNIMPLEMENTED": Liveness.MISCONFIGURED,  # something that is not Deephaven answers
 }
 
-# Wipes user state from a Python console scope; names present at connect time stay.
-RESET_SCOPE_SCRIPT = """\
+# Wipes user state from a Python console scope; names present at connect time stay, and
+# so do dunder names, but for the last script's output.
+RESET_SCOPE_SCRIPT = f"""\
+globals().pop({script_capture.RESULT!r}, None)
 _keep = globals().get("__supervisor_baseline__")
 for _name in [n for n in list(globals()) if not n.startswith("__")]:
     if _keep is None or _name not in _keep:
@@ -116,6 +120,52 @@ def start_error(exc: DeephavenClientError) -> StartError:
     if liveness is Liveness.MISCONFIGURED:
         return MisconfiguredError(describe(exc))
     return StartError(describe(exc))
+
+
+# The program `script_capture` is, sent as text to run in the server (never imported there).
+CAPTURE_SOURCE = Path(script_capture.__file__).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptOutput:
+    """What a script run in the server did: exit code, output, whether output was cut."""
+
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+
+    @classmethod
+    def from_json(cls, data: object) -> ScriptOutput:
+        """The helper's answer (None: a silent success).
+
+        Raises:
+            DeephavenClientError: the answer is not what the program sends.
+        """
+        if data is None:
+            return cls(0)
+        malformed = DeephavenClientError("run_captured: malformed result")
+        if not isinstance(data, dict):
+            raise malformed
+        try:
+            output = cls(
+                int(data["exit_code"]),
+                str(data["stdout"]),
+                str(data["stderr"]),
+                bool(data["truncated"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise malformed from None
+        return output
+
+
+def capture_program(script: str, output_limit: int) -> str:
+    """The console program that runs `script` with `script_capture` (see there)."""
+    source = f"{CAPTURE_SOURCE}\nmain(__script__, {int(output_limit)}, __console__)\n"
+    namespace = (
+        f"{{'__name__': 'supervisor_capture', '__script__': {script!r}, '__console__': globals()}}"
+    )
+    return f"exec({source!r}, {namespace})\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +234,26 @@ class DeephavenClient:
         await self.call("ping", timeout, rpc_timeout=max(timeout * 0.8, timeout - 1.0))
         return trio.current_time() - started
 
+    async def probe(self, spec: ConnectSpec, timeout: float) -> None:
+        """One authenticated call with `spec`'s credentials, on a connection of its own:
+        no session is kept (the helper's own, if any, is left alone)."""
+        rpc_timeout = max(timeout * 0.8, timeout - 1.0)
+        await self.call("probe", timeout, rpc_timeout=rpc_timeout, **spec.request())
+
     async def run_script(self, script: str, timeout: float) -> None:
         """Run `script` in the session's console; the helper is killed if it overruns."""
         await self.call("run_script", timeout, script=script)
+
+    async def run_captured(self, script: str, timeout: float, output_limit: int) -> ScriptOutput:
+        """Run `script` with its output captured (at most `output_limit` bytes a stream).
+
+        An exception in the script is exit 1 with its traceback, not an error.
+        """
+        program = capture_program(script, output_limit)
+        result = await self.call(
+            "run_captured", timeout, program=program, result=script_capture.RESULT
+        )
+        return ScriptOutput.from_json(result)
 
     async def mark_baseline(self, timeout: float) -> None:
         """Remember the console's current names as the ones `reset_scope` keeps."""
@@ -267,12 +334,15 @@ class DeephavenClient:
         return "killed" if term is None and self.killed else (term.detail if term else "running")
 
     async def _read_line(self) -> bytes | None:
-        while b"\n" not in self._buffer:
+        # A script's output makes long lines: collect chunks, join once (no quadratic copy).
+        chunks = [self._buffer]
+        while b"\n" not in chunks[-1]:
             chunk = await self._stream.receive_some(65536)
             if not chunk:
+                self._buffer = b"".join(chunks)
                 return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
+            chunks.append(chunk)
+        line, self._buffer = b"".join(chunks).split(b"\n", 1)
         return line
 
 

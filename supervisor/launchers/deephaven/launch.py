@@ -101,6 +101,9 @@ class DeephavenHandle:
         self.server = server
         self.server_exited = False
         self.stopped = False
+        # Why the credentials are not handed out (None: they are): until the server has
+        # taken them, and again while the last check failed.
+        self._withheld: str | None = "not ready yet"
 
     @property
     def pid(self) -> int | None:
@@ -114,12 +117,24 @@ class DeephavenHandle:
     def endpoint(self) -> str:
         return f"{self.spec.host}:{self.spec.port}"
 
-    def credentials(self) -> DeephavenCredentials | None:
-        """Host, port, auth type and token of the session, or None once it is down."""
+    @property
+    def withheld(self) -> str | None:
+        """Why `credentials()` is None, or None."""
         if self.stopped or self.server_exited:
+            return "not running"
+        return self._withheld
+
+    def credentials(self) -> DeephavenCredentials | None:
+        """Host, port, auth type and token, or None unless the server took them and the
+        last check passed (see `withheld`)."""
+        if self.withheld is not None:
             return None
         spec = self.spec
         return DeephavenCredentials(spec.host, spec.port, spec.auth_type, spec.token)
+
+    def checked(self, result: CheckResult) -> None:
+        """Record a check (or the start's verdict): credentials follow its outcome."""
+        self._withheld = None if result.ok else f"{result.liveness.value}: {result.detail}"
 
     async def wait(self) -> Termination:
         if self.server is not None:
@@ -186,12 +201,12 @@ class DeephavenLauncher:
         Raises:
             UnauthorizedError, MisconfiguredError: the server refuses the session.
         """
-        if handle.server is None or handle.client.connected:
+        if handle.server is None:
             return
         # An authenticated call proves it serves us (a local server said it started; a
         # container's port answers before its server does, so that one needs retries).
         failures = 0
-        while True:
+        while not handle.client.connected:
             try:
                 if not handle.client.alive:
                     handle.client = await self.open_client(config, Redactor([handle.spec.token]))
@@ -205,7 +220,7 @@ class DeephavenLauncher:
                 await trio.sleep(backoff_delay(failures + 1, CONNECT_RETRY, 0.0))
                 continue
             await _mark_baseline(handle.client, self._log)
-            return
+        handle.checked(CheckResult(Liveness.ONLINE))
 
     async def check(self, config: DeephavenConfig, handle: DeephavenHandle) -> CheckResult:
         """One real RPC on a launched server's session; a failed session is recreated."""

@@ -16,15 +16,24 @@ gRPC status name found on the exception chain (or null).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from deephaven_core.proto import config_pb2  # type: ignore[import-untyped]
+import grpc  # type: ignore[import-untyped]
+from deephaven_core.proto import (  # type: ignore[import-untyped]
+    config_pb2,
+    config_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+)
 from pydeephaven import Session
+from pydeephaven.ticket import ScopeTicket
 
 # Without keepalive a black-holed connection is only noticed by our own deadlines; with
 # it, gRPC itself fails calls on a dead transport. No pings without calls: the Deephaven
@@ -44,6 +53,16 @@ class SettingsError(Exception):
     """The request cannot work with these settings (unreadable certificate, ...)."""
 
 
+class ScriptError(Exception):
+    """The server could not run a script (its message is the server's)."""
+
+
+_KINDS: dict[type[BaseException], str] = {SettingsError: "settings", ScriptError: "script"}
+# Error messages end up in status details: short, but a script's traceback may be longer.
+_MESSAGE_LIMIT = 500
+_SCRIPT_MESSAGE_LIMIT = 4000
+
+
 class Worker:
     """Holds at most one session; every method is one request."""
 
@@ -52,14 +71,7 @@ class Worker:
 
     def op_connect(self, req: dict[str, Any]) -> object:
         self._close_quietly()
-        files: dict[str, bytes | None] = dict.fromkeys(_TLS_FILES)
-        for key in _TLS_FILES:
-            path = req.get(key)
-            if path is not None:
-                try:
-                    files[key] = Path(path).read_bytes()
-                except OSError as exc:
-                    raise SettingsError(f"{key}: cannot read {path}: {exc.strerror}") from None
+        files = tls_files(req)
         self.session = Session(
             host=req["host"],
             port=int(req["port"]),
@@ -87,9 +99,63 @@ class Worker:
         )
         return None
 
+    def op_probe(self, req: dict[str, Any]) -> object:
+        """One authenticated call on a connection of its own, keeping no session.
+
+        The login creates a server-side session, which is closed at once (best effort:
+        the server expires a forgotten one anyway).
+        """
+        files = tls_files(req)
+        target = f"{req['host']}:{int(req['port'])}"
+        if req.get("use_tls"):
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=files["tls_root_certs"],
+                private_key=files["client_private_key"],
+                certificate_chain=files["client_cert_chain"],
+            )
+            channel = grpc.secure_channel(target, credentials, CLIENT_OPTS)
+        else:
+            channel = grpc.insecure_channel(target, CLIENT_OPTS)
+        timeout = float(req.get("rpc_timeout", 5.0))
+        header = auth_header(req["auth_type"], req.get("auth_token") or "")
+        try:
+            call = config_pb2_grpc.ConfigServiceStub(channel).GetConfigurationConstants.future(
+                config_pb2.ConfigurationConstantsRequest(),
+                metadata=[("authorization", header)],
+                timeout=timeout,
+            )
+            bearer = dict(call.initial_metadata()).get("authorization")
+            call.result()
+            if isinstance(bearer, str) and bearer:
+                try:
+                    session_pb2_grpc.SessionServiceStub(channel).CloseSession(
+                        session_pb2.HandshakeRequest(auth_protocol=0, payload=bearer.encode()),
+                        metadata=[("authorization", bearer)],
+                        timeout=timeout,
+                    )
+                except grpc.RpcError as exc:
+                    print(f"probe: close failed: {exc.code().name}", file=sys.stderr, flush=True)
+        finally:
+            channel.close()
+        return None
+
     def op_run_script(self, req: dict[str, Any]) -> object:
         self._session().run_script(req["script"])
         return None
+
+    def op_run_captured(self, req: dict[str, Any]) -> object:
+        """Run a program that may bind a result table `req["result"]`; return its JSON."""
+        session = self._session()
+        response = session.console_service.run_script(req["program"])
+        if response.error_message:
+            raise ScriptError(python_part(response.error_message))
+        name = req["result"]
+        changed = [*response.changes.created, *response.changes.updated]
+        if not any(field.field_name == name for field in changed):
+            return None  # nothing was bound: a silent success
+        table = SimpleNamespace(ticket=ScopeTicket.scope_ticket(name))
+        chunks = session.flight_service.do_get_table(table).column("chunk").to_pylist()
+        return json.loads("".join(chunks))
 
     def op_close(self, req: dict[str, Any]) -> object:
         self._close_quietly()
@@ -124,10 +190,40 @@ class Worker:
             print(f"close failed: {type(exc).__name__}", file=sys.stderr, flush=True)
 
 
+def python_part(message: str) -> str:
+    """A console error without its Java wrapping: the Python traceback as Python prints it."""
+    lines = message.splitlines()
+    if lines and lines[0].endswith("Error in Python interpreter:"):
+        lines = lines[1:]
+    return "\n".join(line for line in lines if not line.startswith("\tat ")).strip()
+
+
+def tls_files(req: dict[str, Any]) -> dict[str, bytes | None]:
+    """The contents of the TLS files a request names (None where it names none)."""
+    files: dict[str, bytes | None] = dict.fromkeys(_TLS_FILES)
+    for key in _TLS_FILES:
+        path = req.get(key)
+        if path is not None:
+            try:
+                files[key] = Path(path).read_bytes()
+            except OSError as exc:
+                raise SettingsError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    return files
+
+
+def auth_header(auth_type: str, token: str) -> str:
+    """The `authorization` value pydeephaven sends to log in with these credentials."""
+    if auth_type == "Anonymous":
+        return auth_type
+    if auth_type == "Basic":
+        return "Basic " + base64.b64encode(token.encode("ascii")).decode("ascii")
+    return f"{auth_type} {token}"
+
+
 def describe(exc: BaseException) -> dict[str, object]:
     """The error as the daemon classifies it: type, gRPC status code, message."""
     code = None
-    message = f"{type(exc).__name__}: {exc}"
+    message = str(exc) if isinstance(exc, ScriptError) else f"{type(exc).__name__}: {exc}"
     seen: BaseException | None = exc
     while seen is not None:
         status = getattr(seen, "code", None)
@@ -141,8 +237,9 @@ def describe(exc: BaseException) -> dict[str, object]:
                 # A gRPC error's str() is a multi-line repr: its details say it all.
                 message = details if seen is exc else f"{message}: {details}"
         seen = seen.__cause__ or seen.__context__
-    kind = "settings" if isinstance(exc, SettingsError) else type(exc).__name__
-    return {"type": kind, "code": code, "message": message[:500]}
+    kind = _KINDS.get(type(exc), type(exc).__name__)
+    limit = _SCRIPT_MESSAGE_LIMIT if kind == "script" else _MESSAGE_LIMIT
+    return {"type": kind, "code": code, "message": message[:limit]}
 
 
 def serve(stream: Any) -> None:

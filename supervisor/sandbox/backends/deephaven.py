@@ -9,6 +9,9 @@ Why it is built this way:
   pydeephaven or Docker directly.
 - Its language is Python run in the server. `exec` has no meaning there: it answers
   exit 127 with a message, as a missing command does elsewhere, and never runs argv.
+- A script returns what it printed, up to `output_limit` bytes a stream, and an
+  exception in it is exit 1 with its traceback (`launchers.deephaven.script_capture`):
+  a user error, never a broken sandbox. Only a failure of the server or our session is.
 - Between sessions the server's Python scope is wiped back to a baseline, so the next
   session sees no leftover variables. That is `ScopeResetFeature`, appended last to the
   environment's features: its `setup` marks the baseline after every other feature's
@@ -31,12 +34,14 @@ import trio
 
 from supervisor.config.deephaven import DeephavenConfig
 from supervisor.config.environment import DeephavenSandboxConfig
+from supervisor.config.types import MIB
 from supervisor.errors import (
     DeephavenClientError,
     MisconfiguredError,
     SandboxStateError,
     StartError,
 )
+from supervisor.launchers.deephaven.client import ScriptOutput
 from supervisor.launchers.deephaven.launch import DeephavenHandle, DeephavenLauncher
 from supervisor.launchers.deephaven.server import generate_psk, pick_free_port
 from supervisor.launchers.docker import DockerEngine
@@ -83,15 +88,18 @@ class DeephavenInstance:
         return ExecResult(127, "", USE_SCRIPT, 0.0)
 
     async def run_script(self, script: str, *, timeout: float) -> ExecResult:
-        """Run Python in the server: exit 0, or 1 with the error in stderr."""
+        """Run Python in the server: its exit code (0, or 1 on an exception), its output."""
         started = trio.current_time()
         error: DeephavenClientError | None = None
+        output = ScriptOutput(0)
         with trio.move_on_after(timeout) as deadline:
             await self._reconnect_if_needed()
             client = self.handle.client
             try:
                 # Our deadline comes first; the helper is killed when it cancels the call.
-                await client.run_script(script, timeout + 1.0)
+                output = await client.run_captured(
+                    script, timeout + 1.0, self._backend.output_limit
+                )
             except DeephavenClientError as exc:
                 error = exc
         duration = trio.current_time() - started
@@ -100,9 +108,16 @@ class DeephavenInstance:
             message = f"the script did not finish within {timeout:g}s and was abandoned\n"
             return ExecResult(None, "", message, duration, timed_out=True)
         if error is None:
-            return ExecResult(0, "", "", duration)
+            return ExecResult(
+                output.exit_code,
+                output.stdout,
+                output.stderr,
+                duration,
+                truncated=output.truncated,
+            )
         if error.code in _BROKEN or not client.alive or self.handle.server_exited:
             raise SandboxStateError(f"deephaven sandbox {self.name}: {error}")
+        # The console refused the program itself (an exception we could not catch).
         return ExecResult(1, "", script_error(str(error)), duration)
 
     async def _reconnect_if_needed(self) -> None:
@@ -210,6 +225,7 @@ class DeephavenBackend:
         start_timeout: float = 120.0,
         stop_timeout: float = 10.0,
         reset_timeout: float = 30.0,
+        output_limit: int = MIB,
         pick_port: Callable[[str], int] = pick_free_port,
     ) -> None:
         self.launcher = launcher
@@ -219,6 +235,7 @@ class DeephavenBackend:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.reset_timeout = reset_timeout
+        self.output_limit = output_limit
         self._pick_port = pick_port
         self.server_config = server_config(config, start_timeout)
 
@@ -270,7 +287,7 @@ class DeephavenBackend:
 
 def script_error(message: str) -> str:
     """A script's failure as the user wants to read it: the Python part, no Java frames."""
-    message = message.removeprefix("run_script: ")
+    message = message.removeprefix("run_captured: ").removeprefix("run_script: ")
     lines = [line for line in message.splitlines() if not line.startswith("\tat ")]
     return "\n".join(lines).strip() + "\n"
 

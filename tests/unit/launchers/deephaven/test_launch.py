@@ -1,4 +1,5 @@
-"""A launched server's readiness: how it waits between connects, and when it gives up."""
+"""A launched server's readiness: how it waits between connects, when it gives up, and
+when its credentials are handed out."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from supervisor.config.deephaven import PSK_HANDLER, DeephavenConfig
 from supervisor.errors import DeephavenClientError, UnauthorizedError
 from supervisor.launchers.deephaven.client import ConnectSpec
 from supervisor.launchers.deephaven.launch import DeephavenHandle, DeephavenLauncher
+from supervisor.supervision.resource import CheckResult
+from supervisor.supervision.states import Liveness
 
 CONFIG = DeephavenConfig.model_validate({"kind": "deephaven", "launch": "python"})
 
@@ -58,3 +61,23 @@ async def test_a_refused_key_is_not_retried(autojump_clock: trio.abc.Clock) -> N
     with pytest.raises(UnauthorizedError):
         await launcher().ready(CONFIG, launched(client))
     assert len(client.attempts) == 1
+
+
+async def test_credentials_are_handed_out_only_while_known_to_work(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """None before the server took them, then until a failed check, again after a passed
+    one, and never once stopped."""
+    handle = launched(FakeClient(failures=0))
+    assert handle.credentials() is None
+    assert handle.withheld == "not ready yet"
+    await launcher().ready(CONFIG, handle)
+    assert handle.credentials() is not None
+    handle.checked(CheckResult(Liveness.UNAUTHORIZED, "refused"))
+    assert handle.credentials() is None
+    assert handle.withheld == "UNAUTHORIZED: refused"
+    handle.checked(CheckResult(Liveness.ONLINE))
+    assert handle.credentials() is not None
+    handle.stopped = True
+    assert handle.credentials() is None
+    assert handle.withheld == "not running"

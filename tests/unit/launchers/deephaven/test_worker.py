@@ -30,3 +30,38 @@ def test_the_helper_reports_the_grpc_status_from_the_exception_chain() -> None:
         "Authentication details invalid",
     }
     assert describe(SettingsError("tls_root_certs: cannot read"))["type"] == "settings"
+
+
+def test_a_probe_logs_in_as_pydeephaven_would() -> None:
+    """The `authorization` value is pydeephaven's, byte for byte, for every auth type."""
+    from supervisor.launchers.deephaven.worker import auth_header  # noqa: PLC0415 - it loads pydeephaven
+
+    psk = "io.deephaven.authentication.psk.PskAuthenticationHandler"
+    assert auth_header("Anonymous", "ignored") == "Anonymous"
+    assert auth_header("Basic", "user:pw") == "Basic dXNlcjpwdw=="
+    assert auth_header(psk, "k3y") == f"{psk} k3y"
+
+
+def test_a_console_error_keeps_the_python_part() -> None:
+    """The server wraps a Python error in a Java exception: the user reads Python."""
+    from supervisor.launchers.deephaven.worker import (  # noqa: PLC0415 - it loads pydeephaven
+        ScriptError,
+        describe,
+        python_part,
+    )
+
+    message = (
+        "java.lang.RuntimeException: Error in Python interpreter:\n"
+        "Traceback (most recent call last):\n"
+        '  File "<string>", line 1, in <module>\n'
+        "KeyboardInterrupt\n\n"
+        "\tat org.jpy.PyLib.executeCode(Native Method)\n"
+        "\tat org.jpy.PyObject.executeCode(PyObject.java:172)\n"
+    )
+    text = python_part(message)
+    assert text == (
+        "Traceback (most recent call last):\n"
+        '  File "<string>", line 1, in <module>\n'
+        "KeyboardInterrupt"
+    )
+    assert describe(ScriptError(text)) == {"type": "script", "code": None, "message": text}
