@@ -81,6 +81,7 @@ class Plan:
     pool_warmup: float
     http_clients: list[int]
     http_calls: int
+    isolation_samples: int
     scrape_n: int
     sandboxes: int
     per_env: int
@@ -92,13 +93,13 @@ QUICK = Plan(
     sizes=[3], kills=5, window=3.0, kill_settle=0.05, idle_settle=0.5,
     control_n=5, calls=20, cli_calls=5, reload_sizes=[5],
     pool_clients=[1], pool_window=0.3, pool_warmup=0.1, http_clients=[1, 4], http_calls=40,
-    scrape_n=5, sandboxes=20, per_env=10, scrapes=5, api_calls=10,
+    isolation_samples=20, scrape_n=5, sandboxes=20, per_env=10, scrapes=5, api_calls=10,
 )  # fmt: skip
 FULL = Plan(
     sizes=[100, 500, 1000], kills=50, window=30.0, kill_settle=0.2, idle_settle=2.0,
     control_n=100, calls=200, cli_calls=30, reload_sizes=[100, 1000],
     pool_clients=[1, 4], pool_window=5.0, pool_warmup=1.0, http_clients=[1, 16, 64],
-    http_calls=3200,
+    http_calls=3200, isolation_samples=300,
     # 10,000 process sandboxes come up in one environment in well under a minute.
     scrape_n=1000, sandboxes=10_000, per_env=10_000, scrapes=50, api_calls=200,
 )  # fmt: skip
@@ -153,6 +154,7 @@ def run_benchmarks(only: Sequence[str], plan: Plan, workdir: Path) -> dict[str, 
             warmup=plan.pool_warmup,
             http_clients=plan.http_clients,
             http_calls=plan.http_calls,
+            isolation_samples=plan.isolation_samples,
         )
         took()
     if "scrape" in only:
@@ -185,6 +187,7 @@ def tables(only: Sequence[str], results: dict[str, Any]) -> str:
         out.append("(the peers' table needs latency, idle, control and reload: see the JSON)")
     if "sandbox" in only:
         out.append(report.sandbox_table(results["sandbox_pool"]))
+        out.append(report.isolation_table(results["sandbox_pool"]))
     if "scrape" in only:
         out.append(report.scrape_table(results["scrape"]))
     return "\n\n".join(out)

@@ -123,6 +123,54 @@ def sandbox_table(pool: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def isolation_table(pool: dict[str, Any]) -> str:
+    """Exec, create and cycle costs with isolation on and off; langfun's cycle beside."""
+    iso = pool["isolation"]
+    execs, creates, cycles = iso["exec"], iso["create"], iso["cycle"]
+    bare = execs["bare"]["median_ms"]
+    rows = [
+        "| one exec of `true` | median (ms) | p90 (ms) | over a bare spawn (ms) |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("bare", "bare spawn (the launcher, output captured)"),
+        ("none", 'process sandbox, `isolation = "none"` (prlimit, then the command)'),
+        (
+            "bubblewrap",
+            'process sandbox, `isolation = "bubblewrap"` (its agent forks prlimit, then the command)',
+        ),
+        ("fresh_bwrap", "a fresh bwrap per command (not used: for comparison)"),
+    ):
+        run = execs[key]
+        rows.append(
+            f"| {label} | {run['median_ms']:.2f} | {run['p90_ms']:.2f} "
+            f"| {run['median_ms'] - bare:+.2f} |"
+        )
+    langfun = next(
+        (r["langfun"] for r in pool["cycles"]["runs"] if r["clients"] == 1 and r["proactive"]),
+        None,
+    )
+    rows += [
+        "",
+        "| sandbox, 1 client, pool of 1 | median (ms) | p90 (ms) |",
+        "|---|---:|---:|",
+        f"| create (isolated: uid, cgroup, bwrap, agent) | {creates['bubblewrap']['median_ms']:.2f} "
+        f"| {creates['bubblewrap']['p90_ms']:.2f} |",
+        f'| create (`isolation = "none"`: a directory) | {creates["none"]["median_ms"]:.2f} '
+        f"| {creates['none']['p90_ms']:.2f} |",
+        f"| cycle: acquire, exec `true`, release (isolated, reset at release) "
+        f"| {cycles['bubblewrap']['median_ms']:.2f} | {cycles['bubblewrap']['p90_ms']:.2f} |",
+        f'| cycle: acquire, exec `true`, release (`isolation = "none"`) '
+        f"| {cycles['none']['median_ms']:.2f} | {cycles['none']['p90_ms']:.2f} |",
+    ]
+    if langfun is not None:
+        rows.append(
+            f"| langfun's in-process cycle (`TestingSandbox.shell`, no process), mean "
+            f"| {1000 / langfun['per_s']:.2f} | — |"
+        )
+    return "\n".join(rows)
+
+
 def scrape_table(scrape: dict[str, Any]) -> str:
     """/metrics latency, and API latency idle vs during back-to-back scrapes."""
     envs = len(scrape["environments"])

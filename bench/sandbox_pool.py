@@ -16,6 +16,9 @@ process; cycles touch the backend nowhere else). langfun runs in its own venv
 *Warm acquire*: the real daemon with a `process` environment of 64 warm sandboxes;
 1, 16 and 64 concurrent clients each loop acquire (a fresh connection, as
 `Client.acquire` opens) then release (a kept-alive connection), each call timed.
+
+*Isolation* (`sandbox_isolation.py`): what `isolation = "bubblewrap"` costs per exec,
+per sandbox and per cycle, against `"none"` and a bare spawn.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 import trio
 
-from bench import apiload, peers, sut
+from bench import apiload, peers, sandbox_isolation, sut
 from supervisor.config.environment import EnvironmentConfig, ProcessLimits
 from supervisor.launchers.local import open_local_launcher
 from supervisor.sandbox.backends import Backend, ExecResult
@@ -308,10 +311,12 @@ def run(
     warmup: float,
     http_clients: Sequence[int],
     http_calls: int,
+    isolation_samples: int,
 ) -> dict[str, Any]:
     python = ensure_langfun()
     return {
         "cycles": cycles(python, client_counts, window, warmup),
         "http_acquire": http_acquire(workdir, http_clients, http_calls),
+        "isolation": sandbox_isolation.run(isolation_samples),
         "langfun_pins": LANGFUN_PINS,
     }

@@ -5,10 +5,13 @@
 #   - systemd's tools (systemd-analyze, -sysusers, -tmpfiles);
 #   - a Docker engine (Debian's docker.io; dockerd is started when none answers);
 #   - stress-ng, for `make test-loaded` (the suite beside `stress-ng --cpu 2`);
+#   - bubblewrap, which isolates `process` sandboxes (Debian's package);
 #   - for the private engines of tests/private_dockerd.py: containerd, ip (a bridge each)
 #     and iptables-save (to check they add no rule);
 #   - the local test images, built without any registry (`docker import` of a rootfs):
-#       supervisor-test/systemd:bookworm  Debian minbase + systemd, to boot as PID 1;
+#       supervisor-test/systemd:bookworm  Debian minbase + systemd + bubblewrap, to boot as
+#                                         PID 1 (an image built before bubblewrap was
+#                                         added gets the host's bwrap in a new layer);
 #       supervisor-test/sandbox:bookworm  the same image, tagged for sandbox tests (sh,
 #                                         coreutils' `timeout` for exec deadlines, ps);
 #       supervisor-test/deephaven:bookworm  Java 17 + deephaven-server, for the docker
@@ -57,6 +60,10 @@ if ! have stress-ng; then
   echo "provision: installing stress-ng (the suite must pass with CPU load beside it)"
   apt_install stress-ng
 fi
+if ! have bwrap; then
+  echo "provision: installing bubblewrap (isolated process sandboxes)"
+  apt_install bubblewrap
+fi
 if ! have containerd || ! have ip || ! have iptables-save; then
   echo "provision: installing containerd, iproute2 and iptables (private test engines)"
   apt_install containerd iproute2 iptables
@@ -82,10 +89,18 @@ if ! docker image inspect "$SYSTEMD_IMAGE" >/dev/null 2>&1; then
   echo "provision: building $SYSTEMD_IMAGE (debootstrap minbase + systemd, docker import)"
   rootfs=$(mktemp -d /tmp/supervisor-test-rootfs.XXXXXX)
   trap 'rm -rf "$rootfs"' EXIT
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,procps,dbus \
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,procps,dbus,bubblewrap \
     bookworm "$rootfs" "$MIRROR" >/tmp/supervisor-test-debootstrap.log 2>&1 \
     || { tail -20 /tmp/supervisor-test-debootstrap.log >&2; exit 1; }
   tar -C "$rootfs" -c . | docker import - "$SYSTEMD_IMAGE" >/dev/null
+fi
+
+if ! docker run --rm --entrypoint /bin/sh "$SYSTEMD_IMAGE" -c 'command -v bwrap' >/dev/null 2>&1; then
+  echo "provision: adding bwrap to $SYSTEMD_IMAGE (a layer with this host's bubblewrap)"
+  layer=$(docker create "$SYSTEMD_IMAGE" /bin/true)
+  docker cp "$(command -v bwrap)" "$layer:/usr/bin/bwrap"
+  docker commit "$layer" "$SYSTEMD_IMAGE" >/dev/null
+  docker rm "$layer" >/dev/null
 fi
 
 if ! docker image inspect "$SANDBOX_IMAGE" >/dev/null 2>&1; then
@@ -98,5 +113,6 @@ bash "$(dirname "$0")/provision_deephaven_image.sh"
 
 promtool --version >/dev/null
 systemd-analyze --version >/dev/null
+bwrap --version >/dev/null
 docker image inspect "$SYSTEMD_IMAGE" "$SANDBOX_IMAGE" >/dev/null
-echo "provision: ok (promtool, prometheus, systemd tools, docker, $SYSTEMD_IMAGE, $SANDBOX_IMAGE)"
+echo "provision: ok (promtool, prometheus, systemd tools, bwrap, docker, $SYSTEMD_IMAGE, $SANDBOX_IMAGE)"

@@ -16,7 +16,18 @@ from supervisor.config.types import ResourceSpec
 # Environment fields that shape its sandboxes: changing one replaces the environment.
 # Everything else (sizes, timeouts, intervals, leases) is applied to the running pool.
 ENVIRONMENT_RECREATE_FIELDS = frozenset(
-    {"backend", "limits", "docker", "deephaven", "features", "output_limit"}
+    {
+        "backend",
+        "limits",
+        "docker",
+        "deephaven",
+        "features",
+        "output_limit",
+        "isolation",
+        "network",
+        "uids",
+        "cgroup",
+    }
 )
 # [daemon] keys the running daemon cannot change without restarting itself.
 DAEMON_RESTART_FIELDS = frozenset(

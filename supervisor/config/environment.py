@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from supervisor.config.deephaven import Heap
 from supervisor.config.types import (
@@ -28,14 +29,27 @@ from supervisor.config.types import (
     Model,
     PidsLimit,
     Seconds,
+    Sensitive,
     Timeout,
 )
+
+
+def _inside(dest: str) -> str:
+    """A path inside the sandbox: relative, and never up through `..`."""
+    if dest.startswith("/") or ".." in PurePosixPath(dest).parts:
+        raise ValueError(
+            f"must be a path inside the sandbox (relative, no '..'), got {dest[:80]!r}"
+        )
+    return dest
+
 
 # A pool's size bounds what exists, never what is allocated up front (see sandbox.pool);
 # the bound is what one daemon was measured to hold (bench/scrape.py runs 10,000).
 MAX_POOL = 10_000
 PoolSize = Annotated[int, Between(0, MAX_POOL)]
 MemorySize = Annotated[int, Bytes(MIB, TIB)]
+MAX_UID = 4_294_967_294  # (uid_t)-1 is "no uid"
+PROCESS_ISOLATION_FIELDS = frozenset({"isolation", "network", "uids", "cgroup"})
 
 Hook = Literal["setup", "teardown", "setup_session", "teardown_session", "housekeep"]
 FeatureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
@@ -77,7 +91,9 @@ class FilesFeatureConfig(_FeatureBase):
 
     kind: Literal["files"]
     source: FilePath
-    dest: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = "."
+    dest: Annotated[
+        str, StringConstraints(min_length=1, max_length=4096), AfterValidator(_inside)
+    ] = "."
 
 
 class DeephavenScriptFeatureConfig(_FeatureBase):
@@ -95,7 +111,7 @@ class PluginFeatureConfig(_FeatureBase):
 
     kind: Literal["plugin"]
     entry_point: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    options: dict[str, Any] = {}
+    options: Annotated[dict[str, Any], Sensitive()] = {}  # may carry credentials
 
     def plugin(self) -> str | None:
         return self.entry_point
@@ -117,6 +133,29 @@ class ProcessLimits(Model):
     file_size: Annotated[int, Bytes(0, TIB)] | None = GIB
 
 
+class UidRange(Model):
+    """The host uids given to `process` sandboxes: each sandbox runs as one of its own."""
+
+    first: Annotated[int, Between(1000, MAX_UID)] = 1_800_000_000
+    count: Annotated[int, Between(1, 1 << 24)] = 65_536
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        if self.first + self.count - 1 > MAX_UID:
+            raise ValueError(f"first + count - 1 must be at most {MAX_UID}")
+        return self
+
+    def contains(self, uid: int) -> bool:
+        return self.first <= uid < self.first + self.count
+
+
+class CgroupLimits(Model):
+    """Caps on everything one `process` sandbox runs, together (a cgroup per sandbox)."""
+
+    memory: Annotated[int, Bytes(16 * MIB, TIB)] | None = GIB
+    processes: PidsLimit | None = 512
+
+
 class DockerSandboxConfig(Model):
     """How a `docker` sandbox's container is made."""
 
@@ -130,6 +169,16 @@ class DockerSandboxConfig(Model):
     workdir: Annotated[str, StringConstraints(pattern=r"^/", max_length=4096)] = "/work"
     tmpfs_size: Annotated[int, Bytes(MIB, TIB)] = 256 * MIB
     command: Command = ["sleep", "infinity"]
+    # Not root, no capabilities, no setuid gains: what a sandbox needs, and no more.
+    user: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")] | None
+    ) = "65534:65534"
+    cap_drop: list[Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,32}$")]] = ["ALL"]
+    cap_add: list[Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,32}$")]] = []
+    no_new_privileges: bool = True
+    runtime: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] | None
+    ) = None
 
 
 class DeephavenSandboxConfig(Model):
@@ -165,6 +214,11 @@ class EnvironmentConfig(Model):
     output_limit: Annotated[int, Bytes(KIB, 64 * MIB)] = MIB
     shutdown_concurrency: Annotated[int, Between(1, 1024)] = 16
     limits: ProcessLimits = ProcessLimits()
+    # `process` only: the sandbox's namespaces, its network, its uid and its cgroup caps.
+    isolation: Literal["bubblewrap", "none"] = "bubblewrap"
+    network: Literal["none", "host"] = "none"
+    uids: UidRange = UidRange()
+    cgroup: CgroupLimits = CgroupLimits()
     docker: DockerSandboxConfig | None = None
     deephaven: DeephavenSandboxConfig | None = None
     features: list[FeatureConfig] = []
@@ -181,6 +235,14 @@ class EnvironmentConfig(Model):
             raise ValueError(
                 f'a [docker] table only applies to backend "docker", not {self.backend!r}'
             )
+        process_only = PROCESS_ISOLATION_FIELDS & self.model_fields_set
+        if self.backend != "process" and process_only:
+            raise ValueError(
+                f'{", ".join(sorted(process_only))}: only for backend "process" '
+                f"(this one is {self.backend!r})"
+            )
+        if self.isolation == "none" and {"network", "uids", "cgroup"} & self.model_fields_set:
+            raise ValueError('network, uids and cgroup need isolation = "bubblewrap"')
         if self.backend != "deephaven" and self.deephaven is not None:
             raise ValueError(
                 f'a [deephaven] table only applies to backend "deephaven", not {self.backend!r}'

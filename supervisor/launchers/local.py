@@ -178,6 +178,7 @@ class LocalLauncher:
         on_output: LineSink | None = None,
         record_as: str | None = None,
         capture: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> ProcessHandle:
         """Start `argv` in its own session; `on_output` receives its lines (else discarded).
 
@@ -186,6 +187,7 @@ class LocalLauncher:
 
         `record_as` (a resource name) also records the process in the state directory,
         for the next start to clean up should the daemon and its guardian both die.
+        `pass_fds` are left open in the child (a sandbox's bwrap gets its sockets so).
 
         Raises:
             StartError: the command could not be executed.
@@ -210,6 +212,7 @@ class LocalLauncher:
                 stdout=stdout,
                 stderr=stderr,
                 start_new_session=True,
+                pass_fds=tuple(pass_fds),
                 user=credentials.uid,
                 group=credentials.gid,
                 extra_groups=credentials.groups,

@@ -116,10 +116,29 @@ BackendBuilder = Callable[[str, "EnvironmentConfig", Context], "tuple[Backend, l
 def _process_backend(
     env: str, config: EnvironmentConfig, ctx: Context
 ) -> tuple[Backend, list[Feature]]:
-    from supervisor.sandbox.backends.process import ProcessBackend
+    from supervisor.launchers.isolation.roots import sandboxes_root
+    from supervisor.sandbox.backends.process import IsolationSpec, ProcessBackend, SessionReset
 
     sandboxes = ctx.state_path / "sandboxes" / env
-    return ProcessBackend(ctx.launcher, sandboxes, config.limits, config.output_limit), []
+    isolation = None
+    if config.isolation == "bubblewrap":
+        sandboxes = sandboxes_root(ctx.state_path) / env
+        isolation = IsolationSpec(
+            network=config.network == "host",
+            uids=config.uids,
+            cgroup=config.cgroup,
+            hide=(ctx.state_path,),
+        )
+    backend = ProcessBackend(
+        ctx.launcher,
+        sandboxes,
+        config.limits,
+        config.output_limit,
+        isolation=isolation,
+        environment=env,
+    )
+    # Last: it resets the sandbox after every other feature's teardown_session.
+    return backend, [SessionReset()] if isolation is not None else []
 
 
 def _docker_backend(
@@ -147,7 +166,12 @@ def _deephaven_backend(
     spec = config.deephaven or DeephavenSandboxConfig()
     docker = ctx.engines.get(None) if ctx.engines is not None and spec.launch == "docker" else None
     backend = DeephavenBackend(
-        ctx.launcher, spec, environment=env, docker=docker, start_timeout=spec.start_timeout
+        ctx.launcher,
+        spec,
+        environment=env,
+        docker=docker,
+        start_timeout=spec.start_timeout,
+        output_limit=config.output_limit,
     )
     # Last: it marks the scope's baseline after every other setup and wipes the scope
     # after every other teardown_session, so each session starts clean.

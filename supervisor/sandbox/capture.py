@@ -1,9 +1,10 @@
-"""Running a command on this host to completion, its output captured and capped.
+"""Running a command to completion, its output captured and capped.
 
-The process backend runs every sandbox command this way, and so does a `command`
-feature scoped to the environment (its hooks run on the host). Output beyond the limit
-is drained and dropped, so a chatty command never blocks on its pipes; on timeout or
-cancellation the whole process group is killed.
+The process backend runs every sandbox command this way (on the host, or in an isolated
+sandbox through its namespace), and so does a `command` feature scoped to the
+environment (its hooks run on the host). Output beyond the limit is drained and
+dropped, so a chatty command never blocks on its pipes; on timeout or cancellation the
+whole process group is killed.
 """
 
 from __future__ import annotations
@@ -11,18 +12,39 @@ from __future__ import annotations
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
 from supervisor.errors import StartError
-from supervisor.launchers.local import LocalLauncher
 from supervisor.sandbox.instance import ExecResult
+from supervisor.supervision.policy import Termination
+
+
+class Captured(Protocol):
+    """A started command whose output the caller reads (a host child, or one in a sandbox)."""
+
+    captured: tuple[int, int] | None
+    exited: trio.Event
+
+    async def wait(self) -> Termination: ...
+    def signal_group(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
+class Spawner(Protocol):
+    """What starts commands: the local launcher, or an isolated sandbox's namespace."""
+
+    async def spawn(
+        self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], capture: bool
+    ) -> Captured: ...
+
 
 _READ = 65536
 
 
 async def run_captured(
-    launcher: LocalLauncher,
+    launcher: Spawner,
     argv: Sequence[str],
     *,
     cwd: Path,

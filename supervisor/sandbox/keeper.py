@@ -6,6 +6,8 @@ whose setup fails, a plugin that cannot load, a backend that cannot bring up its
 sandboxes) is retried with the restart policy resources use (`policy.decide`: at once,
 then backoff, FATAL past the intensity limit, retried after `fatal_retry`), and each
 decision is an event (`BACKOFF`/`FATAL`, with the next delay) and shows in `stats()`.
+A start that fails with `MisconfiguredError` (no bwrap on this host, say) cannot work by
+retrying soon: it is MISCONFIGURED at once and tried again only after `fatal_retry`.
 `restart()` rebuilds the environment now, whatever state it is in, as an operator start
 does for a resource.
 """
@@ -21,6 +23,7 @@ import trio
 
 from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.types import RestartConfig
+from supervisor.errors import MisconfiguredError
 from supervisor.sandbox.environment import Environment
 from supervisor.sandbox.status import EnvironmentStatus
 from supervisor.supervision.bus import EventBus
@@ -158,21 +161,27 @@ class Keeper:
     async def _wait_after(self, error: BaseException) -> None:
         """Decide what follows a failed start, say so, and wait for the next attempt."""
         now = trio.current_time()
-        verdict = decide(
-            self._restart, self._intensity, now, failures=self.failures, ran_for=None,
-            success=False, rand=self._rng.random(),
-        )  # fmt: skip
-        self.failures = verdict.failures
-        fatal = verdict.next.value == "FATAL"
-        delay = self._restart.fatal_retry_after if fatal else verdict.delay
         previous = self.waiting or EnvironmentStatus.OFFLINE
-        self.waiting = EnvironmentStatus.FATAL if fatal else EnvironmentStatus.BACKOFF
+        reason = "start_failed"
+        if isinstance(error, MisconfiguredError):
+            self.failures += 1
+            self.waiting, reason = EnvironmentStatus.MISCONFIGURED, "misconfigured"
+            delay = self._restart.fatal_retry_after
+        else:
+            verdict = decide(
+                self._restart, self._intensity, now, failures=self.failures, ran_for=None,
+                success=False, rand=self._rng.random(),
+            )  # fmt: skip
+            self.failures = verdict.failures
+            fatal = verdict.next.value == "FATAL"
+            delay = self._restart.fatal_retry_after if fatal else verdict.delay
+            self.waiting = EnvironmentStatus.FATAL if fatal else EnvironmentStatus.BACKOFF
         self.error = f"{type(error).__name__}: {error}"
         self._retry_at = now + delay
         self._bus.publish(
             Transition(
                 "environment", self.name, self.config.backend, previous.value,
-                self.waiting.value, "start_failed", detail=self.error,
+                self.waiting.value, reason, detail=self.error,
                 attempt=self.failures, next_delay=delay,
             )
         )  # fmt: skip

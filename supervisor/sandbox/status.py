@@ -11,9 +11,11 @@ class EnvironmentStatus(enum.StrEnum):
     SHUTTING_DOWN = "SHUTTING_DOWN"
     OFFLINE = "OFFLINE"
     # Between two environments, after a failed start (sandbox.keeper): never an
-    # Environment's own status, so not in ENVIRONMENT_TRANSITIONS.
+    # Environment's own status, so not in ENVIRONMENT_TRANSITIONS. MISCONFIGURED: the
+    # start cannot work with these settings on this host (bwrap missing, say).
     BACKOFF = "BACKOFF"
     FATAL = "FATAL"
+    MISCONFIGURED = "MISCONFIGURED"
 
 
 class SandboxStatus(enum.StrEnum):

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import trio
 
+from supervisor.launchers.isolation import cgroups
+from supervisor.launchers.isolation.roots import group_name, sandboxes_root
 from tests.faults.test_faults import twenty_trees
 from tests.integration.conftest import process_gone
 from tests.integration.test_daemon import daemon, descendants
@@ -103,6 +105,7 @@ async def test_sigkill_with_containers_and_a_busy_pool_leaks_nothing(tmp_path: P
                     with trio.fail_after(60):
                         assert await d.proc.wait() == 0
                     assert not docker_ids(f"label=supervisor.instance={instance}")
+                    assert not sandbox_leftovers(tmp_path / "state")
                     break
                 old_workdirs = await busy_pool(tmp_path)
                 old_processes = descendants(d.proc.pid)
@@ -115,6 +118,13 @@ async def test_sigkill_with_containers_and_a_busy_pool_leaks_nothing(tmp_path: P
     finally:
         if instance:
             remove(docker_ids(f"label=supervisor.instance={instance}"))
+
+
+def sandbox_leftovers(state: Path) -> list[Path]:
+    """What the isolated pool `box` could leave: its directories and its cgroups."""
+    root = sandboxes_root(state)
+    groups = [h.path / group_name(root / "box") for h in cgroups.discover()]
+    return [path for path in (root, *groups) if path.exists()]
 
 
 async def busy_pool(tmp_path: Path) -> list[Path]:

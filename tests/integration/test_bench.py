@@ -28,4 +28,5 @@ def test_benchmarks_run_in_quick_mode() -> None:
     assert "| idle, N=3 sleepers | CPU s in 3 s |" in result.stdout
     assert "| 1 client, proactive setup on |" in result.stdout
     assert "| 4 clients, fresh connection, 40 cycles |" in result.stdout
+    assert "| one exec of `true` | median (ms) |" in result.stdout  # isolation's costs
     assert "| `GET /metrics`, fresh render (1.1 s apart) |" in result.stdout

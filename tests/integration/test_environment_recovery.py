@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
+from supervisor.launchers.isolation import bubblewrap
 from supervisor.runtime.daemon import Daemon
 from tests.integration.conftest import run_cli
 from tests.integration.test_api import unix
@@ -102,3 +104,19 @@ async def test_an_operator_restart_rebuilds_the_environment_now(tmp_path: Path) 
             or again["session_id"] != session["session_id"]
         )
         assert (await client.post("/v1/environments/nope/restart")).status_code == 404
+
+
+async def test_a_misconfigured_start_is_not_hammered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No bwrap on the host: MISCONFIGURED at once with the install hint, next try only
+    after fatal_retry (1h here), however fast the backoff would have been."""
+    monkeypatch.setattr(bubblewrap.shutil, "which", lambda name: None)
+    async with daemon_with(tmp_path, config(tmp_path)) as daemon, unix(daemon) as client:
+        await until(daemon, lambda: status(daemon) == "MISCONFIGURED")
+        stats = (await client.get("/v1/environments/box")).json()
+        assert "apt-get install bubblewrap" in stats["error"]
+        assert stats["failures"] == 1
+        assert stats["retry_in"] > 3000
+        (event,) = [e for e in daemon.bus.replay(0)[0] if e.to_state == "MISCONFIGURED"]
+        assert event.reason == "misconfigured"

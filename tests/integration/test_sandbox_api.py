@@ -100,7 +100,8 @@ async def test_acquire_exec_release_over_the_unix_socket(tmp_path: Path) -> None
             )
         ).json()
         assert result["exit_code"] == 3
-        assert result["stdout"] == f"{workdir}\nout\n"
+        inside = session["connection"]["sandbox_workdir"]  # isolated: seen at /home/sandbox
+        assert result["stdout"] == f"{inside}\nout\n"
         assert result["stderr"] == "err\n"
         assert not result["timed_out"]
 

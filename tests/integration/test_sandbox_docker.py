@@ -148,6 +148,28 @@ async def test_network_none_and_read_only_rootfs_with_writable_workdir(
         assert full.exit_code != 0  # the workdir is a tmpfs capped at tmpfs_size
 
 
+async def test_a_sandbox_runs_unprivileged_by_default(engine: DockerEngine) -> None:
+    """Not root, no capability at all, no_new_privs: setuid and raw sockets gain nothing."""
+    async with environment(engine) as env, env.session() as session:
+        who = await session.exec(["id", "-u"])
+        assert who.stdout.strip() == "65534"
+        status = await session.exec(
+            ["grep", "-E", "^(CapEff|CapBnd|NoNewPrivs)", "/proc/self/status"]
+        )
+        fields = dict(line.split(":\t") for line in status.stdout.splitlines())
+        assert fields == {"CapEff": "0" * 16, "CapBnd": "0" * 16, "NoNewPrivs": "1"}
+        chown = await session.exec(["chown", "0", "."])
+        assert chown.exit_code != 0  # no CAP_CHOWN, even on its own workdir
+
+
+async def test_a_runtime_the_engine_lacks_is_a_config_error(engine: DockerEngine) -> None:
+    """`runtime = "runsc"` on an engine without gVisor: refused at once, nothing left."""
+    with pytest.raises(SandboxConfigError, match="runsc"):
+        async with environment(engine, docker={"image": IMAGE, "runtime": "runsc"}):
+            pass
+    assert await labelled(engine.instance_id) == []
+
+
 async def test_killed_container_is_replaced_by_a_new_generation(engine: DockerEngine) -> None:
     """`docker kill` of a sandbox's container takes it OFFLINE; a new generation replaces it."""
     async with environment(engine) as env:
@@ -179,7 +201,7 @@ async def test_put_copies_a_file_and_a_directory(engine: DockerEngine, tmp_path:
         result = await session.run_script(
             "cat renamed.txt dir/one.txt copied/sub/two.txt; stat -c %U copied/sub/two.txt"
         )
-        assert result.stdout == "one\none\ntwo\nroot\n"
+        assert result.stdout == "one\none\ntwo\nnobody\n"  # the container's user owns them
         with pytest.raises(ValueError, match="leaves"):
             await sandbox.instance_put(tmp_path / "one.txt", "../etc")
 

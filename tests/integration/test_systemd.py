@@ -179,7 +179,9 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_the_unit_is_hardened(tmp_path: Path) -> None:
-    """The offline security score stays low (2.1 when written; lower is better)."""
+    """The offline security score stays where it was put (lower is better): 2.1 as an
+    unprivileged user; 4.2 since isolated sandboxes made it root with five capabilities,
+    namespaces, mounts and its own cgroups (the unit says why for each)."""
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", str(shipped_unit(tmp_path))],
         capture_output=True,
@@ -188,7 +190,7 @@ def test_the_unit_is_hardened(tmp_path: Path) -> None:
     )
     line = result.stdout.strip().splitlines()[-1]
     score = float(line.split("supervisor-daemon.service:")[1].split()[0])
-    assert score <= 2.5, line
+    assert score <= 4.5, line
 
 
 def test_sysusers_and_tmpfiles_snippets_apply(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
-"""The daemon under a real systemd (PID 1 in a container): READY, reload, watchdog, stop.
+"""The daemon under a real systemd (PID 1 in a container): READY, reload, watchdog, stop,
+and the sandbox boundaries with the shipped unit's hardening around them.
 
-The container boots the image that tests/provision.sh builds (Debian minbase + systemd,
-no registry involved). This checkout and its virtualenv are mounted read-only at the same
-paths, and the shipped unit and sysusers snippet are installed as a package would.
+The container boots the image that tests/provision.sh builds (Debian minbase + systemd +
+bubblewrap, no registry involved). This checkout and its virtualenv are mounted read-only
+at the same paths, and the shipped unit and sysusers snippet are installed as a package
+would.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ startup = { exec = ["sleep", "1.5"], interval = "100ms" }   # READY waits for th
 [resources.tree]
 kind = "process"
 command = ["sh", "-c", "sleep 1000 & wait"]
+[environments.box]
+min_ready = 1
+max_size = 2
+cgroup = { memory = "64m", processes = 64 }
 """
 
 
@@ -74,6 +80,8 @@ def systemd() -> Iterator[Container]:
         [
             "docker", "run", "-d", "--name", name,
             "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+            # Docker's masks over /proc would stop any fresh /proc (the sandboxes') here.
+            "--security-opt", "systempaths=unconfined",
             "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
             "-v", f"{REPO}:{REPO}:ro", "-v", f"{python_home}:{python_home}:ro",
             IMAGE, "/sbin/init",
@@ -124,10 +132,56 @@ def test_active_only_after_ready(systemd: Container) -> None:
     assert started.returncode == 0, journal
     assert time.monotonic() - began >= 1.5  # the startup probe of `slow` takes 1.5 s
     assert systemd.show("ActiveState") == "active"
-    assert systemd.show("StatusText") == "2 running, 0 fatal"
+    assert systemd.show("StatusText").startswith("2 running, 0 fatal")
     status = systemd.run("supervisor", "status").stdout
     assert "slow" in status
     assert "RUNNING" in status
+
+
+def sandbox_sh(systemd: Container, session: str, script: str) -> subprocess.CompletedProcess[str]:
+    argv = ["supervisor", "session", "exec", session, "--timeout", "20s", "--", "sh", "-c", script]
+    return systemd.run(*argv, check=False)
+
+
+def test_sandbox_boundaries_hold_under_the_unit(systemd: Container) -> None:
+    """Under the shipped unit an isolated sandbox still cannot write the host, read its
+    neighbour, see host processes or the network, fork without end or eat memory; each
+    attempt fails and the sandbox, its neighbour and the daemon carry on."""
+    assert systemd.show("ActiveState") == "active"
+    restarts = systemd.show("NRestarts")
+    first = systemd.run("supervisor", "session", "acquire", "box").stdout.strip()
+    second = systemd.run("supervisor", "session", "acquire", "box").stdout.strip()
+    try:
+        wrote = sandbox_sh(systemd, first, "echo mine > note; touch /etc/evil; cat note")
+        assert "Read-only file system" in wrote.stderr, wrote
+        assert wrote.stdout == "mine\n"
+        assert systemd.run("test", "-e", "/etc/evil", check=False).returncode != 0
+        uid = int(sandbox_sh(systemd, first, "id -u").stdout)
+        assert uid >= 1_800_000_000
+        peek = sandbox_sh(systemd, second, "cat /var/tmp/supervisor-sandboxes/*/box/*/note")
+        assert "mine" not in peek.stdout  # where the work dirs are, as the daemon sees them
+        ps = sandbox_sh(systemd, first, "ls /proc | grep -cE '^[0-9]+$'")
+        assert int(ps.stdout) < 10  # the agent, sh, ls, grep: no host process
+        nets = sandbox_sh(systemd, first, "tail -n +3 /proc/net/dev | cut -d: -f1")
+        assert nets.stdout.split() == ["lo"]
+        bomb = sandbox_sh(systemd, first, "b() { b & b & wait; }; b")
+        assert "Cannot fork" in bomb.stderr  # the sandbox's processes cap refused it
+        hog = sandbox_sh(systemd, first, "x=$(head -c 200000000 /dev/zero | tr '\\0' a)")
+        assert hog.returncode != 0
+        assert sandbox_sh(systemd, first, "echo alive").stdout == "alive\n"
+        assert sandbox_sh(systemd, second, "echo fine").stdout == "fine\n"
+    finally:
+        for session in (first, second):
+            systemd.run("supervisor", "session", "release", session, check=False)
+    assert systemd.show("ActiveState") == "active"
+    assert systemd.show("NRestarts") == restarts
+    # Replaced sandboxes leave no directory (the daemon can remove what their uids wrote).
+    systemd.run("supervisor", "environment", "restart", "box")
+    workdirs = "ls -d /var/tmp/systemd-private-*-supervisor-daemon.service-*/tmp/supervisor-sandboxes/*/box/*"
+    deadline = time.monotonic() + 30
+    while len(systemd.run("sh", "-c", workdirs, check=False).stdout.split()) != 1:
+        assert time.monotonic() < deadline, systemd.run("sh", "-c", workdirs, check=False)
+        time.sleep(0.2)  # the daemon's private /var/tmp: nothing to wait on from out here
 
 
 def test_reload_applies_a_change(systemd: Container) -> None:
@@ -138,7 +192,7 @@ def test_reload_applies_a_change(systemd: Container) -> None:
         CONFIG + '[resources.added]\nkind = "process"\ncommand = ["sleep", "1000"]\n',
     )
     systemd.run("systemctl", "reload", UNIT)
-    systemd.until("StatusText", lambda v: v == "3 running, 0 fatal")
+    systemd.until("StatusText", lambda v: v.startswith("3 running, 0 fatal"))
     after = systemd.run("supervisor", "status", "--json").stdout
     assert '"added"' in after
     assert before.count('"restarts": 0') == 2
@@ -163,6 +217,7 @@ def test_stop_is_clean_and_leaves_no_child(systemd: Container) -> None:
     assert systemd.show("ActiveState") == "inactive"
     assert systemd.show("Result") == "success"
     assert systemd.run("pgrep", "-a", "sleep", check=False).stdout == ""
+    assert systemd.run("pgrep", "-a", "bwrap", check=False).stdout == ""  # sandboxes too
     journal = systemd.run("journalctl", "-u", UNIT, "--no-pager", "-n", "20").stdout
     assert '"event": "daemon_stopped"' in journal
 

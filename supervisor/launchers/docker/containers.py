@@ -63,6 +63,10 @@ class ContainerSpec:
     tmpfs: Mapping[str, str] = field(default_factory=dict)  # path -> mount options
     workdir: str | None = None
     user: str | None = None
+    cap_drop: Sequence[str] = ()
+    cap_add: Sequence[str] = ()
+    security_opt: Sequence[str] = ()  # e.g. "no-new-privileges"
+    runtime: str | None = None  # e.g. "runsc" (gVisor); None: the engine's default
     volumes: Sequence[str] = ()  # "source:/target[:ro]"
     ports: Mapping[str, int | None] = field(default_factory=dict)  # "80/tcp" -> host port
     stop_signal: str | None = None
@@ -207,6 +211,10 @@ class Containers:
             read_only=spec.read_only or None,
             tmpfs=dict(spec.tmpfs) or None,
             binds=list(spec.volumes) or None,
+            cap_drop=list(spec.cap_drop) or None,
+            cap_add=list(spec.cap_add) or None,
+            security_opt=list(spec.security_opt) or None,
+            runtime=spec.runtime,
             port_bindings={p: ("127.0.0.1", h or None) for p, h in ports.items()} or None,
         )
         return config

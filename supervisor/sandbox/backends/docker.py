@@ -1,6 +1,10 @@
 """`backend = "docker"`: a sandbox is one long-lived container that commands are exec'd in.
 
 Why it is built this way:
+- Least privilege by default: the container runs as a non-root `user` (65534, nobody),
+  with every capability dropped (`cap_drop = ["ALL"]`), `no-new-privileges` (no setuid
+  gain) and an optional `runtime` (gVisor's `runsc` where installed), beside the
+  read-only root, `network = "none"` and the pids limit.
 - The container only idles (`command`, `sleep infinity` by default, under an init); every
   command is a `docker exec` in the workdir, killed with its process group at its timeout
   by the engine layer. The root filesystem is read-only by default and the workdir (and
@@ -87,6 +91,15 @@ def _engine_errors(what: str) -> Iterator[None]:
         yield
     except DockerError as exc:
         raise SandboxStateError(f"{what}: {exc}") from exc
+
+
+def _tmpfs_owner(user: str | None) -> str:
+    """Mount options that give the workdir to the container's user (a numeric `uid[:gid]`
+    owns it; a user by name, which only the image can resolve, gets a sticky 1777)."""
+    uid, _, gid = (user or "0").partition(":")
+    if uid.isdigit() and (not gid or gid.isdigit()):
+        return f"uid={uid},gid={gid or uid},mode=0755"
+    return "mode=1777"
 
 
 def _result(raw: EngineResult) -> ExecResult:
@@ -245,9 +258,10 @@ class DockerBackend:
     def spec(self, sandbox_id: str) -> ContainerSpec:
         """The container for `sandbox_id`, from the config."""
         config = self.config
-        tmpfs = {config.workdir: f"rw,exec,nosuid,nodev,size={config.tmpfs_size}"}
+        owner = _tmpfs_owner(config.user)
+        tmpfs = {config.workdir: f"rw,exec,nosuid,nodev,size={config.tmpfs_size},{owner}"}
         if config.read_only and config.workdir != CONTAINER_TMP:
-            tmpfs[CONTAINER_TMP] = f"rw,nosuid,nodev,size={config.tmpfs_size}"
+            tmpfs[CONTAINER_TMP] = f"rw,nosuid,nodev,size={config.tmpfs_size},mode=1777"
         return ContainerSpec(
             image=config.image,
             name="sandbox-" + _UNSAFE_NAME.sub("-", sandbox_id).strip("-."),
@@ -262,6 +276,11 @@ class DockerBackend:
             read_only=config.read_only,
             tmpfs=tmpfs,
             workdir=config.workdir,
+            user=config.user,
+            cap_drop=config.cap_drop,
+            cap_add=config.cap_add,
+            security_opt=["no-new-privileges"] if config.no_new_privileges else [],
+            runtime=config.runtime,
         )
 
     async def create(self, sandbox_id: str) -> DockerInstance:

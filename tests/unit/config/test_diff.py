@@ -77,6 +77,21 @@ def test_pool_sizes_resize_in_place_and_a_new_backend_recreates() -> None:
     assert plan_reload(load_text(""), old).environments.added == ("box",)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        'network = "host"\n',
+        'isolation = "none"\n',
+        "uids = { first = 2000000000 }\n",
+        'cgroup = { memory = "2g" }\n',
+    ],
+)
+def test_an_isolation_change_recreates_the_environment(change: str) -> None:
+    """Namespaces, network, uids and cgroup caps shape every sandbox: a change rebuilds."""
+    plan = plan_reload(load_text(POOL), load_text(POOL + change))
+    assert plan.environments.recreated == ("box",)
+
+
 def test_a_container_stop_signal_change_needs_a_new_container() -> None:
     """A container's stop signal is fixed at creation: changing it restarts it."""
     old = load_text(CONTAINER)
