@@ -17,10 +17,10 @@ connection's bytes ourselves in a small subclass of hypercorn's trio `TCPServer`
 internal class: the version is pinned in pyproject.toml, and tests/integration/
 test_api_abuse.py fails if its behaviour changes).
 
-Bodies: a declared `Content-Length` over the route's limit is answered 413 at once; a
-chunked body is counted as it streams. Either way the rest of the body is then read and
-dropped (up to `DRAIN_BYTES` / `DRAIN_SECONDS`) so the client, still sending, reads the
-413 instead of a reset connection.
+Bodies: a declared `Content-Length` over the route's limit is refused before the route
+runs; a chunked body is counted as it streams. Either way the rest of the body is read and
+dropped first (up to `DRAIN_BYTES` / `DRAIN_SECONDS`), then the 413 is sent: most HTTP
+clients read nothing until their request is written, so answering early meets a reset.
 """
 
 from __future__ import annotations
@@ -133,7 +133,11 @@ class _Connection(TCPServer):
             # under the keep-alive timer until its first byte arrives.
             self._idle = event.idle
             self._head_deadline = math.inf
-        await super().protocol_send(event)
+        # hypercorn half-closes the stream (send_eof) outside its send lock: a reply written
+        # at that moment (an error answer to a client that hung up mid-body) meets it. The
+        # connection is closing either way.
+        with contextlib.suppress(trio.BusyResourceError):
+            await super().protocol_send(event)
 
     async def _read_data(self) -> None:
         while True:
@@ -150,6 +154,9 @@ class _Connection(TCPServer):
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
                 break
+        # The client is gone (or too slow): nothing is idle any more. hypercorn's keep-alive
+        # timer would otherwise hold the connection, and its slot under the cap, for 75 s.
+        await self.idle_task.stop()
         await self.protocol.handle(Closed())
 
     async def _head_timed_out(self) -> None:
@@ -233,6 +240,11 @@ class Listener:
                 app, config, context, ConnectionState({}), stream,
                 header_timeout=self.limits.header_timeout,
             ).run()  # fmt: skip
+        except Exception as exc:
+            # Whatever one connection does, it ends only that connection: never the
+            # listener, and so never the daemon.
+            log.warning("api_connection_failed", listener=self.name, error=type(exc).__name__)
+            await _abort(stream)
         finally:
             self.active -= 1
 
@@ -277,8 +289,10 @@ class BodyLimit:
                 await response(scope, receive, _closing(send))
                 return
             if int(text) > limit:
-                await _too_large(limit)(scope, receive, _closing(send))
+                # Drain first: a client still sending reads no answer before it is done
+                # (most HTTP clients only read once the request is written).
                 await _drain(receive, int(text))
+                await _too_large(limit)(scope, receive, _closing(send))
                 return
         seen = 0
         over = False
@@ -290,6 +304,8 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > limit and not over:
                     over = True
+                    if message.get("more_body", False):
+                        await _drain(receive, DRAIN_BYTES)
                     raise ApiError(
                         413, "body_too_large", f"the body is over {limit} bytes",
                         headers={"connection": "close"},
@@ -297,8 +313,6 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
-        if over:
-            await _drain(receive, DRAIN_BYTES)
 
 
 def _too_large(limit: int) -> Any:

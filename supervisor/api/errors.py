@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from supervisor.errors import (
@@ -193,6 +193,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client hung up mid-request: nobody will read an answer, and it is not our bug.
+    log.debug("api_client_disconnected", method=request.method, path=request.url.path[:200])
+    return Response(status_code=499)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     # The type only: an exception's text can carry a token or a path the client should
     # not see. The log has the traceback (without frame locals).
@@ -207,6 +213,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS = {
+    ClientDisconnect: _client_gone,
     SupervisorError: _domain_error,
     HTTPException: _http_error,
     Exception: _internal_error,

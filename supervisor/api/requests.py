@@ -12,7 +12,6 @@ their own bounds (400 naming the parameter).
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
@@ -128,26 +127,34 @@ def _json_content(request: Request) -> None:
         )
 
 
-_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-
-
-def _json_depth(body: bytes) -> int:
-    """How deeply `body` nests arrays and objects (strings skipped), in one linear pass."""
-    depth = deepest = 0
-    for match in _JSON_TOKENS.finditer(body):
-        token = match.group()
-        if token in (b"[", b"{"):
+def _depth(value: object) -> int:
+    """How deeply `value` nests lists and dicts, walked without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
             depth += 1
             deepest = max(deepest, depth)
             if deepest > MAX_JSON_DEPTH:
                 break
-        elif token in (b"]", b"}"):
-            depth -= 1
+            stack.extend(
+                (child, depth) for child in (item.values() if isinstance(item, dict) else item)
+            )
     return deepest
 
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {key[:64]!r}")
+        found[key] = value
+    return found
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -163,14 +170,22 @@ async def read_json(request: Request) -> dict[str, Any]:
     if not body.strip():
         return {}
     _json_content(request)
-    if _json_depth(bytes(body)) > MAX_JSON_DEPTH:
-        raise ApiError(400, "bad_request", f"the body nests more than {MAX_JSON_DEPTH} levels deep")
+    too_deep = f"the body nests more than {MAX_JSON_DEPTH} levels deep"
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        # The C decoder guards its own recursion (RecursionError, quickly): no pre-scan,
+        # which for a regex is quadratic on a body of unterminated strings.
+        text = bytes(body).decode("utf-8")
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ApiError(400, "bad_request", too_deep) from None
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad_request", f"the body is not UTF-8 (byte {exc.start})") from None
+    except ValueError as exc:
         raise ApiError(
             400, "bad_request", f"the body is not valid JSON: {str(exc)[:200]}"
         ) from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ApiError(400, "bad_request", too_deep)
     if not isinstance(data, dict):
         raise ApiError(422, "unprocessable", "the body must be a JSON object")
     return data

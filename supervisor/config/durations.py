@@ -6,7 +6,10 @@ import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# ASCII digits only (\d takes any script's digits), and possessive: a run of digits without a unit
+# must fail at once, not backtrack digit by digit (quadratic on "1" * 20000).
+_PART = re.compile(r"([0-9]++(?:\.[0-9]++)?)(ms|s|m|h|d)")
+MAX_TEXT = 64  # "1h30m15s500ms" is 13 characters: anything this long is not a duration
 HINT = 'use e.g. "250ms", "10s", "5m", "1h30m" or a number of seconds'
 
 
@@ -24,7 +27,9 @@ def parse_duration(value: object) -> float:
         except OverflowError:
             raise ValueError(f"duration is far too large ({HINT})") from None
     elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
+        text = value.strip()
+        if len(text) > MAX_TEXT:
+            raise ValueError(f"invalid duration {value[:20]!r}... (too long; {HINT})")
         pos = 0
         seconds = 0.0
         for match in _PART.finditer(text):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -40,6 +41,9 @@ def load_file(path: Path) -> Config:
         ConfigError: the file is unreadable, not TOML, or not a valid config.
     """
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read for ever
+            problem = ConfigProblem("", "not a regular file")
+            raise ConfigError(str(path), [problem])
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
@@ -289,14 +293,15 @@ def _is_secret(loc: list[int | str]) -> bool:
 
 
 def _marks_secret(annotation: Any) -> bool:
-    """SecretStr or a `Sensitive` marker anywhere in an annotation's outer layers."""
+    """SecretStr or a `Sensitive` marker in an annotation, its union members or what it
+    contains (a table of secret values is itself secret: `env = "A=secret"` is not echoed)."""
     if annotation is SecretStr:
         return True
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         base, *metadata = typing.get_args(annotation)
         return any(isinstance(m, Sensitive) for m in metadata) or _marks_secret(base)
-    if origin in (typing.Union, types.UnionType):
+    if origin in (typing.Union, types.UnionType, dict, list):
         return any(_marks_secret(a) for a in typing.get_args(annotation))
     return False
 

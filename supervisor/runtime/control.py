@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from supervisor.errors import DaemonStoppingError
 from supervisor.observability.metrics import Metrics
 from supervisor.runtime.lifecycle import Lifecycle
 from supervisor.runtime.reload import Reloader
@@ -68,6 +69,8 @@ class ControlSurface:
         return self._resources.credentials(name)
 
     def command(self, name: str, action: str) -> Snapshot:
+        if self._lifecycle.stopping:  # what it would start, the shutdown would not stop
+            raise DaemonStoppingError("the daemon is stopping")
         return self._resources.command(name, action)
 
     async def reload(self, *, dry_run: bool) -> dict[str, Any]:

@@ -124,7 +124,9 @@ class Reloader:
             if not dry_run:
                 await self._notifier.reloading()
             try:
-                new = await trio.to_thread.run_sync(self._read)
+                # Abandoned on cancel: a read that hangs (a file on a dead mount) must not
+                # hold up the daemon's shutdown.
+                new = await trio.to_thread.run_sync(self._read, abandon_on_cancel=True)
                 plan = plan_reload(self.config, new)
                 target.check(new, plan)
             except ConfigError as exc:

@@ -23,6 +23,7 @@ from supervisor.config.types import RestartConfig
 from supervisor.errors import (
     ConfigError,
     ConfigProblem,
+    DaemonStoppingError,
     EnvironmentNotFoundError,
     EnvironmentOfflineError,
     SandboxStateError,
@@ -49,6 +50,7 @@ class SandboxService:
         self._restart = restart
         self._bus = bus
         self._keepers: dict[str, Keeper] = {}
+        self._stopping = False
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         self._ended: OrderedDict[str, str] = OrderedDict()
@@ -113,6 +115,8 @@ class SandboxService:
         Raises:
             EnvironmentNotFoundError: no such environment.
         """
+        if self._stopping:
+            raise DaemonStoppingError("the daemon is stopping")
         keeper = self._keeper(name)
         keeper.restart()
         log.info("operator_command", environment=name, action="restart")
@@ -120,6 +124,7 @@ class SandboxService:
 
     async def stop(self) -> None:
         """Shut every environment down concurrently."""
+        self._stopping = True
         async with trio.open_nursery() as nursery:
             for keeper in self._keepers.values():
                 nursery.start_soon(keeper.stop)
