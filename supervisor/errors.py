@@ -31,6 +31,7 @@
     │   └── SessionError            a session id that cannot be used
     │       ├── SessionNotFoundError    no such session
     │       ├── SessionExpiredError     its TTL or lease ran out; the daemon ended it
+    │       ├── SessionLimitError       asked for more than the environment allows (a ttl)
     │       └── SessionBusyError        not in progress right now (being set up or released)
     └── ClientError                 the API client could not get an answer
         ├── DaemonUnavailableError  nothing answers at the socket or URL
@@ -205,6 +206,10 @@ class SessionNotFoundError(SessionError, NotFoundError):
 
 class SessionExpiredError(SessionError):
     """The session outlived its TTL or lease and was ended by the daemon."""
+
+
+class SessionLimitError(SessionError):
+    """The request asks for more than the environment allows (a ttl over session_ttl)."""
 
 
 class SessionBusyError(SessionError, ConflictError):

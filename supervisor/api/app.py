@@ -145,6 +145,7 @@ def build_app(
     tcp: bool = False,
     closing: trio.Event | None = None,
     streams: StreamSlots | None = None,
+    body_idle: float = 10.0,
 ) -> ASGIApp:
     """The API app for one listener; `tcp=True` guards /v1 with `token`; long-lived
     streams take a slot of `streams`."""
@@ -200,8 +201,10 @@ def build_app(
         ],
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    # A redirect for a trailing slash would build its Location from the Host header.
+    app.router.redirect_slashes = False
     guarded = _BearerGuard(app, token) if tcp else app
-    return BodyLimit(guarded, lambda scope: MAX_JSON_BODY)
+    return BodyLimit(guarded, lambda scope: MAX_JSON_BODY, body_idle)
 
 
 def _sse(event: str, data: dict[str, Any], seq: int | None = None) -> bytes:

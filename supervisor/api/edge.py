@@ -33,10 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import h11
 import structlog
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData, Updated
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
@@ -117,6 +119,36 @@ HEAD_TIMEOUT = _canned(
 )
 
 
+class _Http11Only(H11Protocol):
+    """HTTP/1.1 and nothing else: no h2c upgrade, no prior-knowledge HTTP/2 (its
+    connections would escape the request-head deadline; the API has no use for them)."""
+
+    async def _check_protocol(self, event: Any) -> None:
+        return None
+
+    async def _send_error_response(self, status_code: int) -> None:
+        # A request h11 cannot parse (bad framing, a huge head, an unknown transfer-coding,
+        # which h11 answers 501): the request is at fault, so a 4xx, in the API's shape.
+        status = status_code if status_code < 500 else 400
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "bad_request" if status == 400 else "request_rejected",
+                    "message": f"malformed HTTP request ({status_code} from the parser)",
+                    "retryable": False,
+                }
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await self._send_h11_event(h11.Response(status_code=status, headers=headers))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+
+
 class _Connection(TCPServer):
     """hypercorn's connection handler with a deadline on every request head."""
 
@@ -140,6 +172,8 @@ class _Connection(TCPServer):
             await super().protocol_send(event)
 
     async def _read_data(self) -> None:
+        if type(self.protocol.protocol) is H11Protocol:
+            self.protocol.protocol.__class__ = _Http11Only  # built by hypercorn's run()
         while True:
             try:
                 with trio.fail_at(self._head_deadline):
@@ -272,9 +306,12 @@ async def _abort(stream: trio.SocketStream) -> None:
 class BodyLimit:
     """ASGI middleware: 413 for bodies over the route's limit, then drain what is left."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
+    def __init__(
+        self, app: ASGIApp, limit_for: Callable[[Scope], int], body_idle: float = 10.0
+    ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.body_idle = body_idle  # a body that stalls this long is given up (408)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -296,10 +333,20 @@ class BodyLimit:
                 return
         seen = 0
         over = False
+        body_done = False
 
         async def counted() -> Message:
-            nonlocal seen, over
-            message = await receive()
+            nonlocal seen, over, body_done
+            if body_done:  # after the body, receive only waits for the disconnect
+                return await receive()
+            with trio.move_on_after(self.body_idle) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise ApiError(
+                    408, "request_timeout", f"no byte of the body arrived for {self.body_idle:g}s",
+                    headers={"connection": "close"},
+                )  # fmt: skip
+            body_done = not message.get("more_body", False)
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit and not over:

@@ -42,6 +42,7 @@ from supervisor.errors import (
     SandboxStateError,
     SessionBusyError,
     SessionExpiredError,
+    SessionLimitError,
     SessionNotFoundError,
     SupervisorError,
 )
@@ -67,6 +68,7 @@ ERRORS: Mapping[type[SupervisorError], Answer] = {
     # Both a session error and a general one: their own rows, not the MRO's first hit.
     SessionNotFoundError: Answer(404, "not_found"),
     SessionBusyError: Answer(409, "conflict"),
+    SessionLimitError: Answer(422, "over_limit"),
     ConfigError: Answer(422, "invalid_config"),
     ReloadUnavailableError: Answer(501, "not_implemented"),
     DaemonStoppingError: Answer(503, "stopping"),

@@ -55,11 +55,15 @@ def _positive(seconds: float) -> float:
 
 Seconds = Annotated[float, BeforeValidator(_seconds)]
 PositiveSeconds = Annotated[float, BeforeValidator(_seconds), AfterValidator(_positive)]
-Label = Annotated[str, StringConstraints(max_length=MAX_LABEL_LENGTH)]
+# Keys are names (letters, digits and ._:/-); values are printable text.
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,255}$")]
+Label = Annotated[
+    str, StringConstraints(max_length=MAX_LABEL_LENGTH, pattern=r"^[^\x00-\x1f\x7f]*$")
+]
 
 
 def _argv(argv: list[str]) -> list[str]:
-    if not argv[0].strip():
+    if not any(c.isprintable() and not c.isspace() for c in argv[0]):
         raise ValueError("the program (the first element) must not be blank")
     return argv
 
@@ -89,7 +93,7 @@ class AcquireRequest(RequestModel):
 
     ttl: PositiveSeconds | None = None
     wait: Seconds | None = None
-    labels: Annotated[dict[Label, Label], Field(max_length=MAX_LABELS)] | None = None
+    labels: Annotated[dict[LabelKey, Label], Field(max_length=MAX_LABELS)] | None = None
 
 
 class ExecRequest(RequestModel):

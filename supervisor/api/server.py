@@ -122,7 +122,12 @@ async def serve_api(
             for sock, tcp in bound:
                 streams = StreamSlots(limits.streams)
                 app = build_app(
-                    control, token=token, tcp=tcp, closing=server.closing, streams=streams
+                    control,
+                    token=token,
+                    tcp=tcp,
+                    closing=server.closing,
+                    streams=streams,
+                    body_idle=limits.header_timeout,
                 )
                 listener = Listener(sock, app, limits, "tcp" if tcp else "unix")
                 server.listeners.append(listener)

@@ -177,7 +177,12 @@ def _seconds(text: str | None) -> float | None:
 def cmd_session(args: argparse.Namespace, client: Client) -> int:
     action = args.session_command
     if action == "acquire":
-        labels = dict(label.partition("=")[::2] for label in args.label)
+        labels = {}
+        for label in args.label:
+            key, equals, value = label.partition("=")
+            if not key or not equals:
+                raise ValueError(f"--label takes KEY=VALUE, got {label!r}")
+            labels[key] = value
         result = client.acquire(
             args.environment,
             ttl=_seconds(args.ttl),

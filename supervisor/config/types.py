@@ -166,7 +166,7 @@ def parse_size(value: object) -> int:
 
 
 def _argv(argv: list[str]) -> list[str]:
-    if not argv[0].strip():
+    if not any(c.isprintable() and not c.isspace() for c in argv[0]):
         raise ValueError("the program (the first element) must not be blank")
     if any("\x00" in arg for arg in argv):
         raise ValueError("arguments cannot contain NUL characters")
@@ -200,10 +200,21 @@ FilePath = Annotated[Path, Field(strict=False), AfterValidator(_nonempty_path)]
 # and its repr and dumps show asterisks.
 Secret = Annotated[SecretStr, Field(strict=False), AfterValidator(_nonempty_secret)]
 # A user or group: a name, or a numeric id below the kernel's "no id" value.
-Principal = (
-    Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}\$?$")]
-    | Annotated[int, Between(0, 2**32 - 2)]
-)
+_PRINCIPAL = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}\$?$")
+
+
+def _principal(value: object) -> str | int:
+    """A user or group name, or a numeric id (one message for either: not a union's two)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 2**32 - 2:
+            raise ValueError("a numeric id must be between 0 and 4294967294")
+        return value
+    if isinstance(value, str) and _PRINCIPAL.match(value):
+        return value
+    raise ValueError("expected a user or group name (letters, digits, '_', '.', '-') or id")
+
+
+Principal = Annotated[str | int, BeforeValidator(_principal), Between(0, 2**32 - 2)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[^=\x00]+$")]
 
 

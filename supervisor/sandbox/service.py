@@ -23,11 +23,13 @@ from supervisor.config.types import RestartConfig
 from supervisor.errors import (
     ConfigError,
     ConfigProblem,
+    ConflictError,
     DaemonStoppingError,
     EnvironmentNotFoundError,
     EnvironmentOfflineError,
     SandboxStateError,
     SessionExpiredError,
+    SessionLimitError,
     SessionNotFoundError,
     SessionTeardownError,
 )
@@ -55,6 +57,7 @@ class SandboxService:
         self._nursery: trio.Nursery | None = None
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._idempotent: dict[tuple[str, str], trio.Event | str] = {}
+        self._requests: dict[tuple[str, str], object] = {}  # what each key was first used for
 
     @property
     def environments(self) -> dict[str, Environment]:
@@ -220,11 +223,23 @@ class SandboxService:
 
         Raises:
             EnvironmentNotFoundError: no such environment.
+            SessionLimitError: `ttl` is over the environment's `session_ttl`.
+            ConflictError: the idempotency key was used for a different request.
             AcquireError: overloaded, in an outage or offline.
         """
         env = self._current(env_name)
+        if ttl is not None and ttl > env.settings.session_ttl:
+            raise SessionLimitError(
+                f"ttl {ttl:g}s is over environment {env_name}'s session_ttl "
+                f"({env.settings.session_ttl:g}s)"
+            )
         key = (env_name, idempotency_key) if idempotency_key else None
         if key is not None:
+            request = (ttl, wait, tuple(sorted((labels or {}).items())))
+            if self._requests.setdefault(key, request) != request:
+                raise ConflictError(
+                    "this Idempotency-Key was used for a different request; use a new key"
+                )
             while (known := self._idempotent.get(key)) is not None:
                 if isinstance(known, str):
                     with contextlib.suppress(SessionExpiredError, SessionNotFoundError):
@@ -241,6 +256,7 @@ class SandboxService:
         except BaseException:
             if key is not None:
                 self._idempotent.pop(key, None)
+                self._requests.pop(key, None)
             raise
         finally:
             if key is not None:
@@ -258,6 +274,7 @@ class SandboxService:
             self._remember(session)
             if key is not None and self._idempotent.get(key) == session.id:
                 del self._idempotent[key]
+                self._requests.pop(key, None)
 
         assert self._nursery is not None
         self._nursery.start_soon(watch)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -357,3 +358,205 @@ def test_random_requests_never_get_a_5xx(
     if answer.status_code == 201:  # an acquire went through: give the sandbox back
         with live.unix() as c:
             c.delete(f"/v1/sessions/{answer.json()['session_id']}")
+
+
+# ------------------------------------------------- found by an independent attack run
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_clients_that_hang_up_mid_body_never_take_the_daemon_down(live: Live) -> None:
+    """A body cut short on the control socket (an error answer met a half-closed stream
+    and killed the daemon in 1 to 12 tries): 100 tries, the daemon serves on."""
+    for path in ("/v1/sessions/x/heartbeat", "/v1/reload", "/v1/environments/box/sessions"):
+        for _ in range(35):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(live.socket))
+                head = f"POST {path} HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+                s.sendall(head.encode() + b"Content-Length: 100\r\n\r\n{")
+    with live.unix() as c:
+        assert c.get("/healthz").status_code == 200
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_closed_connections_give_their_slot_back(live: Live) -> None:
+    """Connect-and-close past the cap (256 here): closed connections held their slot for
+    75 s and locked the listener out; now the next client is served."""
+    for _ in range(400):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(live.socket))
+    deadline = time.monotonic() + 30
+    with live.unix() as c:
+        while (answer := c.get("/healthz")).status_code != 200:  # reaping is asynchronous
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.05)
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": "' + b'"\\' * 300_000 + b'"}', b'{"ttl": "' + b"1" * 500_000 + b'"}'],
+    ids=["unterminated-strings", "digits-without-unit"],
+)
+def test_crafted_bodies_are_answered_without_stalling_the_daemon(live: Live, body: bytes) -> None:
+    """Bodies that made the depth scan or the duration parser quadratic (9-12 s stalls at
+    60 KB): answered at once, with a 4xx."""
+    with live.unix() as c:
+        answer = c.post("/v1/environments/box/sessions", content=body, headers=JSON)
+    assert_refused(answer)
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("size", [2 << 20, 20 << 20])
+def test_a_client_that_writes_a_huge_body_first_reads_the_413(live: Live, size: int) -> None:
+    """A raw client writes its whole (declared) body, then reads: the 413 is there (it met
+    a reset before, from 2 MiB on)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(live.socket))
+        s.sendall(
+            b"POST /v1/reload HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {size}\r\n\r\n".encode()
+        )
+        chunk = b" " * 65536
+        for _ in range(size // len(chunk)):
+            s.sendall(chunk)
+        assert s.recv(64).startswith(b"HTTP/1.1 413")
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_stalled_body_is_given_up(live: Live) -> None:
+    """A head with a Content-Length, then silence: 408 after the header timeout."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(live.socket))
+        s.settimeout(HEADER_TIMEOUT * 20)
+        s.sendall(
+            b"POST /v1/reload HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
+        assert s.recv(64).startswith(b"HTTP/1.1 408")
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: d\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\n\r\n",
+        b"POST /v1/reload HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST /v1/reload HTTP/1.1\r\nHost: d\r\nContent-Length: 1x\r\n\r\n",
+    ],
+    ids=["h2-preface", "h2c-upgrade", "unknown-transfer-coding", "bad-content-length"],
+)
+def test_only_http_1_1_is_spoken_and_framing_errors_are_4xx(
+    live: Live, request_bytes: bytes
+) -> None:
+    """No HTTP/2 (its connections escaped the head deadline); a request the parser refuses
+    gets a 4xx in the error shape (h11 says 501 for an unknown transfer-coding)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(live.socket))
+        s.settimeout(30)
+        s.sendall(request_bytes)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while b"\r\n\r\n" not in answer or (
+                b'"error"' not in answer and b" 200 " not in answer[:16]
+            ):
+                if not (chunk := s.recv(4096)):
+                    break
+                answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert answer.startswith(b"HTTP/1.1 ")
+    assert status < 500 or status == 503, answer[:200]
+    if status >= 400:
+        assert b'"error"' in answer
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_trailing_slash_is_a_404_not_a_redirect_built_from_the_host_header(live: Live) -> None:
+    """No `Location: http://<whatever Host said>/metrics`."""
+    with live.tcp() as c:
+        answer = c.get("/metrics/", headers={"host": "evil.example.com"})
+    assert answer.status_code == 404
+    assert "location" not in answer.headers
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_an_idempotency_key_reused_for_another_request_is_409(live: Live) -> None:
+    """The same key with another body is a client bug, not a replay."""
+    with live.unix() as c:
+        first = c.post(
+            "/v1/environments/box/sessions",
+            json={"labels": {"a": "1"}},
+            headers={"idempotency-key": "k-409"},
+        )
+        assert first.status_code == 201
+        again = c.post(
+            "/v1/environments/box/sessions",
+            json={"labels": {"a": "2"}},
+            headers={"idempotency-key": "k-409"},
+        )
+        assert_refused(again, 409)
+        same = c.post(
+            "/v1/environments/box/sessions",
+            json={"labels": {"a": "1"}},
+            headers={"idempotency-key": "k-409"},
+        )
+        assert same.status_code == 200
+        assert same.json()["session_id"] == first.json()["session_id"]
+        c.delete(f"/v1/sessions/{first.json()['session_id']}")
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ttl": "2h"},
+        {"labels": {"": "v"}},
+        {"labels": {"a\u0000b": "v"}},
+        {"labels": {"k": "\u001b[31m"}},
+    ],
+)
+def test_a_ttl_over_session_ttl_and_odd_labels_are_422(live: Live, body: dict[str, Any]) -> None:
+    """ttl is capped by the environment's session_ttl (1h by default); label keys are
+    names and values are printable."""
+    with live.unix() as c:
+        assert_refused(c.post("/v1/environments/box/sessions", json=body), 422)
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_verbs_during_shutdown_are_503(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Once the daemon is stopping, start/restart and environment restart are refused: what
+    they would start, the shutdown would not stop (they were accepted with 202)."""
+    tmp = tmp_path_factory.mktemp("stopping")
+    config = tmp / "c.toml"
+    config.write_text(
+        f'[daemon]\ncontrol_socket = "{tmp}/s.sock"\nhttp = "127.0.0.1:0"\nstate_dir = "{tmp}/state"\n'
+        'shutdown_timeout = "30s"\n[resources.stubborn]\nkind = "process"\n'
+        'command = ["sh", "-c", "trap \\"\\" TERM; while true; do sleep 0.1; done"]\n'
+        'stop_timeout = "20s"\n[environments.box]\nmin_ready = 0\nmax_size = 1\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "run", "-c", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        daemon = Live(proc, tmp / "s.sock", "", tmp / "none")
+        deadline = time.monotonic() + 60
+        while not answers(daemon.socket):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with daemon.unix() as c:
+            while c.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            while c.get("/readyz").status_code != 503:  # the state we wait for: stopping
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            for path in ("/v1/resources/stubborn/restart", "/v1/environments/box/restart"):
+                answer = c.post(path)
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"]["code"] == "stopping"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

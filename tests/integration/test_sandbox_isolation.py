@@ -201,8 +201,11 @@ async def test_the_next_session_finds_nothing_of_the_last(tmp_path: Path) -> Non
         async with env.session() as first:
             started = "setsid sleep 1000 >/dev/null 2>&1 & touch /tmp/t /dev/shm/s; echo ok"
             assert await sh(first, started) == "ok\n"
-            out = await sh(first, "ps -eo comm")
-            assert "sleep" in out.split()  # still there for the rest of the session
+            # The background child may still be a forked shell, not yet sleep:
+            # wait for the exec (bounded), then it stays for the rest of the session.
+            with trio.fail_after(30):
+                while "sleep" not in (await sh(first, "ps -eo comm")).split():
+                    await trio.sleep(0.05)
         async with env.session() as second:
             out = await sh(second, "ps -eo comm; ls -A /tmp /dev/shm")
             assert "sleep" not in out.split()

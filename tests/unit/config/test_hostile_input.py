@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -264,3 +265,82 @@ def test_arbitrary_text_is_a_config_or_a_config_error(text: str) -> None:
     else:
         refused = (None,)
     assert refused
+
+
+# ------------------------------------------------- found by an independent attack run
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            PROC + f'env = "SECRET_ENV={SECRET}"',
+            "resources.p.env: Input should be a valid dictionary",
+        ),
+        (
+            ENV
+            + f'[[environments.e.features]]\nkind = "plugin"\nentry_point = "x"\noptions = "{SECRET}"',
+            "environments.e.features.0.options: Input should be a valid dictionary",
+        ),
+    ],
+)
+def test_a_string_where_a_table_of_secrets_goes_is_not_echoed(text: str, expected: str) -> None:
+    """`env = "A=secret"` is refused without quoting it: a table of secrets is secret."""
+    found = problems(text)
+    assert any(p.startswith(expected) for p in found), found
+    assert not any(SECRET in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a" + ".a" * 10_000 + " = 1", "nested more than 32 levels deep (line 1)"),
+        ("[" + "a." * 10_000 + "b]", "nested more than 32 levels deep (line 1)"),
+        ("x = { " + "a." * 5_000 + "b = 1 }", "nested more than 32 levels deep (line 1)"),
+        ("[daemon]\n" + "".join(f"k{i} = 1\n" for i in range(210_000)), "more than 200000 keys"),
+        ('x = "' + '\\"' * 100_000 + "\n", "not valid TOML"),
+        (PROC + 'stop_timeout = "' + "1" * 20_000 + '"', "resources.p.stop_timeout: invalid duration"),
+        (PROC + 'stop_timeout = "\u0661\u0662s"', "resources.p.stop_timeout: invalid duration"),
+        (PROC.replace('["x"]', '["\u200b"]'), "resources.p.command: the program (the first element) must not be blank"),
+        (PROC + "user = 99999999999999999999", "resources.p.user: a numeric id must be between"),
+        (PROC + 'env = { A = "1", A = "2" }', "resources.p.env.A: defined more than once (line 4)"),
+        (
+            ENV + '[[environments.e.features]]\nkind = "files"\nsource = "/tmp"\ndest = "../../x"',
+            "environments.e.features.0.dest: must be a path inside the sandbox",
+        ),
+    ],
+)  # fmt: skip
+def test_inputs_that_once_cost_memory_time_or_clarity_are_refused_plainly(
+    text: str, expected: str
+) -> None:
+    """Dotted keys of 10,000 parts (600 MB in tomllib), 210,000 keys (a 200 MB problem
+    list), quadratic strings and durations, foreign digits, invisible programs, union
+    jargon: one plain problem each, found before anything expensive."""
+    found = problems(text)
+    assert any(p.startswith(expected) for p in found), found[:3]
+    assert len(found) <= 101
+
+
+def test_a_byte_order_mark_is_not_a_syntax_error() -> None:
+    """Some editors start a file with U+FEFF."""
+    assert problems("\ufeff" + PROC) == []
+
+
+def test_a_fifo_is_refused_not_read(tmp_path: Path) -> None:
+    """Reading a FIFO would block check and reloads for ever."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_file(fifo)
+
+
+@pytest.mark.parametrize(("content", "expected"), [(None, "cannot read"), ("  \n", "is empty")])
+def test_an_unusable_token_file_fails_check_as_it_fails_a_start(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    """`check` refuses an API token file the daemon could not use."""
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content)
+    found = problems(f'[daemon]\napi_token_file = "{token}"\n')
+    assert any(p.startswith("daemon.api_token_file: ") and expected in p for p in found), found
