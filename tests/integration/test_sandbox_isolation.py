@@ -204,7 +204,7 @@ async def test_the_next_session_finds_nothing_of_the_last(tmp_path: Path) -> Non
             # The background child may still be a forked shell, not yet sleep:
             # wait for the exec (bounded), then it stays for the rest of the session.
             with trio.fail_after(30):
-                while "sleep" not in (await sh(first, "ps -eo comm")).split():
+                while "sleep" not in (await sh(first, "ps -eo comm")).split():  # noqa: ASYNC110 - inside the sandbox
                     await trio.sleep(0.05)
         async with env.session() as second:
             out = await sh(second, "ps -eo comm; ls -A /tmp /dev/shm")
