@@ -130,6 +130,7 @@ class Session(Answer):
     expires_at: float
     lease_expires_at: float | None
     labels: dict[str, str]
+    running: int  # commands in progress: while any runs, the lease cannot run out
     state: Literal["active", "ended"]
 
 

@@ -200,7 +200,7 @@ class EnvironmentConfig(Model):
     max_size: PoolSize = 8
     acquire_timeout: Annotated[float, Seconds(0, HOUR)] = 30.0
     session_ttl: Annotated[float, Seconds(0, WEEK, low_open=True)] = 3600.0
-    lease: Annotated[float, Seconds(0, DAY, low_open=True)] = 60.0
+    lease: Annotated[float, Seconds(0, DAY, low_open=True)] = 120.0
     proactive_session_setup: bool = True
     housekeep_interval: Annotated[float, Seconds(0, HOUR, low_open=True)] = 10.0
     keepalive_interval: Annotated[float, Seconds(0, HOUR, low_open=True)] = 30.0

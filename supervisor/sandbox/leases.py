@@ -107,7 +107,7 @@ async def _watch_lease(env: Leasing, session: Session) -> None:
     try:
         while not session.ended:
             with trio.move_on_at(session.deadline):
-                await session.ended_event.wait()
+                await session.changed.wait()  # ended, or a command finished
             if session.ended:
                 return
             if trio.current_time() >= session.deadline:

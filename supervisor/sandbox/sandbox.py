@@ -268,8 +268,7 @@ class Sandbox:
                     self.record(failure)
                 self._session_started(session, started, failure)
                 self.session = None
-                session.ended, session.end_reason = True, "setup_failed"
-                session.ended_event.set()
+                session.end("setup_failed")
                 with contextlib.suppress(FeatureTeardownError):
                     await self.shutdown()
         if failure is not None:
@@ -340,10 +339,7 @@ class Sandbox:
                 await self._hooks.teardown_sessions(session, errors)
             finally:
                 self.session = None
-                session.ended = True
-                session.expired = expired
-                session.end_reason = reason or ("expired" if expired else "released")
-                session.ended_event.set()
+                session.end(reason or ("expired" if expired else "released"), expired=expired)
                 self.env.session_over(session)
                 self._exiting.set()
             teardown_error = SessionTeardownError(errors) if errors else None

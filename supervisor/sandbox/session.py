@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -49,7 +50,9 @@ def new_session_id(hint: str) -> str:
 class Session:
     """A sandbox held by one client, with an absolute TTL and an optional heartbeat lease.
 
-    Times are on trio's clock; `*_wall` variants are Unix times for the API.
+    Work in progress holds the lease: while a command runs the session cannot expire for
+    want of a heartbeat (only its TTL ends it), and when the last one finishes the lease
+    starts again from then. Times are on trio's clock.
     """
 
     def __init__(
@@ -75,12 +78,38 @@ class Session:
         self.end_reason = ""
         self.expired = False
         self.ended_event = trio.Event()
+        self.changed = trio.Event()  # set (and renewed) when it ends or its deadline moves
         self.acquire_wait = 0.0
+        self.busy = 0
 
     @property
     def deadline(self) -> float:
         """When the daemon ends this session unless a heartbeat moves the lease."""
+        if self.busy:
+            return self.expires_at
         return min(self.expires_at, self.lease_expires_at)
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold the lease for the work in this block; renew it when the block ends."""
+        self.busy += 1
+        try:
+            yield
+        finally:
+            self.busy -= 1
+            if not self.busy and self.lease is not None and not self.ended:
+                self.lease_expires_at = min(trio.current_time() + self.lease, self.expires_at)
+                self._moved()
+
+    def end(self, reason: str, *, expired: bool = False) -> None:
+        """Mark the session over (the sandbox calls this as it ends the session)."""
+        self.ended, self.expired, self.end_reason = True, expired, reason
+        self.ended_event.set()
+        self._moved()
+
+    def _moved(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     def heartbeat(self) -> None:
         """Extend the lease (never past the TTL)."""
@@ -103,12 +132,14 @@ class Session:
     ) -> ExecResult:
         """Run `argv` in the session's sandbox."""
         self._require_live()
-        return await self.sandbox.exec(self, argv, timeout=timeout, env=env)
+        with self.holding():
+            return await self.sandbox.exec(self, argv, timeout=timeout, env=env)
 
     async def run_script(self, script: str, *, timeout: float | None = None) -> ExecResult:
         """Run a script in the sandbox (sh, or Python in a Deephaven server)."""
         self._require_live()
-        return await self.sandbox.run_script(self, script, timeout=timeout)
+        with self.holding():
+            return await self.sandbox.run_script(self, script, timeout=timeout)
 
     def connection(self) -> dict[str, Any]:
         """What the client needs to use the sandbox directly."""
@@ -126,5 +157,6 @@ class Session:
                 None if self.lease is None else round(self.lease_expires_at + offset, 3)
             ),
             "labels": self.labels,
+            "running": self.busy,
             "state": "ended" if self.ended else "active",
         }

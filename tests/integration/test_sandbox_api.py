@@ -198,6 +198,26 @@ async def test_a_vanished_client_loses_its_lease_and_its_sandbox(tmp_path: Path)
         assert ends[-1].reason == "expired"
 
 
+async def test_a_command_longer_than_the_lease_keeps_its_session(tmp_path: Path) -> None:
+    """A 1 s lease and a 2.5 s command with no heartbeat: the command finishes, the
+    session stays; then, idle, the lease runs out from the command's end."""
+    config = env_config(min_ready=1, max_size=1, lease="1s")
+    async with daemon_with(tmp_path, config) as daemon, unix(daemon) as client:
+        sid = (await acquire(client)).json()["session_id"]
+        answer = await client.post(
+            f"/v1/sessions/{sid}/exec", json={"command": ["sleep", "2.5"], "timeout": "30s"}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["exit_code"] == 0
+        shown = await client.get(f"/v1/sessions/{sid}")
+        assert shown.status_code == 200
+        assert shown.json()["state"] == "active"
+        assert shown.json()["running"] == 0
+        env = daemon.sandbox_service.environments["box"]
+        await until(daemon, lambda: env.stats()["active_sessions"] == 0, timeout=10)
+        assert (await client.get(f"/v1/sessions/{sid}")).status_code == 410
+
+
 async def test_bad_requests_get_clear_4xx(tmp_path: Path) -> None:
     """Unknown names are 404; malformed bodies are 422 with a message; nothing breaks."""
     async with daemon_with(tmp_path, env_config()) as daemon, unix(daemon) as client:

@@ -562,6 +562,33 @@ async def test_rule_19_the_ttl_is_absolute(autojump_clock: trio.testing.MockCloc
         assert trio.current_time() == pytest.approx(10.0)
 
 
+async def test_a_running_command_holds_the_lease(autojump_clock: trio.testing.MockClock) -> None:
+    """No heartbeat needed while a command runs; the lease restarts when it finishes."""
+    async with environment(min_ready=1, max_size=1) as env:
+        session = await env.open_session(lease=4)
+        result = await session.exec(["later", "30", "k", "v"], timeout=60)
+        assert result.exit_code == 0
+        assert not session.ended
+        assert session.to_json()["running"] == 0
+        finished = trio.current_time()
+        await session.ended_event.wait()
+        assert session.expired
+        assert trio.current_time() - finished == pytest.approx(4.0)
+
+
+async def test_a_running_command_does_not_outlive_the_ttl(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The TTL still bounds everything: the command is cut short at it."""
+    async with environment(min_ready=1, max_size=1) as env:
+        session = await env.open_session(ttl=10, lease=4)
+        with pytest.raises(SessionExpiredError):
+            await session.exec(["later", "30", "k", "v"], timeout=60)
+        assert trio.current_time() == pytest.approx(10.0)
+        await session.ended_event.wait()
+        assert session.expired
+
+
 async def test_rule_20_shutdown_ends_sessions_stops_promptly_and_goes_offline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
