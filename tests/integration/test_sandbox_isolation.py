@@ -199,10 +199,15 @@ async def test_the_next_session_finds_nothing_of_the_last(tmp_path: Path) -> Non
     """A background process lives for its session only; /tmp and /dev/shm start empty."""
     async with isolated(tmp_path, min_ready=1, max_size=1) as env:
         async with env.session() as first:
-            started = "setsid sleep 1000 >/dev/null 2>&1 & touch /tmp/t /dev/shm/s; echo ok"
+            # The command's group dies with it: it returns once the child has left the
+            # group (the marker is written after setsid), or the child would die too.
+            started = (
+                "setsid sh -c 'touch /tmp/detached; exec sleep 1000' >/dev/null 2>&1 & "
+                "until [ -e /tmp/detached ]; do sleep 0.01; done; "
+                "touch /tmp/t /dev/shm/s; echo ok"
+            )
             assert await sh(first, started) == "ok\n"
-            # The background child may still be a forked shell, not yet sleep:
-            # wait for the exec (bounded), then it stays for the rest of the session.
+            # It may not have exec'd sleep yet: wait (bounded); then it stays.
             with trio.fail_after(30):
                 while "sleep" not in (await sh(first, "ps -eo comm")).split():  # noqa: ASYNC110 - inside the sandbox
                     await trio.sleep(0.05)
