@@ -31,7 +31,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -42,8 +42,10 @@ from supervisor.launchers.isolation import bubblewrap, cgroups, roots
 from supervisor.launchers.isolation.namespace import Isolation, Namespace, remove_cgroup
 from supervisor.launchers.isolation.uids import UidLeases
 from supervisor.launchers.local import LocalLauncher
+from supervisor.sandbox.backends import hostfs
 from supervisor.sandbox.capture import run_captured
 from supervisor.sandbox.features import Feature
+from supervisor.sandbox.files import Download, Listing, clean_path
 from supervisor.sandbox.instance import ExecResult
 
 if TYPE_CHECKING:
@@ -160,6 +162,26 @@ class ProcessInstance:
                 _chown_tree(self.workdir, copied, owner)
 
         await trio.to_thread.run_sync(copy)
+
+    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
+        path = clean_path(dest)
+        owner = None if self.namespace is None else self.namespace.uid
+        if tar:
+            await trio.to_thread.run_sync(
+                hostfs.extract_tar, self.workdir, path, data, owner, limit
+            )
+        else:
+            await trio.to_thread.run_sync(hostfs.write_file, self.workdir, path, data, owner)
+
+    async def download(self, path: str, limit: int) -> Download:
+        clean = clean_path(path)
+        return await trio.to_thread.run_sync(hostfs.read, self.workdir, clean, limit)
+
+    async def listdir(self, path: str) -> Listing:
+        clean = clean_path(path)
+        return await trio.to_thread.run_sync(
+            hostfs.listdir, self.workdir, clean, abandon_on_cancel=True
+        )
 
     async def reset(self) -> None:
         """Between sessions: nothing left running, /tmp and IPC empty (isolated only)."""
