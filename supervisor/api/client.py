@@ -191,21 +191,24 @@ class Client:
         self, session_id: str, path: str, data: bytes | IO[bytes], *, tar: bool = False
     ) -> None:
         """Write `data` as the file `path` in the sandbox, or with `tar` extract it (a tar
-        stream) under the directory `path`."""
-        size = len(data) if isinstance(data, bytes) else os.fstat(data.fileno()).st_size
+        stream) under the directory `path`; a file object is streamed from where it is."""
+        if isinstance(data, bytes):
+            size = len(data)
+        else:
+            here = data.tell()
+            size = data.seek(0, os.SEEK_END) - here
+            data.seek(here)
         headers = {
             "content-type": "application/x-tar" if tar else "application/octet-stream",
             "content-length": str(size),
         }
-        self._transfer("PUT", self._files_path(session_id, path), data, headers).read()
+        self._transfer("PUT", self._files_path(session_id, path), data, headers, None)
 
     def get_files(self, session_id: str, path: str, out: IO[bytes]) -> bool:
         """Write the file `path` (or a tar of the directory `path`) to `out`; returns
         whether it was a directory."""
-        response = self._transfer("GET", self._files_path(session_id, path), None, {})
-        while chunk := response.read(1 << 16):
-            out.write(chunk)
-        return response.getheader("content-type", "") == "application/x-tar"
+        kind = self._transfer("GET", self._files_path(session_id, path), None, {}, out)
+        return kind == "application/x-tar"
 
     def list_files(self, session_id: str, path: str = ".") -> dict[str, Any]:
         """The directory `path`: {"path", "entries": [{name, type, size, mode, mtime}]}."""
@@ -217,22 +220,35 @@ class Client:
         return f"/v1/sessions/{quote(session_id, safe='')}/files?{query}"
 
     def _transfer(
-        self, method: str, path: str, body: bytes | IO[bytes] | None, headers: dict[str, str]
-    ) -> http.client.HTTPResponse:
-        """A file transfer on a connection of its own (no read timeout); the response,
-        unread, if it succeeded."""
+        self,
+        method: str,
+        path: str,
+        body: bytes | IO[bytes] | None,
+        headers: dict[str, str],
+        out: IO[bytes] | None,
+    ) -> str:
+        """A file transfer on a connection of its own (no read timeout); the answer's body
+        goes to `out`. Returns its content type."""
         conn = self._make(None)
         try:
-            conn.request(method, path, body=body, headers={**self._headers, **headers})
-            response: http.client.HTTPResponse = conn.getresponse()
-        except OSError as exc:
+            try:
+                conn.request(method, path, body=body, headers={**self._headers, **headers})
+                response = conn.getresponse()
+                if response.status >= 400:
+                    raise _request_error(response.status, response.read())
+                while chunk := response.read(1 << 16):
+                    if out is not None:
+                        out.write(chunk)
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, OSError):
+                    raise self._unavailable(exc) from None
+                raise DaemonUnavailableError(
+                    f"the daemon at {self.where} broke off its answer ({type(exc).__name__})"
+                ) from None
+            kind: str = response.getheader("content-type", "")
+            return kind
+        finally:
             conn.close()
-            raise self._unavailable(exc) from None
-        if response.status >= 400:
-            raw = response.read()
-            conn.close()
-            raise _request_error(response.status, raw)
-        return response
 
     def metrics(self) -> str:
         _, body = self._request("GET", "/metrics")

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import IO, Any, Protocol
 
 import trio
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -126,7 +127,10 @@ def file_routes(sandboxes: FileSandboxes) -> list[Route]:
         found = await sandboxes.get_files(session_id, path)
         media = "application/x-tar" if found.is_dir else "application/octet-stream"
         return StreamingResponse(
-            _stream(found.data), media_type=media, headers={"content-length": str(found.size)}
+            _stream(found.data),
+            media_type=media,
+            headers={"content-length": str(found.size)},
+            background=BackgroundTask(found.data.close),  # also when the stream never ran
         )
 
     return [

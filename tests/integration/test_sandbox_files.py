@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import trio
 
+from supervisor.api.client import Client
+from supervisor.errors import RequestError
 from tests.integration.conftest import run_cli
 from tests.integration.test_api import unix
 from tests.integration.test_sandbox_api import acquire, daemon_with, until_ready
@@ -300,6 +302,34 @@ async def test_cli_put_get_ls(tmp_path: Path) -> None:
         assert (back / "b.txt").read_text() == "B"
         await cli("get", sid, "copies/b.txt", str(tmp_path / "b-again"))
         assert (tmp_path / "b-again").read_text() == "B"
+
+
+async def test_the_python_client_moves_files(tmp_path: Path) -> None:
+    """put_files streams a file object, get_files writes to one, list_files lists; a
+    refusal is a RequestError with the API's code."""
+    async with daemon_with(tmp_path, ENV) as daemon, unix(daemon) as http:
+        sid = (await acquire(http)).json()["session_id"]
+        assert daemon.api is not None
+        socket_path = daemon.api.socket_path
+
+        def use() -> tuple[bytes, bool, list[str], str]:
+            with Client.connect(socket_path=socket_path) as client:
+                source = io.BytesIO(b"skip:payload")
+                source.seek(5)  # from where the file object is
+                client.put_files(sid, "p/one", source)
+                client.put_files(sid, "q", tar_of((member("two"), b"2")), tar=True)
+                out = io.BytesIO()
+                is_dir = client.get_files(sid, "p/one", out)
+                names = [e["name"] for e in client.list_files(sid)["entries"]]
+                code = ""
+                try:
+                    client.get_files(sid, "../x", io.BytesIO())
+                except RequestError as exc:
+                    code = exc.code
+                return out.getvalue(), is_dir, names, code
+
+        data, is_dir, names, code = await trio.to_thread.run_sync(use)
+        assert (data, is_dir, names, code) == (b"payload", False, ["p", "q"], "unsafe_path")
 
 
 DOCKER_ENV = """
