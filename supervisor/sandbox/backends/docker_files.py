@@ -17,6 +17,8 @@ import tarfile
 from pathlib import PurePosixPath
 from typing import IO
 
+import trio
+
 from supervisor.errors import SandboxFileError, SandboxPathNotFoundError, TransferTooLargeError
 from supervisor.launchers.docker import DockerEngine
 from supervisor.sandbox.files import (
@@ -74,14 +76,11 @@ class DockerFiles:
 
     async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
         path = clean_path(dest)
-        if tar:
-            checked_members(open_tar(data), limit)  # refused before the engine sees it
-            data.seek(0)
-            directory, payload = self._target(path), data.read()
-        else:
-            if path == PurePosixPath("."):
-                raise SandboxFileError("give the file a path (the workdir itself is a directory)")
-            directory, payload = self._target(path.parent), _single(path.name, data.read())
+        if not tar and path == PurePosixPath("."):
+            raise SandboxFileError("give the file a path (the workdir itself is a directory)")
+        directory = self._target(path if tar else path.parent)
+        # The spool may be on disk: read (and check) it off the event loop.
+        payload = await trio.to_thread.run_sync(_payload, path, data, tar, limit)
         code, _, detail, _ = await self._run(["sh", "-c", EXTRACT, "sh", directory], data=payload)
         if code != 0:
             raise SandboxFileError(f"writing {dest} in the container failed: {detail}")
@@ -128,6 +127,15 @@ class DockerFiles:
                 Entry(name, _TYPES.get(kind, "other"), int(size), int(mode, 8), float(mtime))  # type: ignore[arg-type]
             )
         return Listing(str(clean), tuple(sorted(entries, key=lambda e: e.name)))
+
+
+def _payload(path: PurePosixPath, data: IO[bytes], tar: bool, limit: int) -> bytes:
+    """The tar to extract: the client's, once every member passed, or one of its file."""
+    if tar:
+        checked_members(open_tar(data), limit)  # refused before the engine sees it
+        data.seek(0)
+        return data.read()
+    return _single(path.name, data.read())
 
 
 def _single(name: str, content: bytes) -> bytes:
