@@ -1,4 +1,5 @@
-"""Client work in flight on a sandbox (`exec`, `run_script`, file transfers), stoppable when its session ends.
+"""Client work in flight on a sandbox (`exec`, `run_script`, file transfers), stoppable
+when its session ends.
 
 Each piece of work runs in its own cancel scope, tracked until it finishes, and is
 published when it does (`SessionActivity`). Ending a session cancels them all and waits
