@@ -201,6 +201,44 @@ async def test_symlinks_planted_in_the_sandbox_are_never_followed(tmp_path: Path
         }
 
 
+async def test_a_link_swapped_in_mid_transfer_never_leads_out(tmp_path: Path) -> None:
+    """The sandbox flips `d` between a directory and a link to a host directory as fast
+    as it can while files are put and got through it: nothing lands outside, nothing
+    from outside comes back."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host secret")
+    flip = (
+        "i=0; while [ $i -lt 200000 ]; do rm -rf d; mkdir -p d; echo mine > d/secret; "
+        f"rm -rf d; ln -s {outside} d; i=$((i+1)); done"
+    )
+    async with daemon_with(tmp_path, ENV) as daemon, unix(daemon) as client:
+        sid = (await acquire(client)).json()["session_id"]
+        # setsid: out of the exec's process group, which is killed when its leader exits;
+        # the exec returns once the flipper has left the group (it marks that it runs).
+        started = await sh(
+            client,
+            sid,
+            f"setsid sh -c 'touch .runs; {flip}' >/dev/null 2>&1 & "
+            "while [ ! -e .runs ]; do :; done; echo started",
+        )
+        assert started["stdout"] == "started\n"
+        seen: set[int] = set()
+        i = 0
+        while i < 100 or not {204, 400} <= seen:  # both states met: the race was on
+            i += 1
+            assert i < 5000, seen
+            put = await client.put(
+                files(sid), params={"path": f"d/new{i}"}, content=b"x", headers=RAW
+            )
+            got = await client.get(files(sid), params={"path": "d/secret"})
+            seen |= {put.status_code, got.status_code}
+            assert got.content != b"host secret"
+        assert seen <= {204, 200, 400, 404}, seen
+        assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+        assert (outside / "secret").read_text() == "host secret"
+
+
 async def test_dangerous_tar_members_refuse_the_whole_archive(tmp_path: Path) -> None:
     """`../x`, absolute names, devices, fifos, hard links and links out of the tree:
     400, and not even the good members before them are written."""
