@@ -110,7 +110,10 @@ def _write(
         os.fchmod(fd, mode & 0o777)
         size = 0
         while chunk := data.read(CHUNK):
-            size += os.write(fd, chunk)
+            view = memoryview(chunk)
+            while view:  # a short write (a full disk) leaves the rest: write it or fail
+                view = view[os.write(fd, view) :]
+            size += len(chunk)
         return size
     finally:
         os.close(fd)
