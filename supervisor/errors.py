@@ -24,6 +24,11 @@
     │   ├── FeatureTeardownError    features failed to tear down (errors per feature)
     │   ├── SessionTeardownError    features failed to end a session (errors per feature)
     │   ├── FeatureCommandError     a feature's command failed (a user error)
+    │   ├── UnsupportedError        the sandbox's backend cannot do this (files in Deephaven)
+    │   ├── SandboxFileError        a file transfer the sandbox cannot do (not a directory)
+    │   │   ├── UnsafePathError         a path or tar member that would leave the sandbox
+    │   │   ├── TransferTooLargeError   a file transfer over the environment's file_limit
+    │   │   └── SandboxPathNotFoundError    no such file (also a NotFoundError)
     │   ├── AcquireError            no session could be handed out
     │   │   ├── PoolOverloadedError     every sandbox is busy (retry later)
     │   │   ├── EnvironmentOutageError  sandboxes cannot be brought up (retry later)
@@ -174,6 +179,27 @@ class SessionTeardownError(_PerFeatureError):
 
 class FeatureCommandError(SandboxError):
     """A feature's hook command exited non-zero or timed out; the config must change."""
+
+
+class UnsupportedError(SandboxError):
+    """The sandbox's backend cannot do what was asked (files in a Deephaven sandbox)."""
+
+
+class SandboxFileError(SandboxError):
+    """A file transfer that cannot be done as asked (a file where a directory must be)."""
+
+
+class UnsafePathError(SandboxFileError):
+    """A path or tar member that is absolute, climbs out with `..`, goes through a symlink,
+    or is a device: it could reach outside the sandbox."""
+
+
+class TransferTooLargeError(SandboxFileError):
+    """A file transfer carries more than the environment's `file_limit`."""
+
+
+class SandboxPathNotFoundError(SandboxFileError, NotFoundError):
+    """No file or directory at that path in the sandbox."""
 
 
 class AcquireError(SandboxError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import trio
 
@@ -178,6 +178,11 @@ class FakeInstance:
     async def put(self, source: Path, dest: str) -> None:
         self.state[dest] = source.name
 
+    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
+        self.backend.uploading.set()
+        await self.backend.upload_gate.wait()  # a slow transfer, until the test opens it
+        self.state[dest] = data.read().decode()
+
     async def check(self) -> None:
         if self.broken:
             raise SandboxStateError(f"{self.id} failed its keepalive")
@@ -208,6 +213,8 @@ class FakeBackend:
         self.live = 0
         self.max_live = 0
         self.created = 0
+        self.uploading = trio.Event()
+        self.upload_gate = trio.Event()
 
     async def reset(self) -> None:
         return None

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from supervisor.api import models
 from supervisor.api.edge import BodyLimit, StreamSlots
 from supervisor.api.errors import EXCEPTION_HANDLERS, ApiError, error_response
+from supervisor.api.files import body_limit
 from supervisor.api.models import reply
 from supervisor.api.requests import (
     MAX_JSON_BODY,
@@ -204,7 +205,7 @@ def build_app(
     # A redirect for a trailing slash would build its Location from the Host header.
     app.router.redirect_slashes = False
     guarded = _BearerGuard(app, token) if tcp else app
-    return BodyLimit(guarded, lambda scope: MAX_JSON_BODY, body_idle)
+    return BodyLimit(guarded, body_limit(control.sandboxes, MAX_JSON_BODY), body_idle)
 
 
 def _sse(event: str, data: dict[str, Any], seq: int | None = None) -> bytes:

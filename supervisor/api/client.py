@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from supervisor.errors import DaemonUnavailableError, RequestError
@@ -185,6 +186,69 @@ class Client:
         """End the session; returns a teardown warning, if the daemon reported one."""
         status, raw = self._request("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
         return None if status == 204 or not raw else json.loads(raw)
+
+    def put_files(
+        self, session_id: str, path: str, data: bytes | IO[bytes], *, tar: bool = False
+    ) -> None:
+        """Write `data` as the file `path` in the sandbox, or with `tar` extract it (a tar
+        stream) under the directory `path`; a file object is streamed from where it is."""
+        if isinstance(data, bytes):
+            size = len(data)
+        else:
+            here = data.tell()
+            size = data.seek(0, os.SEEK_END) - here
+            data.seek(here)
+        headers = {
+            "content-type": "application/x-tar" if tar else "application/octet-stream",
+            "content-length": str(size),
+        }
+        self._transfer("PUT", self._files_path(session_id, path), data, headers, None)
+
+    def get_files(self, session_id: str, path: str, out: IO[bytes]) -> bool:
+        """Write the file `path` (or a tar of the directory `path`) to `out`; returns
+        whether it was a directory."""
+        kind = self._transfer("GET", self._files_path(session_id, path), None, {}, out)
+        return kind == "application/x-tar"
+
+    def list_files(self, session_id: str, path: str = ".") -> dict[str, Any]:
+        """The directory `path`: {"path", "entries": [{name, type, size, mode, mtime}]}."""
+        return self._json("GET", self._files_path(session_id, path, list="1"))
+
+    @staticmethod
+    def _files_path(session_id: str, path: str, **extra: str) -> str:
+        query = urlencode({"path": path, **extra})
+        return f"/v1/sessions/{quote(session_id, safe='')}/files?{query}"
+
+    def _transfer(
+        self,
+        method: str,
+        path: str,
+        body: bytes | IO[bytes] | None,
+        headers: dict[str, str],
+        out: IO[bytes] | None,
+    ) -> str:
+        """A file transfer on a connection of its own (no read timeout); the answer's body
+        goes to `out`. Returns its content type."""
+        conn = self._make(None)
+        try:
+            try:
+                conn.request(method, path, body=body, headers={**self._headers, **headers})
+                response = conn.getresponse()
+                if response.status >= 400:
+                    raise _request_error(response.status, response.read())
+                while chunk := response.read(1 << 16):
+                    if out is not None:
+                        out.write(chunk)
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, OSError):
+                    raise self._unavailable(exc) from None
+                raise DaemonUnavailableError(
+                    f"the daemon at {self.where} broke off its answer ({type(exc).__name__})"
+                ) from None
+            kind: str = response.getheader("content-type", "")
+            return kind
+        finally:
+            conn.close()
 
     def metrics(self) -> str:
         _, body = self._request("GET", "/metrics")

@@ -39,12 +39,17 @@ from supervisor.errors import (
     ReloadUnavailableError,
     ResourceError,
     SandboxError,
+    SandboxFileError,
+    SandboxPathNotFoundError,
     SandboxStateError,
     SessionBusyError,
     SessionExpiredError,
     SessionLimitError,
     SessionNotFoundError,
     SupervisorError,
+    TransferTooLargeError,
+    UnsafePathError,
+    UnsupportedError,
 )
 
 log = structlog.get_logger("supervisor.api")
@@ -82,6 +87,12 @@ ERRORS: Mapping[type[SupervisorError], Answer] = {
     # at fault, not the request; another sandbox may fare better.
     SandboxError: Answer(503, "sandbox_setup_failed", retryable=True),
     FeatureCommandError: Answer(503, "sandbox_setup_failed", retryable=True),
+    # File transfers: the request is at fault, and the session goes on.
+    UnsupportedError: Answer(400, "unsupported"),
+    SandboxFileError: Answer(400, "bad_file_request"),
+    UnsafePathError: Answer(400, "unsafe_path"),
+    TransferTooLargeError: Answer(413, "body_too_large"),
+    SandboxPathNotFoundError: Answer(404, "not_found"),
     # A managed resource (a Deephaven server behind a sandbox, say) failed the request.
     ResourceError: Answer(502, "resource_failed", retryable=True),
     MisconfiguredError: Answer(502, "resource_misconfigured"),

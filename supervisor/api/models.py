@@ -151,6 +151,23 @@ class ExecResult(Answer):
     truncated: bool
 
 
+class FileEntry(Answer):
+    """One name in a listed directory."""
+
+    name: str
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    mode: int
+    mtime: float
+
+
+class FileListing(Answer):
+    """`GET /v1/sessions/{id}/files?path=...&list=1`."""
+
+    path: str
+    entries: list[FileEntry]
+
+
 class Released(Answer):
     """`DELETE /v1/sessions/{id}` when a feature failed to clean up (else 204, no body)."""
 

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api import models
+from supervisor.api.files import FileSandboxes, file_routes
 from supervisor.api.models import reply
 from supervisor.api.requests import (
     MAX_LABEL_LENGTH,
@@ -41,7 +42,7 @@ class EnvironmentView(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
-class Sandboxes(Protocol):
+class Sandboxes(FileSandboxes, Protocol):
     """What the API needs from the daemon's sandbox service."""
 
     def stats(self) -> list[dict[str, Any]]: ...
@@ -130,4 +131,5 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
         Route("/v1/sessions/{id}", release, methods=["DELETE"]),
         Route("/v1/sessions/{id}/heartbeat", heartbeat, methods=["POST"]),
         Route("/v1/sessions/{id}/exec", exec_in, methods=["POST"]),
+        *file_routes(sandboxes),
     ]

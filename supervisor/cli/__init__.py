@@ -175,7 +175,11 @@ def _seconds(text: str | None) -> float | None:
 
 
 def cmd_session(args: argparse.Namespace, client: Client) -> int:
+    from supervisor.cli.files import FILE_COMMANDS
+
     action = args.session_command
+    if action in FILE_COMMANDS:
+        return FILE_COMMANDS[action](args, client)
     if action == "acquire":
         labels = {}
         for label in args.label:

@@ -153,6 +153,7 @@ def add_session_commands(commands: Any, client: argparse.ArgumentParser) -> None
     exec_.add_argument("--script", help="run this script instead of a command")
     exec_.add_argument("--timeout", help='kill the command after this long (e.g. "30s")')
     exec_.add_argument("argv", nargs="*", metavar="CMD", help="the command and its arguments")
+    add_file_commands(verbs, client)
     for verb, text in (
         ("heartbeat", "extend the session's lease"),
         ("release", "end the session and give the sandbox back"),
@@ -162,3 +163,39 @@ def add_session_commands(commands: Any, client: argparse.ArgumentParser) -> None
             verb, parents=[client], help=text, description=text[0].upper() + text[1:] + "."
         )
         sub.add_argument("id", help="the session id")
+
+
+def add_file_commands(verbs: Any, client: argparse.ArgumentParser) -> None:
+    put = verbs.add_parser(
+        "put",
+        parents=[client],
+        help="copy a local file or directory into the session's sandbox",
+        description="Copy LOCAL into the sandbox as REMOTE (relative to its workdir; by "
+        "default LOCAL's name; ending in / means inside that directory). A directory goes "
+        "as a tar, its contents extracted under REMOTE. Limited to the environment's "
+        "file_limit.",
+    )
+    put.add_argument("id", help="the session id")
+    put.add_argument("local", metavar="LOCAL", help="the file or directory to copy")
+    put.add_argument("remote", metavar="REMOTE", nargs="?", help="where, in the workdir")
+    get = verbs.add_parser(
+        "get",
+        parents=[client],
+        help="copy a file or directory out of the session's sandbox",
+        description="Copy REMOTE (relative to the sandbox's workdir) to LOCAL (by default "
+        "REMOTE's name here; an existing directory means inside it). A directory comes as "
+        "a tar and is extracted into LOCAL.",
+    )
+    get.add_argument("id", help="the session id")
+    get.add_argument("remote", metavar="REMOTE", help="the file or directory, in the workdir")
+    get.add_argument("local", metavar="LOCAL", nargs="?", help="where to put it")
+    ls = verbs.add_parser(
+        "ls",
+        parents=[client],
+        help="list a directory of the session's sandbox",
+        description="List REMOTE (a directory relative to the sandbox's workdir; the "
+        "workdir by default): type, mode, size, modification time and name.",
+    )
+    ls.add_argument("id", help="the session id")
+    ls.add_argument("remote", metavar="REMOTE", nargs="?", default=".", help="the directory")
+    ls.add_argument("--json", action="store_true", help="print the daemon's answer")

@@ -212,6 +212,7 @@ class EnvironmentConfig(Model):
     recycle_jitter: Fraction = 0.1
     exec_timeout: Timeout = 60.0
     output_limit: Annotated[int, Bytes(KIB, 64 * MIB)] = MIB
+    file_limit: Annotated[int, Bytes(KIB, 4 * GIB)] = 64 * MIB
     shutdown_concurrency: Annotated[int, Between(1, 1024)] = 16
     limits: ProcessLimits = ProcessLimits()
     # `process` only: the sandbox's namespaces, its network, its uid and its cgroup caps.

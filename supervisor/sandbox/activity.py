@@ -1,4 +1,5 @@
-"""Client work in flight on a sandbox (`exec`, `run_script`), stoppable when its session ends.
+"""Client work in flight on a sandbox (`exec`, `run_script`, file transfers), stoppable
+when its session ends.
 
 Each piece of work runs in its own cancel scope, tracked until it finishes, and is
 published when it does (`SessionActivity`). Ending a session cancels them all and waits
@@ -11,7 +12,7 @@ way fails with `SessionExpiredError`; a state error it raises is recorded on the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
@@ -19,9 +20,10 @@ from supervisor.errors import SandboxStateError, SessionExpiredError
 from supervisor.sandbox.event_types import EnvironmentView, SandboxView, SessionActivity
 
 if TYPE_CHECKING:
-    from supervisor.sandbox.instance import ExecResult
     from supervisor.sandbox.session import Session
     from supervisor.supervision.bus import EventBus
+
+T = TypeVar("T")
 
 
 class Worksite(SandboxView, Protocol):
@@ -42,12 +44,12 @@ class Activities:
         self._done.set()
 
     async def run(
-        self, name: str, session: Session, work: Awaitable[ExecResult], args: Mapping[str, Any]
-    ) -> ExecResult:
+        self, name: str, session: Session, work: Awaitable[T], args: Mapping[str, Any]
+    ) -> T:
         """Await `work` for `session` and publish it; cancellable by `stop`."""
         started = trio.current_time()
         error: BaseException | None = None
-        result: ExecResult | None = None
+        done = False
         scope = trio.CancelScope()
         if not self._scopes:
             self._done = trio.Event()
@@ -55,6 +57,7 @@ class Activities:
         try:
             with scope:
                 result = await work
+                done = True
         except Exception as exc:
             error = exc
             if isinstance(exc, SandboxStateError):
@@ -71,7 +74,7 @@ class Activities:
                 self._bus.publish(
                     SessionActivity(self._env, self._sandbox, name, session, duration, error, args)
                 )
-        if result is None:
+        if not done:
             raise SessionExpiredError(f"session {session.id} ended while {name} ran")
         return result
 

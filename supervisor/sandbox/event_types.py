@@ -349,7 +349,8 @@ class SandboxShutdown(Event, SandboxEvent):
 
 @dataclass(frozen=True, slots=True)
 class SessionActivity(Event, SandboxEvent):
-    """Client work (`exec`, `run_script`) finished, with its arguments."""
+    """Client work (`exec`, `run_script`, `put_files`, `get_files`, `list_files`) finished,
+    with its arguments."""
 
     env: EnvironmentView
     sandbox: SandboxView

@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from supervisor.sandbox.files import Download, Listing
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,17 @@ class Instance(Protocol):
 
     async def put(self, source: Path, dest: str) -> None:
         """Copy a local file or directory to `dest` (relative to the sandbox's workdir)."""
+
+    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
+        """Write a client's file as `dest`, or extract its tar under the directory `dest`
+        (relative to the workdir, confined to it: `UnsafePathError` otherwise)."""
+
+    async def download(self, path: str, limit: int) -> Download:
+        """The file `path`'s bytes, or a tar of the directory `path`, at most `limit` bytes
+        (`TransferTooLargeError` otherwise)."""
+
+    async def listdir(self, path: str) -> Listing:
+        """The entries of the directory `path`."""
 
     async def check(self) -> None:
         """Raise SandboxStateError if the sandbox is broken."""

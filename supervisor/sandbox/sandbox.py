@@ -20,9 +20,9 @@ Why it is shaped this way (rule numbers are the semantics page's):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 import trio
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from supervisor.supervision.bus import EventBus
 
 S = SandboxStatus
+T = TypeVar("T")
+Work = Callable[["Instance"], Awaitable[T]]
 log = structlog.get_logger("supervisor.sandbox")
 
 
@@ -293,6 +295,12 @@ class Sandbox:
         assert self.instance is not None
         return self.instance
 
+    async def client_work(
+        self, session: Session, name: str, args: Mapping[str, Any], work: Work[T]
+    ) -> T:
+        """`work(instance)` for `session`, tracked: ending the session cancels it (rule 6)."""
+        return await self._activities.run(name, session, work(self._require(session)), args)
+
     async def exec(
         self,
         session: Session,
@@ -301,21 +309,17 @@ class Sandbox:
         timeout: float | None,
         env: Mapping[str, str] | None,
     ) -> ExecResult:
-        """Client work: run `argv`; a state error condemns the sandbox (rule 6)."""
-        instance = self._require(session)
+        """Client work: run `argv`."""
         limit = self.env.settings.exec_timeout if timeout is None else timeout
-        return await self._activities.run(
-            "exec", session, instance.exec(argv, timeout=limit, env=env), {"argv": list(argv)}
-        )
+        work: Work[ExecResult] = lambda i: i.exec(argv, timeout=limit, env=env)  # noqa: E731
+        return await self.client_work(session, "exec", {"argv": list(argv)}, work)
 
     async def run_script(
         self, session: Session, script: str, *, timeout: float | None
     ) -> ExecResult:
-        instance = self._require(session)
         limit = self.env.settings.exec_timeout if timeout is None else timeout
-        return await self._activities.run(
-            "run_script", session, instance.run_script(script, timeout=limit), {}
-        )
+        work: Work[ExecResult] = lambda i: i.run_script(script, timeout=limit)  # noqa: E731
+        return await self.client_work(session, "run_script", {}, work)
 
     async def end_session(self, *, expired: bool = False, reason: str = "") -> None:
         """IN_SESSION -> EXITING_SESSION -> READY (or shutdown); idempotent (rules 7, 8).

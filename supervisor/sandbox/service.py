@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import IO, Any, TypeVar
 
 import structlog
 import trio
@@ -34,6 +34,7 @@ from supervisor.errors import (
     SessionTeardownError,
 )
 from supervisor.sandbox.environment import Environment
+from supervisor.sandbox.files import Download, Listing
 from supervisor.sandbox.instance import ExecResult
 from supervisor.sandbox.keeper import EnvironmentFactory, Keeper
 from supervisor.sandbox.session import Session
@@ -41,6 +42,7 @@ from supervisor.supervision.bus import EventBus
 
 log = structlog.get_logger("supervisor.sandbox.service")
 
+T = TypeVar("T")
 ENDED_MEMORY = 10_000  # ended session ids remembered for 410 answers
 
 
@@ -284,6 +286,23 @@ class SandboxService:
         session.heartbeat()
         return session
 
+    def _live(self, session_id: str) -> tuple[Session, Environment]:
+        session = self.session(session_id)
+        env = self.environments.get(session.environment)
+        if env is None:
+            raise EnvironmentOfflineError(f"environment {session.environment} is gone")
+        return session, env
+
+    async def _client_work(self, session: Session, env: Environment, work: Awaitable[T]) -> T:
+        """Await `work`; a state error ends the session and shuts the sandbox down (rule 6)
+        before it is raised: the client must acquire a new session."""
+        try:
+            return await work
+        except SandboxStateError:
+            with trio.CancelScope(shield=True), contextlib.suppress(SessionTeardownError):
+                await env.close_session(session)
+            raise
+
     async def exec(
         self,
         session_id: str,
@@ -292,24 +311,36 @@ class SandboxService:
         script: str | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        """Run a command or script in the session's sandbox.
+        """Run a command or script in the session's sandbox."""
+        session, env = self._live(session_id)
+        if command is not None:
+            return await self._client_work(session, env, session.exec(command, timeout=timeout))
+        assert script is not None
+        return await self._client_work(session, env, session.run_script(script, timeout=timeout))
 
-        A state error ends the session and shuts the sandbox down (rule 6) before it is
-        raised: the client must acquire a new session.
-        """
-        session = self.session(session_id)
-        env = self.environments.get(session.environment)
-        if env is None:
-            raise EnvironmentOfflineError(f"environment {session.environment} is gone")
-        try:
-            if command is not None:
-                return await session.exec(command, timeout=timeout)
-            assert script is not None
-            return await session.run_script(script, timeout=timeout)
-        except SandboxStateError:
-            with trio.CancelScope(shield=True), contextlib.suppress(SessionTeardownError):
-                await env.close_session(session)
-            raise
+    def file_limit(self, session_id: str) -> int | None:
+        """The most bytes a file transfer of the session may carry (None: no such session)."""
+        with contextlib.suppress(
+            SessionExpiredError, SessionNotFoundError, EnvironmentOfflineError
+        ):
+            return self._live(session_id)[1].settings.file_limit
+        return None
+
+    async def put_files(self, session_id: str, path: str, data: IO[bytes], *, tar: bool) -> None:
+        """Write a file as `path`, or extract a tar under the directory `path`."""
+        session, env = self._live(session_id)
+        limit = env.settings.file_limit
+        await self._client_work(session, env, session.put_files(path, data, tar=tar, limit=limit))
+
+    async def get_files(self, session_id: str, path: str) -> Download:
+        """A file's bytes, or a directory's tar, within the environment's `file_limit`."""
+        session, env = self._live(session_id)
+        limit = env.settings.file_limit
+        return await self._client_work(session, env, session.get_files(path, limit=limit))
+
+    async def list_files(self, session_id: str, path: str) -> Listing:
+        session, env = self._live(session_id)
+        return await self._client_work(session, env, session.list_files(path))
 
     async def release(self, session_id: str) -> SessionTeardownError | None:
         """End the session; returns (not raises) a teardown failure, which ended it anyway.

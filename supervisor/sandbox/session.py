@@ -9,16 +9,19 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
 from supervisor.errors import SessionExpiredError
 
 if TYPE_CHECKING:
-    from supervisor.sandbox.instance import ExecResult
+    from supervisor.sandbox.files import Download, Listing
+    from supervisor.sandbox.instance import ExecResult, Instance
+
+T = TypeVar("T")
 
 
 class SessionSandbox(Protocol):
@@ -37,6 +40,13 @@ class SessionSandbox(Protocol):
     async def run_script(
         self, session: Session, script: str, *, timeout: float | None
     ) -> ExecResult: ...
+    async def client_work(
+        self,
+        session: Session,
+        name: str,
+        args: Mapping[str, Any],
+        work: Callable[[Instance], Awaitable[T]],
+    ) -> T: ...
     def connection(self) -> dict[str, Any]: ...
     async def end_session(self, *, expired: bool = False, reason: str = "") -> None: ...
     def record(self, error: BaseException) -> None: ...
@@ -140,6 +150,30 @@ class Session:
         self._require_live()
         with self.holding():
             return await self.sandbox.run_script(self, script, timeout=timeout)
+
+    async def put_files(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
+        """Write a file as `dest`, or extract a tar under the directory `dest`."""
+        self._require_live()
+        with self.holding():
+            await self.sandbox.client_work(
+                self, "put_files", {"path": dest},
+                lambda instance: instance.upload(dest, data, tar=tar, limit=limit),
+            )  # fmt: skip
+
+    async def get_files(self, path: str, *, limit: int) -> Download:
+        """A file's bytes, or a directory's tar."""
+        self._require_live()
+        with self.holding():
+            return await self.sandbox.client_work(
+                self, "get_files", {"path": path}, lambda instance: instance.download(path, limit)
+            )
+
+    async def list_files(self, path: str) -> Listing:
+        self._require_live()
+        with self.holding():
+            return await self.sandbox.client_work(
+                self, "list_files", {"path": path}, lambda instance: instance.listdir(path)
+            )
 
     def connection(self) -> dict[str, Any]:
         """What the client needs to use the sandbox directly."""

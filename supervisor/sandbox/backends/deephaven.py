@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -40,6 +40,7 @@ from supervisor.errors import (
     MisconfiguredError,
     SandboxStateError,
     StartError,
+    UnsupportedError,
 )
 from supervisor.launchers.deephaven.client import ScriptOutput
 from supervisor.launchers.deephaven.launch import DeephavenHandle, DeephavenLauncher
@@ -52,6 +53,7 @@ from supervisor.sandbox.features import Feature
 from supervisor.supervision.states import Liveness
 
 if TYPE_CHECKING:
+    from supervisor.sandbox.files import Download, Listing
     from supervisor.sandbox.sandbox import Sandbox
     from supervisor.sandbox.session import Session
 
@@ -136,6 +138,15 @@ class DeephavenInstance:
             "a deephaven sandbox has no file system to copy into (use a script)"
         )
 
+    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
+        raise _no_files()
+
+    async def download(self, path: str, limit: int) -> Download:
+        raise _no_files()
+
+    async def listdir(self, path: str) -> Listing:
+        raise _no_files()
+
     async def check(self) -> None:
         """A real RPC (unless a script is running); a dead helper is reopened."""
         before = self.handle.client
@@ -201,6 +212,13 @@ class ScopeResetFeature(Feature):
 
     async def teardown_session(self, sandbox: Sandbox, session: Session) -> None:
         await _instance(sandbox).reset()
+
+
+def _no_files() -> UnsupportedError:
+    return UnsupportedError(
+        "a deephaven sandbox has no files to put, get or list: its backend is a server, "
+        "not a file system (use a script to read or write data)"
+    )
 
 
 def _instance(sandbox: Sandbox | None) -> DeephavenInstance:

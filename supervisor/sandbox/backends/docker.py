@@ -31,7 +31,7 @@ import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import trio
 
@@ -46,6 +46,8 @@ from supervisor.launchers.docker import (
 )
 from supervisor.launchers.docker import ExecResult as EngineResult
 from supervisor.sandbox.backends import ExecResult
+from supervisor.sandbox.backends.docker_files import DockerFiles
+from supervisor.sandbox.files import Download, Listing
 
 ENVIRONMENT_LABEL = "supervisor.environment"
 SANDBOX_LABEL = "supervisor.sandbox"
@@ -136,6 +138,7 @@ class DockerInstance:
         self._engine = backend.engine
         self.handle = handle
         self.workdir = backend.config.workdir
+        self._files = DockerFiles(backend.engine, handle.id, self.workdir, backend.output_limit)
         self._stopping = False
 
     @property
@@ -201,6 +204,18 @@ class DockerInstance:
             raise SandboxConfigError(
                 f"put {source} into {target} failed (exit {raw.exit_code}): {detail}"
             )
+
+    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
+        with _engine_errors(f"put files into container {self.handle.ident}"):
+            await self._files.upload(dest, data, tar=tar, limit=limit)
+
+    async def download(self, path: str, limit: int) -> Download:
+        with _engine_errors(f"get files from container {self.handle.ident}"):
+            return await self._files.download(path, limit)
+
+    async def listdir(self, path: str) -> Listing:
+        with _engine_errors(f"list files in container {self.handle.ident}"):
+            return await self._files.listdir(path)
 
     async def _is_dir(self, path: str) -> bool:
         result = await self.exec(["test", "-d", path], timeout=PROBE_TIMEOUT)

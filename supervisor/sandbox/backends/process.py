@@ -28,22 +28,24 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 import trio
 
 from supervisor.config.environment import CgroupLimits, ProcessLimits, UidRange
-from supervisor.errors import MisconfiguredError, SandboxStateError
+from supervisor.errors import MisconfiguredError, SandboxFileError, SandboxStateError
 from supervisor.launchers.isolation import bubblewrap, cgroups, roots
 from supervisor.launchers.isolation.namespace import Isolation, Namespace, remove_cgroup
 from supervisor.launchers.isolation.uids import UidLeases
 from supervisor.launchers.local import LocalLauncher
+from supervisor.sandbox.backends import hostfs
 from supervisor.sandbox.capture import run_captured
 from supervisor.sandbox.features import Feature
+from supervisor.sandbox.files import Download, Listing, clean_path
 from supervisor.sandbox.instance import ExecResult
 
 if TYPE_CHECKING:
@@ -161,6 +163,29 @@ class ProcessInstance:
 
         await trio.to_thread.run_sync(copy)
 
+    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
+        path = clean_path(dest)
+        owner = None if self.namespace is None else self.namespace.uid
+        with _file_errors(self.workdir, dest):
+            if tar:
+                await trio.to_thread.run_sync(
+                    hostfs.extract_tar, self.workdir, path, data, owner, limit
+                )
+            else:
+                await trio.to_thread.run_sync(hostfs.write_file, self.workdir, path, data, owner)
+
+    async def download(self, path: str, limit: int) -> Download:
+        clean = clean_path(path)
+        with _file_errors(self.workdir, path):
+            return await trio.to_thread.run_sync(hostfs.read, self.workdir, clean, limit)
+
+    async def listdir(self, path: str) -> Listing:
+        clean = clean_path(path)
+        with _file_errors(self.workdir, path):
+            return await trio.to_thread.run_sync(
+                hostfs.listdir, self.workdir, clean, abandon_on_cancel=True
+            )
+
     async def reset(self) -> None:
         """Between sessions: nothing left running, /tmp and IPC empty (isolated only)."""
         if self.namespace is not None:
@@ -196,6 +221,19 @@ class ProcessInstance:
             "sandbox_workdir": bubblewrap.SANDBOX_HOME,
             "uid": self.namespace.uid,
         }
+
+
+@contextlib.contextmanager
+def _file_errors(workdir: Path, path: str) -> Iterator[None]:
+    """What the file system refused (a full disk, say) is the request's failure; a work
+    directory that is gone is the sandbox's."""
+    try:
+        yield
+    except OSError as exc:
+        if not workdir.is_dir():
+            raise SandboxStateError(f"sandbox directory {workdir} is gone") from exc
+        reason = exc.strerror or type(exc).__name__
+        raise SandboxFileError(f"{path[:200]}: {reason}") from None
 
 
 def _chown_tree(top: Path, path: Path, uid: int) -> None:

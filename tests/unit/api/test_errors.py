@@ -79,6 +79,11 @@ def test_an_error_of_two_families_has_its_own_row() -> None:
         (errors.EnvironmentOutageError("x"), 503, "outage"),
         (errors.SandboxStateError("x"), 503, "sandbox_failed"),
         (errors.ReloadUnavailableError("x"), 501, "not_implemented"),
+        (errors.UnsafePathError("x"), 400, "unsafe_path"),
+        (errors.SandboxFileError("x"), 400, "bad_file_request"),
+        (errors.UnsupportedError("x"), 400, "unsupported"),
+        (errors.TransferTooLargeError("x"), 413, "body_too_large"),
+        (errors.SandboxPathNotFoundError("x"), 404, "not_found"),
     ],
 )
 def test_the_table_answers_as_documented(exc: SupervisorError, status: int, code: str) -> None:
