@@ -19,6 +19,7 @@ from supervisor.config.deephaven import DeephavenConfig
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.paths import default_socket_path, default_state_dir
+from supervisor.config.secrets import secret_env_names
 from supervisor.config.types import (
     MINUTE,
     Between,
@@ -40,7 +41,6 @@ from supervisor.config.types import (
     StartupProbeConfig,
     Timeout,
     host_port,
-    secret_env_names,
     split_host_port,
 )
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 import re
 import signal
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,34 +232,6 @@ class SecretSource:
 
 
 SecretEnvName = Annotated[str, StringConstraints(pattern=r"^[^=\x00]+$"), SecretSource()]
-
-
-def _metadata(annotation: Any) -> list[Any]:
-    """The Annotated metadata of `annotation` and of the members of a union (`X | None`)."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        base, *metadata = typing.get_args(annotation)
-        return [*metadata, *_metadata(base)]
-    if origin in (typing.Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _metadata(arg)]
-    return []
-
-
-def secret_env_names(model: BaseModel) -> set[str]:
-    """The variables named by `SecretSource` fields of `model` and the models inside it."""
-    found: set[str] = set()
-    for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
-        marked = [*field.metadata, *_metadata(field.annotation)]
-        if isinstance(value, str) and any(isinstance(m, SecretSource) for m in marked):
-            found.add(value)
-        elif isinstance(value, BaseModel):
-            found |= secret_env_names(value)
-        elif isinstance(value, dict):
-            for item in value.values():
-                if isinstance(item, BaseModel):
-                    found |= secret_env_names(item)
-    return found
 
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d+)$")
