@@ -24,6 +24,7 @@
     │   ├── FeatureTeardownError    features failed to tear down (errors per feature)
     │   ├── SessionTeardownError    features failed to end a session (errors per feature)
     │   ├── FeatureCommandError     a feature's command failed (a user error)
+    │   ├── ExecRefusedError        an exec option the sandbox cannot honour (cwd on deephaven)
     │   ├── AcquireError            no session could be handed out
     │   │   ├── PoolOverloadedError     every sandbox is busy (retry later)
     │   │   ├── EnvironmentOutageError  sandboxes cannot be brought up (retry later)
@@ -174,6 +175,11 @@ class SessionTeardownError(_PerFeatureError):
 
 class FeatureCommandError(SandboxError):
     """A feature's hook command exited non-zero or timed out; the config must change."""
+
+
+class ExecRefusedError(SandboxError):
+    """An exec option the sandbox cannot honour: `cwd`, `stdin` or `env` on a Deephaven
+    sandbox, a `cwd` that leads out of the work directory."""
 
 
 class AcquireError(SandboxError):

@@ -10,7 +10,7 @@ them, so nothing here imports a backend.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +38,32 @@ class ExecResult:
         }
 
 
+OutputSink = Callable[[str, bytes], None]
+"""Takes each piece of output as it arrives: ("stdout" or "stderr", bytes within the cap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecOptions:
+    """What a client may add to one exec; the API has checked the values already.
+
+    With `output`, the backend hands the output to it as it comes (the result's `stdout`
+    and `stderr` are then empty); a backend that cannot stream leaves them in the result.
+    """
+
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None  # relative to the sandbox's work directory, with no ".."
+    stdin: bytes | None = None  # fed to the command, then closed
+    output: OutputSink | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """Whether it changes how the command runs (not just where its output goes)."""
+        return self.env is not None or self.cwd is not None or self.stdin is not None
+
+
+PLAIN = ExecOptions()
+
+
 class Instance(Protocol):
     """One running sandbox, as its backend sees it."""
 
@@ -46,11 +72,17 @@ class Instance(Protocol):
         argv: Sequence[str],
         *,
         timeout: float,
-        env: Mapping[str, str] | None = None,
+        options: ExecOptions = PLAIN,
     ) -> ExecResult:
-        """Run `argv` in the sandbox (never through a shell unless argv asks for one)."""
+        """Run `argv` in the sandbox (never through a shell unless argv asks for one).
 
-    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
+        Raises:
+            ExecRefusedError: the backend cannot honour an option.
+        """
+
+    async def run_script(
+        self, script: str, *, timeout: float, options: ExecOptions = PLAIN
+    ) -> ExecResult:
         """Run a script in the sandbox's own language (sh for process and docker)."""
 
     async def put(self, source: Path, dest: str) -> None:

@@ -20,7 +20,7 @@ Why it is shaped this way (rule numbers are the semantics page's):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,7 +48,7 @@ from supervisor.sandbox.status import SANDBOX_TRANSITIONS, SandboxStatus
 
 if TYPE_CHECKING:
     from supervisor.config.environment import EnvironmentConfig
-    from supervisor.sandbox.instance import Backend, ExecResult, Instance
+    from supervisor.sandbox.instance import Backend, ExecOptions, ExecResult, Instance
     from supervisor.sandbox.session import Session
     from supervisor.supervision.bus import EventBus
 
@@ -295,28 +295,21 @@ class Sandbox:
         return self.instance
 
     async def exec(
-        self,
-        session: Session,
-        argv: Sequence[str],
-        *,
-        timeout: float | None,
-        env: Mapping[str, str] | None,
+        self, session: Session, argv: Sequence[str], *, timeout: float | None, options: ExecOptions
     ) -> ExecResult:
         """Client work: run `argv`; a state error condemns the sandbox (rule 6)."""
         instance = self._require(session)
         limit = self.env.settings.exec_timeout if timeout is None else timeout
-        return await self._activities.run(
-            "exec", session, instance.exec(argv, timeout=limit, env=env), {"argv": list(argv)}
-        )
+        work = instance.exec(argv, timeout=limit, options=options)
+        return await self._activities.run("exec", session, work, {"argv": list(argv)})
 
     async def run_script(
-        self, session: Session, script: str, *, timeout: float | None
+        self, session: Session, script: str, *, timeout: float | None, options: ExecOptions
     ) -> ExecResult:
         instance = self._require(session)
         limit = self.env.settings.exec_timeout if timeout is None else timeout
-        return await self._activities.run(
-            "run_script", session, instance.run_script(script, timeout=limit), {}
-        )
+        work = instance.run_script(script, timeout=limit, options=options)
+        return await self._activities.run("run_script", session, work, {})
 
     async def end_session(self, *, expired: bool = False, reason: str = "") -> None:
         """IN_SESSION -> EXITING_SESSION -> READY (or shutdown); idempotent (rules 7, 8).

@@ -34,7 +34,7 @@ from supervisor.errors import (
     SessionTeardownError,
 )
 from supervisor.sandbox.environment import Environment
-from supervisor.sandbox.instance import ExecResult
+from supervisor.sandbox.instance import ExecOptions, ExecResult, OutputSink
 from supervisor.sandbox.keeper import EnvironmentFactory, Keeper
 from supervisor.sandbox.session import Session
 from supervisor.supervision.bus import EventBus
@@ -291,24 +291,30 @@ class SandboxService:
         command: Sequence[str] | None = None,
         script: str | None = None,
         timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bytes | None = None,
+        output: OutputSink | None = None,
     ) -> ExecResult:
-        """Run a command or script in the session's sandbox.
+        """Run a command or script in the session's sandbox; with `output`, its output
+        goes there as it comes (`ExecOptions`).
 
         A state error ends the session and shuts the sandbox down (rule 6) before it is
         raised: the client must acquire a new session.
         """
+        options = ExecOptions(env=env, cwd=cwd, stdin=stdin, output=output)
         session = self.session(session_id)
-        env = self.environments.get(session.environment)
-        if env is None:
+        home = self.environments.get(session.environment)
+        if home is None:
             raise EnvironmentOfflineError(f"environment {session.environment} is gone")
         try:
             if command is not None:
-                return await session.exec(command, timeout=timeout)
+                return await session.exec(command, timeout=timeout, options=options)
             assert script is not None
-            return await session.run_script(script, timeout=timeout)
+            return await session.run_script(script, timeout=timeout, options=options)
         except SandboxStateError:
             with trio.CancelScope(shield=True), contextlib.suppress(SessionTeardownError):
-                await env.close_session(session)
+                await home.close_session(session)
             raise
 
     async def release(self, session_id: str) -> SessionTeardownError | None:

@@ -6,6 +6,7 @@ holding it (leases, the API) use of it, so this module stays below `sandbox`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import time
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from supervisor.errors import SessionExpiredError
+from supervisor.sandbox.instance import PLAIN, ExecOptions
 
 if TYPE_CHECKING:
     from supervisor.sandbox.instance import ExecResult
@@ -26,15 +28,10 @@ class SessionSandbox(Protocol):
     @property
     def id(self) -> str: ...
     async def exec(
-        self,
-        session: Session,
-        argv: Sequence[str],
-        *,
-        timeout: float | None,
-        env: Mapping[str, str] | None,
+        self, session: Session, argv: Sequence[str], *, timeout: float | None, options: ExecOptions
     ) -> ExecResult: ...
     async def run_script(
-        self, session: Session, script: str, *, timeout: float | None
+        self, session: Session, script: str, *, timeout: float | None, options: ExecOptions
     ) -> ExecResult: ...
     def connection(self) -> dict[str, Any]: ...
     async def end_session(self, *, expired: bool = False, reason: str = "") -> None: ...
@@ -100,15 +97,20 @@ class Session:
         *,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
+        options: ExecOptions = PLAIN,
     ) -> ExecResult:
-        """Run `argv` in the session's sandbox."""
+        """Run `argv` in the session's sandbox (`env` is short for `options.env`)."""
         self._require_live()
-        return await self.sandbox.exec(self, argv, timeout=timeout, env=env)
+        if env is not None:
+            options = dataclasses.replace(options, env=env)
+        return await self.sandbox.exec(self, argv, timeout=timeout, options=options)
 
-    async def run_script(self, script: str, *, timeout: float | None = None) -> ExecResult:
+    async def run_script(
+        self, script: str, *, timeout: float | None = None, options: ExecOptions = PLAIN
+    ) -> ExecResult:
         """Run a script in the sandbox (sh, or Python in a Deephaven server)."""
         self._require_live()
-        return await self.sandbox.run_script(self, script, timeout=timeout)
+        return await self.sandbox.run_script(self, script, timeout=timeout, options=options)
 
     def connection(self) -> dict[str, Any]:
         """What the client needs to use the sandbox directly."""
