@@ -5,12 +5,14 @@ their own answers (`api.errors`): 404 for an unknown environment or session, 410
 session the daemon already ended (its TTL or lease ran out), 503 with `Retry-After` when
 the pool is overloaded or in an outage, 409 for a session that is being released, and
 503 `sandbox_failed` when the sandbox broke under a command (the session is over:
-acquire a new one).
+acquire a new one). An exec asked for with `Accept: application/x-ndjson` streams its
+output as it comes (`api.streaming`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -18,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api import models
+from supervisor.api.edge import StreamSlots
 from supervisor.api.models import reply
 from supervisor.api.requests import (
     MAX_LABEL_LENGTH,
@@ -27,6 +30,7 @@ from supervisor.api.requests import (
     header_text,
     parse_body,
 )
+from supervisor.api.streaming import StreamedExec, wants_stream
 
 
 class JsonView(Protocol):
@@ -65,12 +69,17 @@ class Sandboxes(Protocol):
         command: Sequence[str] | None = ...,
         script: str | None = ...,
         timeout: float | None = ...,
+        env: Mapping[str, str] | None = ...,
+        cwd: str | None = ...,
+        stdin: bytes | None = ...,
+        output: Callable[[str, bytes], None] | None = ...,
     ) -> JsonView: ...
     async def release(self, session_id: str) -> Exception | None: ...
 
 
-def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
-    """The routes, bound to `sandboxes`."""
+def sandbox_routes(sandboxes: Sandboxes, streams: StreamSlots | None = None) -> list[Route]:
+    """The routes, bound to `sandboxes`; a streamed exec takes a slot of `streams`."""
+    streams = StreamSlots(128) if streams is None else streams
 
     async def list_environments(request: Request) -> Response:
         return reply(models.Environments.model_validate({"environments": sandboxes.stats()}))
@@ -107,12 +116,21 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
 
     async def exec_in(request: Request) -> Response:
         body = await parse_body(request, ExecRequest)
-        result = await sandboxes.exec(
+        run = partial(
+            sandboxes.exec,
             request.path_params["id"],
             command=body.command,
             script=body.script,
             timeout=body.timeout,
+            env=body.env,
+            cwd=body.cwd,
+            stdin=None if body.stdin is None else body.stdin.encode(errors="replace"),
         )
+        if wants_stream(request):
+            sandboxes.session(request.path_params["id"])  # 404 or 410 before a slot
+            release = streams.take()
+            return StreamedExec(lambda sink: run(output=sink), on_close=release)
+        result = await run()
         return reply(models.ExecResult.model_validate(result.to_json()))
 
     async def release(request: Request) -> Response:

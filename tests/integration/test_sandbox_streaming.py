@@ -1,0 +1,188 @@
+"""Streamed exec and per-exec env, cwd and stdin: a real daemon, real isolated `process`
+sandboxes, real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from supervisor.runtime.daemon import Daemon
+from tests.integration.test_api import unix
+from tests.integration.test_sandbox_api import acquire, daemon_with, env_config
+
+NDJSON = {"accept": "application/x-ndjson"}
+
+
+@asynccontextmanager
+async def session(
+    tmp_path: Path, settings: str = ""
+) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient, str]]:
+    """A daemon with one process environment (plus `settings`), a client, a session."""
+    config = env_config().replace('acquire_timeout = "5s"\n', f'acquire_timeout = "5s"\n{settings}')
+    async with daemon_with(tmp_path, config) as daemon, unix(daemon) as client:
+        answer = await acquire(client)
+        assert answer.status_code == 201, answer.text
+        yield daemon, client, answer.json()["session_id"]
+
+
+async def run(client: httpx.AsyncClient, sid: str, **body: Any) -> Any:
+    answer = await client.post(f"/v1/sessions/{sid}/exec", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def frames(client: httpx.AsyncClient, sid: str, **body: Any) -> list[dict[str, Any]]:
+    async with client.stream(
+        "POST", f"/v1/sessions/{sid}/exec", json=body, headers=NDJSON
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/x-ndjson"
+        return [json.loads(line) async for line in response.aiter_lines() if line]
+
+
+def joined(found: list[dict[str, Any]], stream: str) -> str:
+    return "".join(f["data"] for f in found if f.get("stream") == stream)
+
+
+async def test_the_first_line_arrives_before_the_command_ends(tmp_path: Path) -> None:
+    """Output is sent as it comes: the client reads a line while the command still waits."""
+    async with session(tmp_path) as (_, client, sid):
+        assert (await run(client, sid, command=["mkfifo", "gate"]))["exit_code"] == 0
+        script = "echo first; read line < gate; echo second; echo done >&2; exit 4"
+        async with client.stream(
+            "POST", f"/v1/sessions/{sid}/exec", json={"script": script}, headers=NDJSON
+        ) as response:
+            lines = response.aiter_lines()
+            with trio.fail_after(15):
+                assert json.loads(await anext(lines)) == {"stream": "stdout", "data": "first\n"}
+            # Only now does the command get past its gate.
+            await run(client, sid, script="echo go > gate")
+            rest = [json.loads(line) async for line in lines if line]
+        assert joined(rest, "stdout") == "second\n"
+        assert joined(rest, "stderr") == "done\n"
+        final = rest[-1]
+        assert final["exit_code"] == 4
+        assert final["timed_out"] is False
+        assert final["truncated"] is False
+        assert final["duration_s"] > 0
+        assert set(final) == {"exit_code", "duration_s", "timed_out", "truncated"}
+
+
+async def test_a_character_split_across_reads_is_whole(tmp_path: Path) -> None:
+    """A multibyte character written in two halves arrives as one character."""
+    async with session(tmp_path) as (_, client, sid):
+        # "é" is c3 a9: the halves are written (and read) apart, around a gate.
+        await run(client, sid, command=["mkfifo", "gate"])
+        script = r"printf '\303'; read line < gate; printf '\251\n'"
+        async with trio.open_nursery() as nursery:
+            found: list[dict[str, Any]] = []
+
+            async def stream() -> None:
+                found.extend(await frames(client, sid, script=script))
+
+            nursery.start_soon(stream)
+            await run(client, sid, script="echo go > gate")
+        assert joined(found, "stdout") == "é\n"
+
+
+async def test_env_cwd_and_stdin_in_both_forms(tmp_path: Path) -> None:
+    """env is added, cwd is relative to the work dir, stdin is fed then closed."""
+    async with session(tmp_path) as (_, client, sid):
+        await run(client, sid, command=["mkdir", "-p", "sub/dir"])
+        body = {
+            "script": 'echo "$GREETING"; pwd; cat; echo read-all',
+            "env": {"GREETING": "hi there"},
+            "cwd": "sub/dir",
+            "stdin": "line one\nline two\n",
+        }
+        expected = "hi there\n/home/sandbox/sub/dir\nline one\nline two\nread-all\n"
+        buffered = await run(client, sid, **body)
+        assert buffered["stdout"] == expected
+        assert buffered["exit_code"] == 0
+        streamed = await frames(client, sid, **body)
+        assert joined(streamed, "stdout") == expected
+        assert streamed[-1]["exit_code"] == 0
+
+
+async def test_large_stdin_echoed_back_does_not_deadlock(tmp_path: Path) -> None:
+    """Input larger than a pipe, copied to stdout, goes through while both are pumped."""
+    async with session(tmp_path) as (_, client, sid):
+        data = "x" * 300_000 + "\n"
+        result = await run(client, sid, command=["cat"], stdin=data)
+        assert result["stdout"] == data
+
+
+async def test_bad_options_are_refused(tmp_path: Path) -> None:
+    """A cwd out of the work dir, a bad env name or a NUL is a 422 naming the field."""
+    async with session(tmp_path) as (_, client, sid):
+        for bad, field in [
+            ({"cwd": "/etc"}, "cwd"),
+            ({"cwd": "a/../../x"}, "cwd"),
+            ({"env": {"1BAD": "x"}}, "env.1BAD.[key]"),
+            ({"env": {"OK": "a\x00b"}}, "env.OK"),
+        ]:
+            answer = await client.post(
+                f"/v1/sessions/{sid}/exec", json={"command": ["true"], **bad}, headers=NDJSON
+            )
+            assert answer.status_code == 422, (bad, answer.text)
+            assert answer.json()["error"]["problems"][0]["path"] == field
+
+
+async def test_an_unknown_session_is_a_404_not_a_stream(tmp_path: Path) -> None:
+    """Errors before the command starts keep their status in the streamed form."""
+    async with session(tmp_path) as (_, client, _):
+        answer = await client.post(
+            "/v1/sessions/nope/exec", json={"command": ["true"]}, headers=NDJSON
+        )
+        assert answer.status_code == 404
+        assert answer.json()["error"]["code"] == "not_found"
+
+
+async def test_output_past_the_cap_is_not_sent(tmp_path: Path) -> None:
+    """Past output_limit no more frames come; the command runs on; the end says truncated."""
+    async with session(tmp_path, "output_limit = 1024\n") as (_, client, sid):
+        script = "head -c 5000 /dev/zero | tr '\\0' a; echo after > marker"
+        found = await frames(client, sid, script=script)
+        assert joined(found, "stdout") == "a" * 1024
+        assert found[-1]["truncated"] is True
+        assert found[-1]["exit_code"] == 0
+        assert (await run(client, sid, command=["cat", "marker"]))["stdout"] == "after\n"
+        buffered = await run(client, sid, script=script)
+        assert buffered["stdout"] == "a" * 1024
+        assert buffered["truncated"] is True
+
+
+async def test_a_client_that_goes_away_kills_the_command(tmp_path: Path) -> None:
+    """Dropping the stream's connection cancels the exec and kills its process group."""
+    async with session(tmp_path) as (daemon, client, sid):
+        script = "sleep 600 & echo $! > child; echo started; wait"
+        body = json.dumps({"script": script}).encode()
+        head = (
+            f"POST /v1/sessions/{sid}/exec HTTP/1.1\r\nhost: daemon\r\n"
+            f"accept: application/x-ndjson\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        ).encode()
+        assert daemon.api is not None
+        # A raw connection, so that dropping it is exactly what the test does.
+        stream = await trio.open_unix_socket(str(daemon.api.socket_path))
+        async with stream:
+            await stream.send_all(head + body)
+            seen = b""
+            with trio.fail_after(15):
+                while b"started" not in seen:
+                    seen += await stream.receive_some(4096)
+        # The connection is closed: the background sleep (in the command's group) dies.
+        gone = await run(
+            client,
+            sid,
+            script='while kill -0 "$(cat child)" 2>/dev/null; do sleep 0.05; done',
+            timeout=20,
+        )
+        assert gone["timed_out"] is False
+        assert gone["exit_code"] == 0
