@@ -147,9 +147,11 @@ class _Frames:
         before = capped.size
         capped.add(chunk)
         kept = chunk[: capped.size - before]
-        if kept and self.output is not None:
-            name = "stderr" if is_stderr else "stdout"
-            trio.from_thread.run_sync(self.output, name, kept)
+        if self.output is not None:
+            capped.chunks.clear()  # handed over, not kept: only the count matters
+            if kept:
+                name = "stderr" if is_stderr else "stdout"
+                trio.from_thread.run_sync(self.output, name, kept)
 
 
 async def _close_when_cancelled(attached: Attached) -> None:
