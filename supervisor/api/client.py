@@ -20,6 +20,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from supervisor.errors import DaemonUnavailableError, RequestError
 
+NDJSON = "application/x-ndjson"
+
 
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
@@ -172,14 +174,53 @@ class Client:
         *,
         script: str | None = None,
         timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
     ) -> dict[str, Any]:
         """Run a command (argv, no shell) or a script; returns exit_code, stdout, stderr..."""
-        body: dict[str, Any] = {"command": command} if command is not None else {"script": script}
-        if timeout is not None:
-            body["timeout"] = timeout
+        body = _exec_body(command, script, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
         return self._json(
             "POST", f"/v1/sessions/{quote(session_id, safe='')}/exec", body, long=True
         )
+
+    def exec_stream(
+        self,
+        session_id: str,
+        command: list[str] | None = None,
+        *,
+        script: str | None = None,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Run a command or script, yielding frames as its output comes:
+        `{"stream": "stdout"|"stderr", "data": text}`, then the last one, the result
+        (`exit_code`, `duration_s`, `timed_out`, `truncated`) or `{"error": {...}}`.
+
+        Closing the generator early drops the connection, which kills the command.
+        """
+        body = _exec_body(command, script, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
+        path = f"/v1/sessions/{quote(session_id, safe='')}/exec"
+        headers = {**self._headers, "content-type": "application/json", "accept": NDJSON}
+        conn = self._make(None)  # a stream of its own, with no read timeout
+        try:
+            try:
+                conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+                response = conn.getresponse()
+            except OSError as exc:
+                raise self._unavailable(exc) from None
+            if response.status >= 400:
+                raise _request_error(response.status, response.read())
+            while line := _readline(response, self.where):
+                frame: dict[str, Any] = json.loads(line)
+                yield frame
+                if "stream" not in frame:
+                    return
+            raise DaemonUnavailableError(f"the exec stream from {self.where} ended abruptly")
+        finally:
+            conn.close()
 
     def release(self, session_id: str) -> dict[str, Any] | None:
         """End the session; returns a teardown warning, if the daemon reported one."""
@@ -288,12 +329,18 @@ class Client:
         )
 
 
+def _exec_body(command: list[str] | None, script: str | None, **options: object) -> dict[str, Any]:
+    body: dict[str, Any] = {"command": command} if command is not None else {"script": script}
+    body.update({key: value for key, value in options.items() if value is not None})
+    return body
+
+
 def _readline(response: http.client.HTTPResponse, where: str) -> bytes:
     try:
         return response.readline()
     except (OSError, http.client.HTTPException) as exc:
         raise DaemonUnavailableError(
-            f"the event stream from {where} ended abruptly ({type(exc).__name__})"
+            f"the stream from {where} ended abruptly ({type(exc).__name__})"
         ) from None
 
 

@@ -4,6 +4,9 @@ sandboxes, real HTTP."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +16,7 @@ import httpx
 import trio
 
 from supervisor.runtime.daemon import Daemon
+from tests.integration.conftest import run_cli
 from tests.integration.test_api import unix
 from tests.integration.test_sandbox_api import acquire, daemon_with, env_config
 
@@ -186,3 +190,83 @@ async def test_a_client_that_goes_away_kills_the_command(tmp_path: Path) -> None
         )
         assert gone["timed_out"] is False
         assert gone["exit_code"] == 0
+
+
+def cli_env(daemon: Daemon) -> dict[str, str]:
+    assert daemon.api is not None
+    return {**os.environ, "SUPERVISOR_SOCKET": str(daemon.api.socket_path)}
+
+
+async def test_the_cli_prints_output_as_it_comes(tmp_path: Path) -> None:
+    """`session exec` writes the first line while the command still runs, then exits
+    with the command's code."""
+    async with session(tmp_path) as (daemon, client, sid):
+        await run(client, sid, command=["mkfifo", "gate"])
+        argv = [sys.executable, "-m", "supervisor", "session", "exec", sid, "--"]
+        script = "echo first; read line < gate; echo second; echo err >&2; exit 9"
+        process = await trio.lowlevel.open_process(
+            [*argv, "sh", "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cli_env(daemon),
+        )
+        try:
+            assert process.stdout is not None
+            assert process.stderr is not None
+            with trio.fail_after(30):
+                assert await process.stdout.receive_some(100) == b"first\n"
+            await run(client, sid, script="echo go > gate")
+            with trio.fail_after(30):
+                code = await process.wait()
+                rest = b""
+                while chunk := await process.stdout.receive_some(100):
+                    rest += chunk
+                err = b""
+                while chunk := await process.stderr.receive_some(100):
+                    err += chunk
+        finally:
+            process.kill()
+            await process.wait()
+            for pipe in (process.stdout, process.stderr):
+                if pipe is not None:
+                    await pipe.aclose()
+        assert (code, rest, err) == (9, b"second\n", b"err\n")
+
+
+async def test_the_cli_passes_env_cwd_and_stdin(tmp_path: Path) -> None:
+    """--env, --cwd and --stdin - reach the command."""
+    async with session(tmp_path) as (daemon, client, sid):
+        await run(client, sid, command=["mkdir", "sub"])
+        argv = [sys.executable, "-m", "supervisor", "session", "exec", sid, "--env", "A=b c"]
+        argv += ["--cwd", "sub", "--stdin", "-", "--", "sh", "-c", 'echo "$A"; pwd; cat']
+
+        def ran() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                argv, input="piped\n", capture_output=True, text=True, timeout=30,
+                env=cli_env(daemon), check=False,
+            )  # fmt: skip
+
+        done = await trio.to_thread.run_sync(ran)
+        assert (done.returncode, done.stdout) == (0, "b c\n/home/sandbox/sub\npiped\n")
+
+
+async def test_the_cli_exits_125_for_its_own_failures(tmp_path: Path) -> None:
+    """An unknown session, a refused option or no daemon is 125, not a command's code."""
+    async with session(tmp_path) as (daemon, _, sid):
+        env = cli_env(daemon)
+        unknown = await trio.to_thread.run_sync(
+            lambda: run_cli("session", "exec", "nope", "--", "true", env=env)
+        )
+        assert unknown.returncode == 125
+        assert "no session" in unknown.stderr
+        refused = await trio.to_thread.run_sync(
+            lambda: run_cli("session", "exec", sid, "--cwd", "/etc", "--", "true", env=env)
+        )
+        assert refused.returncode == 125
+        assert "cwd" in refused.stderr
+    nobody = {**os.environ, "SUPERVISOR_SOCKET": str(tmp_path / "none.sock")}
+    unreachable = await trio.to_thread.run_sync(
+        lambda: run_cli("session", "exec", "x", "--", "true", env=nobody)
+    )
+    assert unreachable.returncode == 125
+    assert "cannot reach the daemon" in unreachable.stderr
