@@ -114,6 +114,15 @@ async def test_env_cwd_and_stdin_in_both_forms(tmp_path: Path) -> None:
         assert streamed[-1]["exit_code"] == 0
 
 
+async def test_a_missing_cwd_is_the_command_s_failure(tmp_path: Path) -> None:
+    """A cwd that does not exist fails that exec (127, saying so); the session goes on."""
+    async with session(tmp_path) as (_, client, sid):
+        missing = await run(client, sid, command=["pwd"], cwd="nope")
+        assert missing["exit_code"] == 127
+        assert "working directory /home/sandbox/nope" in missing["stderr"]
+        assert (await run(client, sid, command=["true"]))["exit_code"] == 0
+
+
 async def test_large_stdin_echoed_back_does_not_deadlock(tmp_path: Path) -> None:
     """Input larger than a pipe, copied to stdout, goes through while both are pumped."""
     async with session(tmp_path) as (_, client, sid):

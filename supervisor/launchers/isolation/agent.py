@@ -81,6 +81,9 @@ class Agent:
         except (OSError, ValueError, TypeError) as exc:
             errno_ = exc.errno if isinstance(exc, OSError) else 0
             filename = getattr(exc, "filename", None)
+            if isinstance(exc, OSError) and filename == request.get("cwd"):
+                exc = ValueError(f"working directory {filename}: {exc.strerror}")
+                errno_, filename = 0, None
             self.send(
                 {
                     "op": "failed",
