@@ -171,6 +171,36 @@ async def test_output_past_the_cap_is_not_sent(tmp_path: Path) -> None:
         assert buffered["truncated"] is True
 
 
+async def test_a_timeout_ends_the_stream_with_timed_out(tmp_path: Path) -> None:
+    """A command past its timeout is killed; the last frame says so, without an exit code."""
+    async with session(tmp_path) as (_, client, sid):
+        found = await frames(client, sid, script="echo before; exec sleep 600", timeout=0.5)
+        assert joined(found, "stdout") == "before\n"
+        assert found[-1]["timed_out"] is True
+        assert found[-1]["exit_code"] is None
+
+
+async def test_a_session_released_mid_stream_ends_it_with_an_error(tmp_path: Path) -> None:
+    """The exec is the session's work: releasing the session stops it, and says why."""
+    async with session(tmp_path) as (daemon, client, sid):
+        async with (
+            unix(daemon) as streaming,
+            streaming.stream(
+                "POST",
+                f"/v1/sessions/{sid}/exec",
+                json={"script": "echo started; exec sleep 600"},
+                headers=NDJSON,
+            ) as response,
+        ):
+            lines = response.aiter_lines()
+            with trio.fail_after(15):
+                assert json.loads(await anext(lines))["data"] == "started\n"
+            assert (await client.delete(f"/v1/sessions/{sid}")).status_code == 204
+            with trio.fail_after(15):
+                rest = [json.loads(line) async for line in lines if line]
+        assert rest[-1]["error"]["code"] == "expired"
+
+
 async def test_a_client_that_goes_away_kills_the_command(tmp_path: Path) -> None:
     """Dropping the stream's connection cancels the exec and kills its process group."""
     async with session(tmp_path) as (daemon, client, sid):
