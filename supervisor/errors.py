@@ -6,6 +6,7 @@
     │   ├── ResourceNotFoundError       no resource of that name
     │   ├── EnvironmentNotFoundError    no environment of that name
     │   ├── NoCredentialsError          the resource's kind has no credentials
+    │   ├── CommandNotFoundError        no background command of that id in the session
     │   └── SessionNotFoundError        (also a SessionError, below)
     ├── ConflictError               the request does not fit the current state (409)
     │   ├── NotRunningError             it needs a running resource
@@ -88,6 +89,10 @@ class EnvironmentNotFoundError(NotFoundError):
 
 class NoCredentialsError(NotFoundError):
     """The resource exists but its kind has no credentials to hand out."""
+
+
+class CommandNotFoundError(NotFoundError):
+    """The session has no background command of this id."""
 
 
 class ConflictError(SupervisorError):

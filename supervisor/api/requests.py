@@ -12,7 +12,7 @@ their own bounds (400 naming the parameter).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -129,6 +129,7 @@ class ExecRequest(RequestModel):
     env: Annotated[dict[EnvName, EnvValue], Field(max_length=MAX_ENV)] | None = None
     cwd: WorkPath | None = None
     stdin: Annotated[str, StringConstraints(max_length=MAX_STDIN)] | None = None
+    background: bool = False
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
@@ -137,6 +138,20 @@ class ExecRequest(RequestModel):
         if self.command is not None:
             _argv(self.command)
         return self
+
+
+class StdinRequest(RequestModel):
+    """`POST /v1/sessions/{id}/commands/{cid}/stdin`: more input; `close` ends it."""
+
+    data: Annotated[str, StringConstraints(max_length=MAX_STDIN)] = ""
+    close: bool = False
+
+
+class SignalRequest(RequestModel):
+    """`POST /v1/sessions/{id}/commands/{cid}/signal`: a signal by name."""
+
+    # The ones every backend can deliver (docker: through `timeout`, which passes these on).
+    signal: Literal["HUP", "INT", "QUIT", "TERM", "KILL"]
 
 
 class ReloadRequest(RequestModel):

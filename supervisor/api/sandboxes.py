@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api import models
+from supervisor.api.commands import CommandsView, command_routes
 from supervisor.api.edge import StreamSlots
 from supervisor.api.models import reply
 from supervisor.api.requests import (
@@ -74,6 +75,18 @@ class Sandboxes(Protocol):
         stdin: bytes | None = ...,
         output: Callable[[str, bytes], None] | None = ...,
     ) -> JsonView: ...
+    def start_command(
+        self,
+        session_id: str,
+        *,
+        command: Sequence[str] | None = ...,
+        script: str | None = ...,
+        timeout: float | None = ...,
+        env: Mapping[str, str] | None = ...,
+        cwd: str | None = ...,
+        stdin: bytes | None = ...,
+    ) -> JsonView: ...
+    def commands(self, session_id: str) -> CommandsView: ...
     async def release(self, session_id: str) -> Exception | None: ...
 
 
@@ -116,6 +129,17 @@ def sandbox_routes(sandboxes: Sandboxes, streams: StreamSlots | None = None) -> 
 
     async def exec_in(request: Request) -> Response:
         body = await parse_body(request, ExecRequest)
+        if body.background:
+            started = sandboxes.start_command(
+                request.path_params["id"],
+                command=body.command,
+                script=body.script,
+                timeout=body.timeout,
+                env=body.env,
+                cwd=body.cwd,
+                stdin=None if body.stdin is None else body.stdin.encode(errors="replace"),
+            )
+            return reply(models.Command.model_validate(started.to_json()), 202)
         run = partial(
             sandboxes.exec,
             request.path_params["id"],
@@ -148,4 +172,5 @@ def sandbox_routes(sandboxes: Sandboxes, streams: StreamSlots | None = None) -> 
         Route("/v1/sessions/{id}", release, methods=["DELETE"]),
         Route("/v1/sessions/{id}/heartbeat", heartbeat, methods=["POST"]),
         Route("/v1/sessions/{id}/exec", exec_in, methods=["POST"]),
+        *command_routes(sandboxes.commands, streams),
     ]

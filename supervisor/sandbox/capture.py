@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -64,12 +65,16 @@ async def run_captured(
     output_limit: int,
     stdin: bytes | None = None,
     output: OutputSink | None = None,
+    more: trio.MemoryReceiveChannel[bytes] | None = None,
+    signals: trio.MemoryReceiveChannel[int] | None = None,
 ) -> ExecResult:
     """Run `argv` to completion (or `timeout`), capturing at most `output_limit` bytes of
-    each stream; the process group is killed on timeout or cancellation."""
+    each stream; the process group is killed on timeout or cancellation. `more` carries
+    input after `stdin` (EOF when it closes), `signals` signals for the process group."""
     started = trio.current_time()
+    piped = stdin is not None or more is not None
     try:
-        handle, feed = await _start(launcher, argv, cwd=cwd, env=env, stdin=stdin)
+        handle, feed = await _start(launcher, argv, cwd=cwd, env=env, piped=piped)
     except StartError as exc:
         if output is not None:
             output("stderr", str(exc).encode())
@@ -101,10 +106,22 @@ async def run_captured(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(drain, handle.captured[0], "stdout")
                 nursery.start_soon(drain, handle.captured[1], "stderr")
-                if feed is not None:
-                    nursery.start_soon(_feed, feed, stdin or b"")
+                extras = trio.CancelScope()  # input and signals: until the command exits
+                if feed is not None or signals is not None:
+                    nursery.start_soon(
+                        partial(
+                            _extras,
+                            extras,
+                            handle,
+                            feed=feed,
+                            data=stdin,
+                            more=more,
+                            signals=signals,
+                        )
+                    )
                     feed = None
                 await handle.wait()
+                extras.cancel()
         if scope.cancelled_caught:
             timed_out = True
             handle.signal_group(signal.SIGKILL)
@@ -132,10 +149,10 @@ async def _start(
     *,
     cwd: Path,
     env: Mapping[str, str],
-    stdin: bytes | None,
+    piped: bool,
 ) -> tuple[Captured, int | None]:
     """The started command, and the write end of its stdin when there is input."""
-    if stdin is None:
+    if not piped:
         return await launcher.spawn(argv, cwd=cwd, env=env, capture=True), None
     reader, feed = os.pipe()
     try:
@@ -148,9 +165,39 @@ async def _start(
     return handle, feed
 
 
-async def _feed(fd: int, data: bytes) -> None:
-    """Write `data` to the command's stdin and close it; a command that stops reading
-    (or exits) first just does not get the rest."""
-    async with trio.lowlevel.FdStream(fd) as stream:
+async def _extras(
+    scope: trio.CancelScope,
+    handle: Captured,
+    *,
+    feed: int | None,
+    data: bytes | None,
+    more: trio.MemoryReceiveChannel[bytes] | None,
+    signals: trio.MemoryReceiveChannel[int] | None,
+) -> None:
+    """Write the command's input and forward signals to its group, until `scope` ends."""
+    stream = None if feed is None else trio.lowlevel.FdStream(feed)  # owns it from here
+    with scope:
+        async with trio.open_nursery() as nursery:
+            if signals is not None:
+                nursery.start_soon(_forward, signals, handle)
+            if stream is not None:
+                await _feed(stream, data or b"", more)
+
+
+async def _feed(
+    stream: trio.lowlevel.FdStream, data: bytes, more: trio.MemoryReceiveChannel[bytes] | None
+) -> None:
+    """Write `data` (then what comes on `more`) to the command's stdin, and close it; a
+    command that stops reading (or exits) first just does not get the rest."""
+    async with stream:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.send_all(data)
+            if data:
+                await stream.send_all(data)
+            if more is not None:
+                async for piece in more:
+                    await stream.send_all(piece)
+
+
+async def _forward(signals: trio.MemoryReceiveChannel[int], handle: Captured) -> None:
+    async for sig in signals:
+        handle.signal_group(sig)

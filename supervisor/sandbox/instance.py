@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import trio
+
 
 @dataclass(frozen=True, slots=True)
 class ExecResult:
@@ -54,11 +56,16 @@ class ExecOptions:
     cwd: str | None = None  # relative to the sandbox's work directory, with no ".."
     stdin: bytes | None = None  # fed to the command, then closed
     output: OutputSink | None = None
+    # A background command's: more stdin as it comes (EOF when the channel closes), and
+    # signals for its process group.
+    input: trio.MemoryReceiveChannel[bytes] | None = None
+    signals: trio.MemoryReceiveChannel[int] | None = None
 
     @property
     def shaped(self) -> bool:
         """Whether it changes how the command runs (not just where its output goes)."""
-        return self.env is not None or self.cwd is not None or self.stdin is not None
+        fields = (self.env, self.cwd, self.stdin, self.input, self.signals)
+        return any(value is not None for value in fields)
 
 
 PLAIN = ExecOptions()

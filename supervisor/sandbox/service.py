@@ -33,6 +33,7 @@ from supervisor.errors import (
     SessionNotFoundError,
     SessionTeardownError,
 )
+from supervisor.sandbox.background import Command, Commands
 from supervisor.sandbox.environment import Environment
 from supervisor.sandbox.instance import ExecOptions, ExecResult, OutputSink
 from supervisor.sandbox.keeper import EnvironmentFactory, Keeper
@@ -58,6 +59,7 @@ class SandboxService:
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._idempotent: dict[tuple[str, str], trio.Event | str] = {}
         self._requests: dict[tuple[str, str], object] = {}  # what each key was first used for
+        self._commands: dict[str, Commands] = {}  # background commands, by session id
 
     @property
     def environments(self) -> dict[str, Environment]:
@@ -272,6 +274,7 @@ class SandboxService:
         async def watch() -> None:
             await session.ended_event.wait()
             self._remember(session)
+            self._commands.pop(session.id, None)
             if key is not None and self._idempotent.get(key) == session.id:
                 del self._idempotent[key]
                 self._requests.pop(key, None)
@@ -295,6 +298,7 @@ class SandboxService:
         cwd: str | None = None,
         stdin: bytes | None = None,
         output: OutputSink | None = None,
+        options: ExecOptions | None = None,
     ) -> ExecResult:
         """Run a command or script in the session's sandbox; with `output`, its output
         goes there as it comes (`ExecOptions`).
@@ -302,7 +306,8 @@ class SandboxService:
         A state error ends the session and shuts the sandbox down (rule 6) before it is
         raised: the client must acquire a new session.
         """
-        options = ExecOptions(env=env, cwd=cwd, stdin=stdin, output=output)
+        if options is None:
+            options = ExecOptions(env=env, cwd=cwd, stdin=stdin, output=output)
         session = self.session(session_id)
         home = self.environments.get(session.environment)
         if home is None:
@@ -316,6 +321,51 @@ class SandboxService:
             with trio.CancelScope(shield=True), contextlib.suppress(SessionTeardownError):
                 await home.close_session(session)
             raise
+
+    def start_command(
+        self,
+        session_id: str,
+        *,
+        command: Sequence[str] | None = None,
+        script: str | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bytes | None = None,
+    ) -> Command:
+        """Start a background command for the session; it ends with the session at latest.
+
+        Raises:
+            ConflictError: the session has run its quota of background commands.
+        """
+        session = self.session(session_id)
+        commands = self._commands.setdefault(session.id, Commands())
+        what: dict[str, Any] = {"command": list(command)} if command is not None else {}
+        started = commands.add(what or {"script": script})
+        options = started.options(ExecOptions(env=env, cwd=cwd, stdin=stdin))
+
+        async def run() -> None:
+            result: ExecResult | None = None
+            error: Exception | None = SessionExpiredError(f"session {session.id} ended")
+            try:
+                result = await self.exec(
+                    session.id, command=command, script=script, timeout=timeout,
+                    options=options,
+                )  # fmt: skip
+                error = None
+            except Exception as exc:
+                error = exc
+            finally:
+                started.finish(result, error)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(run)
+        return started
+
+    def commands(self, session_id: str) -> Commands:
+        """The session's background commands."""
+        session = self.session(session_id)
+        return self._commands.get(session.id) or Commands()
 
     async def release(self, session_id: str) -> SessionTeardownError | None:
         """End the session; returns (not raises) a teardown failure, which ended it anyway.

@@ -4,6 +4,7 @@ a cancelled exec's process group."""
 from __future__ import annotations
 
 import math
+import signal
 from functools import partial
 
 import trio
@@ -99,3 +100,29 @@ async def test_a_cancelled_exec_has_its_process_group_killed(engine: DockerEngin
         result = await session.exec(["sh", "-c", wait], timeout=20)
         assert not result.timed_out
         assert result.exit_code == 0
+
+
+async def test_input_and_signals_of_a_background_command(engine: DockerEngine) -> None:
+    """More stdin as it comes, its close as EOF, and signals to the process group."""
+    async with environment(engine) as env, env.session() as session:
+        sink = Collected()
+        more_in, more = trio.open_memory_channel[bytes](8)
+        signals_in, signals = trio.open_memory_channel[int](8)
+        script = "cat; trap 'echo got TERM; exit 3' TERM; echo ready; sleep 600 & wait"
+        options = ExecOptions(output=sink, stdin=b"one\n", input=more, signals=signals)
+        results = []
+
+        async def background() -> None:
+            results.append(await session.exec(["sh", "-c", script], options=options))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(background)
+            with trio.fail_after(30):
+                assert await sink.receive.receive() == ("stdout", b"one\n")
+                await more_in.send(b"two\n")
+                assert await sink.receive.receive() == ("stdout", b"two\n")
+                await more_in.aclose()  # EOF: cat ends
+                assert await sink.receive.receive() == ("stdout", b"ready\n")
+                await signals_in.send(signal.SIGTERM)
+        assert results[0].exit_code == 3
+        assert sink.text("stdout") == "one\ntwo\nready\ngot TERM\n"

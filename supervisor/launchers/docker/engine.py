@@ -156,6 +156,8 @@ class DockerEngine:
         user: str | None = None,
         stdin: bytes | None = None,
         output: OutputSink | None = None,
+        more: trio.MemoryReceiveChannel[bytes] | None = None,
+        signals: trio.MemoryReceiveChannel[int] | None = None,
     ) -> ExecResult:
         """Run `argv` in the container; after `timeout` its process group is SIGKILLed.
 
@@ -167,7 +169,7 @@ class DockerEngine:
         Raises:
             DockerError: the engine refused or did not answer.
         """
-        if stdin is not None or output is not None:
+        if any(x is not None for x in (stdin, output, more, signals)):
             return await run_exec_attached(
                 self._client,
                 self._exec_limiter,
@@ -180,6 +182,8 @@ class DockerEngine:
                 user=user,
                 stdin=stdin,
                 output=output,
+                more=more,
+                signals=signals,
             )
         return await run_exec(
             self._client,

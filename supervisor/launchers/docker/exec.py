@@ -15,12 +15,14 @@ Why it is built this way:
   more than the pipes hold never deadlocks. The engine has no way to kill an exec, so
   `sh` reports its pid on stderr (stripped from the output) before becoming `timeout`,
   which leads its own process group: when the caller gives up (a client that went away),
-  a second exec kills that group.
+  a second exec kills that group. Other signals (HUP, INT, QUIT, TERM) go to `timeout`,
+  which passes them on to the group.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -174,16 +176,19 @@ async def run_exec_attached(
     user: str | None = None,
     stdin: bytes | None = None,
     output: OutputSink | None = None,
+    more: trio.MemoryReceiveChannel[bytes] | None = None,
+    signals: trio.MemoryReceiveChannel[int] | None = None,
 ) -> ExecResult:
-    """Run `argv` with `stdin` fed to it and its output handed to `output` as it comes (or
-    kept in the result without one); its process group is killed if we are cancelled."""
+    """Run `argv` with `stdin` (then `more`, up to its close) fed to it, its output handed
+    to `output` as it comes (or kept in the result without one), and `signals` sent to its
+    process group; the group is killed if we are cancelled."""
     command = ["sh", "-c", _REPORT_PID, "sh", "timeout", "-s", "KILL", f"{timeout:.3f}", *argv]
     created = await client.call(
         "exec",
         client.api.exec_create,
         container_id,
         command,
-        stdin=stdin is not None,
+        stdin=stdin is not None or more is not None,
         workdir=workdir,
         environment=dict(env) if env else None,
         user=user or "",
@@ -200,9 +205,11 @@ async def run_exec_attached(
             )  # fmt: skip
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_close_when_cancelled, attached)
-                if stdin is not None:
-                    feed = partial(trio.to_thread.run_sync, attached.feed, stdin, limiter=limiter)
-                    nursery.start_soon(feed)
+                if stdin is not None or more is not None:
+                    nursery.start_soon(_feed, attached, stdin or b"", more, limiter)
+                if signals is not None:
+                    forward = partial(_forward, client, container_id, frames, user, signals)
+                    nursery.start_soon(forward)
                 # Not abandoned on cancel: `attached.close()` is what ends the read.
                 await trio.to_thread.run_sync(attached.read, frames.take, limiter=limiter)
                 nursery.cancel_scope.cancel()
@@ -221,15 +228,52 @@ async def run_exec_attached(
     )
 
 
+async def _feed(
+    attached: Attached,
+    data: bytes,
+    more: trio.MemoryReceiveChannel[bytes] | None,
+    limiter: trio.CapacityLimiter,
+) -> None:
+    """The command's stdin: `data`, then what comes on `more`, then EOF."""
+    await trio.to_thread.run_sync(partial(attached.write, data, end=more is None), limiter=limiter)
+    if more is not None:
+        async for piece in more:
+            await trio.to_thread.run_sync(attached.write, piece, limiter=limiter)
+        await trio.to_thread.run_sync(partial(attached.write, b"", end=True), limiter=limiter)
+
+
+async def _forward(
+    client: EngineClient,
+    container_id: str,
+    frames: _Frames,
+    user: str | None,
+    signals: trio.MemoryReceiveChannel[int],
+) -> None:
+    async for sig in signals:
+        await _signal_group(client, container_id, frames.pid, user, sig)
+
+
 async def _kill_group(
     client: EngineClient, container_id: str, pid: int | None, user: str | None
 ) -> None:
     """Kill an attached exec's process group (best effort: the container may be gone)."""
+    await _signal_group(client, container_id, pid, user, signal.SIGKILL)
+
+
+async def _signal_group(
+    client: EngineClient, container_id: str, pid: int | None, user: str | None, sig: int
+) -> None:
+    """Signal an attached exec's process group, by a second exec (best effort).
+
+    KILL goes to the whole group; another signal to `timeout` alone, which passes it on
+    to the group once (signalling the group as well would deliver it twice).
+    """
     if not pid:
         return
-    kill = ["sh", "-c", 'kill -s KILL -- "-$1"', "sh", str(pid)]
+    target = f"-{pid}" if sig == signal.SIGKILL else str(pid)
+    kill = ["sh", "-c", 'kill -s "$1" -- "$2"', "sh", signal.Signals(sig).name[3:], target]
     with trio.move_on_after(KILL_TIMEOUT), contextlib.suppress(DockerError):
         created = await client.call(
-            "kill exec", client.api.exec_create, container_id, kill, user=user or ""
+            "signal exec", client.api.exec_create, container_id, kill, user=user or ""
         )
-        await client.call("kill exec", client.api.exec_start, created["Id"])
+        await client.call("signal exec", client.api.exec_start, created["Id"])

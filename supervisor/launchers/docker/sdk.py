@@ -318,11 +318,12 @@ class Attached:
             if self._closed:  # the caller gave up waiting: nobody else will close it
                 self._release()
 
-    def feed(self, data: bytes) -> None:
-        """Write `data` to the command's stdin and half-close it (the engine's EOF)."""
-        with contextlib.suppress(OSError):  # the command exited, or we were cut off
+    def write(self, data: bytes, *, end: bool = False) -> None:
+        """Write `data` to the command's stdin; `end` half-closes it (the engine's EOF)."""
+        with contextlib.suppress(OSError, AttributeError):  # exited, or we were cut off
             self._raw.sendall(data)
-            self._raw.shutdown(socket.SHUT_WR)
+            if end:
+                self._raw.shutdown(socket.SHUT_WR)
 
     def read(self, take: Callable[[bool, bytes], None]) -> None:
         """Pass each frame to `take(is_stderr, data)` until the end; then close."""

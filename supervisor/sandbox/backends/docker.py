@@ -165,6 +165,8 @@ class DockerInstance:
                 env=options.env,
                 stdin=options.stdin,
                 output=options.output,
+                more=options.input,
+                signals=options.signals,
             )
         return _result(raw)
 

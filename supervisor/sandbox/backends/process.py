@@ -141,6 +141,8 @@ class ProcessInstance:
             output_limit=self._backend.output_limit,
             stdin=options.stdin,
             output=options.output,
+            more=options.input,
+            signals=options.signals,
         )
 
     async def run_script(
