@@ -55,8 +55,8 @@ async def test_output_streams_before_the_command_ends(engine: DockerEngine) -> N
             assert not results  # still running
             await sh(session, "echo go > gate")
         assert results == [(5, "", "")]  # the output went to the sink only
-        assert sink.text("stdout") == "first\nsecond\n"
-        assert sink.text("stderr") == "late\n"  # without the pid line the exec reports
+        assert sink.text("stdout") == "first\nsecond\n"  # without the pid line the exec reports
+        assert sink.text("stderr") == "late\n"
 
 
 async def test_env_cwd_and_stdin_buffered_and_streamed(engine: DockerEngine) -> None:

@@ -13,7 +13,9 @@ Why it is built this way:
 - An exec that streams its output or takes input is attached (`run_exec_attached`): the
   input is written by one worker thread while another reads, so a command that echoes
   more than the pipes hold never deadlocks. The engine has no way to kill an exec, so
-  `sh` reports its pid on stderr (stripped from the output) before becoming `timeout`,
+  `sh` reports its pid on stdout (the first line, stripped from the output: the engine
+  reads stdout and stderr apart, so only on stdout is it sure to come before the
+  command's own output there) before becoming `timeout`,
   which leads its own process group: when the caller gives up (a client that went away),
   a second exec kills that group. Other signals (HUP, INT, QUIT, TERM) go to `timeout`,
   which passes them on to the group.
@@ -42,7 +44,7 @@ from supervisor.launchers.docker.sdk import (
 
 EXEC_GRACE = 2.0  # past the exec timeout, stop reading even if something holds the pipes
 KILL_TIMEOUT = 10.0
-_REPORT_PID = 'echo "$$" >&2; exec "$@"'
+_REPORT_PID = 'echo "$$"; exec "$@"'
 OutputSink = Callable[[str, bytes], None]
 
 
@@ -131,7 +133,7 @@ async def run_exec_input(
 
 class _Frames:
     """Takes an attached exec's frames (in the reading thread): strips the pid line off
-    stderr, caps each stream, and hands what is kept to `output` on the loop."""
+    stdout, caps each stream, and hands what is kept to `output` on the loop."""
 
     def __init__(self, out: Capped, err: Capped, output: OutputSink | None) -> None:
         self.out, self.err, self.output = out, err, output
@@ -139,7 +141,7 @@ class _Frames:
         self._head = b""
 
     def take(self, is_stderr: bool, chunk: bytes) -> None:
-        if is_stderr and self.pid is None:
+        if not is_stderr and self.pid is None:
             self._head += chunk
             line, newline, chunk = self._head.partition(b"\n")
             if not newline:
@@ -215,7 +217,8 @@ async def run_exec_attached(
                 nursery.cancel_scope.cancel()
     except BaseException:
         with trio.CancelScope(shield=True):
-            await _kill_group(client, container_id, frames.pid, user)
+            pid = frames.pid or await _pid_of(client, created["Id"])
+            await _kill_group(client, container_id, pid, user)
         raise
     finally:
         attached.close()
@@ -251,6 +254,18 @@ async def _forward(
 ) -> None:
     async for sig in signals:
         await _signal_group(client, container_id, frames.pid, user, sig)
+
+
+async def _pid_of(client: EngineClient, exec_id: str) -> int | None:
+    """The exec's pid in its container, cancelled before it said so itself: from the
+    engine's host pid, where the engine is local (else None)."""
+    with trio.move_on_after(KILL_TIMEOUT), contextlib.suppress(DockerError, OSError, ValueError):
+        info = await client.call("inspect exec", client.api.exec_inspect, exec_id)
+        status = await trio.Path(f"/proc/{int(info['Pid'])}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    return None
 
 
 async def _kill_group(
