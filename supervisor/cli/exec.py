@@ -26,7 +26,9 @@ EXIT_EXEC_FAILED = 125
 
 def add_exec_options(parser: argparse.ArgumentParser) -> None:
     """The flags of `session exec`, besides the session id and the command."""
-    parser.add_argument("--script", help="run this script (with sh) instead of a command")
+    parser.add_argument(
+        "--script", help="run this script instead of a command (sh; Python on deephaven)"
+    )
     parser.add_argument("--timeout", help='kill the command after this long (e.g. "30s")')
     parser.add_argument(
         "-e",
