@@ -123,6 +123,18 @@ async def test_a_missing_cwd_is_the_command_s_failure(tmp_path: Path) -> None:
         assert (await run(client, sid, command=["true"]))["exit_code"] == 0
 
 
+async def test_a_cwd_leading_out_through_a_link_is_refused(tmp_path: Path) -> None:
+    """Unisolated, a link out of the directory is caught: 422 in both forms, no stream."""
+    async with session(tmp_path, 'isolation = "none"\n') as (_, client, sid):
+        await run(client, sid, command=["ln", "-s", "/", "out"])
+        for headers in ({}, NDJSON):
+            answer = await client.post(
+                f"/v1/sessions/{sid}/exec", json={"command": ["ls"], "cwd": "out"}, headers=headers
+            )
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["error"]["code"] == "unsupported"
+
+
 async def test_large_stdin_echoed_back_does_not_deadlock(tmp_path: Path) -> None:
     """Input larger than a pipe, copied to stdout, goes through while both are pumped."""
     async with session(tmp_path) as (_, client, sid):
