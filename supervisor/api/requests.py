@@ -121,7 +121,8 @@ class AcquireRequest(RequestModel):
 class ExecRequest(RequestModel):
     """`POST /v1/sessions/{id}/exec`: exactly one of `command` and `script`; `env` is added
     to the sandbox's environment, `cwd` is relative to its work directory, `stdin` is fed
-    to the command and then closed."""
+    to the command and then closed; `background` answers at once with a handle
+    (`api.commands`)."""
 
     command: Annotated[list[Arg], Field(min_length=1, max_length=MAX_ARGS)] | None = None
     script: Script | None = None

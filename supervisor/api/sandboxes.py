@@ -6,7 +6,8 @@ session the daemon already ended (its TTL or lease ran out), 503 with `Retry-Aft
 the pool is overloaded or in an outage, 409 for a session that is being released, and
 503 `sandbox_failed` when the sandbox broke under a command (the session is over:
 acquire a new one). An exec asked for with `Accept: application/x-ndjson` streams its
-output as it comes (`api.streaming`).
+output as it comes (`api.streaming`); one with `background: true` answers 202 with a
+handle at once (`api.commands`).
 """
 
 from __future__ import annotations
