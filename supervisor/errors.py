@@ -6,6 +6,7 @@
     │   ├── ResourceNotFoundError       no resource of that name
     │   ├── EnvironmentNotFoundError    no environment of that name
     │   ├── NoCredentialsError          the resource's kind has no credentials
+    │   ├── CommandNotFoundError        no background command of that id in the session
     │   └── SessionNotFoundError        (also a SessionError, below)
     ├── ConflictError               the request does not fit the current state (409)
     │   ├── NotRunningError             it needs a running resource
@@ -29,6 +30,7 @@
     │   │   ├── UnsafePathError         a path or tar member that would leave the sandbox
     │   │   ├── TransferTooLargeError   a file transfer over the environment's file_limit
     │   │   └── SandboxPathNotFoundError    no such file (also a NotFoundError)
+    │   ├── ExecRefusedError        an exec option the sandbox cannot honour (cwd on deephaven)
     │   ├── AcquireError            no session could be handed out
     │   │   ├── PoolOverloadedError     every sandbox is busy (retry later)
     │   │   ├── EnvironmentOutageError  sandboxes cannot be brought up (retry later)
@@ -92,6 +94,10 @@ class EnvironmentNotFoundError(NotFoundError):
 
 class NoCredentialsError(NotFoundError):
     """The resource exists but its kind has no credentials to hand out."""
+
+
+class CommandNotFoundError(NotFoundError):
+    """The session has no background command of this id."""
 
 
 class ConflictError(SupervisorError):
@@ -200,6 +206,11 @@ class TransferTooLargeError(SandboxFileError):
 
 class SandboxPathNotFoundError(SandboxFileError, NotFoundError):
     """No file or directory at that path in the sandbox."""
+
+
+class ExecRefusedError(SandboxError):
+    """An exec option the sandbox cannot honour: `cwd`, `stdin` or `env` on a Deephaven
+    sandbox."""
 
 
 class AcquireError(SandboxError):

@@ -13,6 +13,7 @@ from supervisor.errors import MisconfiguredError, SandboxStateError, StartError
 from supervisor.sandbox.backends import ExecResult
 from supervisor.sandbox.events import EventHandler
 from supervisor.sandbox.features import Feature
+from supervisor.sandbox.instance import PLAIN, ExecOptions
 from supervisor.sandbox.sandbox import Sandbox
 from supervisor.sandbox.session import Session
 from supervisor.supervision.policy import Termination, describe_exit
@@ -158,7 +159,7 @@ class FakeInstance:
         self.broken = True
 
     async def exec(
-        self, argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+        self, argv: Sequence[str], *, timeout: float, options: ExecOptions = PLAIN
     ) -> ExecResult:
         if self.broken or self.stopped:
             raise SandboxStateError(f"{self.id} is broken")
@@ -172,8 +173,10 @@ class FakeInstance:
         await trio.sleep(self.backend.exec_delay)
         return ExecResult(0, " ".join(f"{k}={v}" for k, v in sorted(self.state.items())), "", 0.0)
 
-    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
-        return await self.exec(["script", script], timeout=timeout)
+    async def run_script(
+        self, script: str, *, timeout: float, options: ExecOptions = PLAIN
+    ) -> ExecResult:
+        return await self.exec(["script", script], timeout=timeout, options=options)
 
     async def put(self, source: Path, dest: str) -> None:
         self.state[dest] = source.name

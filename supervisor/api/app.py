@@ -198,7 +198,7 @@ def build_app(
             *resource_routes(control),
             Route("/v1/reload", reload, methods=["POST"]),
             Route("/v1/events", events, methods=["GET"]),
-            *(sandbox_routes(control.sandboxes) if control.sandboxes is not None else ()),
+            *(sandbox_routes(control.sandboxes, streams) if control.sandboxes is not None else ()),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
     )

@@ -21,6 +21,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from supervisor.errors import DaemonUnavailableError, RequestError
 
+NDJSON = "application/x-ndjson"
+
 
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
@@ -173,14 +175,101 @@ class Client:
         *,
         script: str | None = None,
         timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
     ) -> dict[str, Any]:
         """Run a command (argv, no shell) or a script; returns exit_code, stdout, stderr..."""
-        body: dict[str, Any] = {"command": command} if command is not None else {"script": script}
-        if timeout is not None:
-            body["timeout"] = timeout
+        body = _exec_body(command, script, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
         return self._json(
             "POST", f"/v1/sessions/{quote(session_id, safe='')}/exec", body, long=True
         )
+
+    def exec_stream(
+        self,
+        session_id: str,
+        command: list[str] | None = None,
+        *,
+        script: str | None = None,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Run a command or script, yielding frames as its output comes:
+        `{"stream": "stdout"|"stderr", "data": text}`, then the last one, the result
+        (`exit_code`, `duration_s`, `timed_out`, `truncated`) or `{"error": {...}}`.
+
+        Closing the generator early drops the connection, which kills the command.
+        """
+        body = _exec_body(command, script, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
+        yield from self._ndjson("POST", f"/v1/sessions/{quote(session_id, safe='')}/exec", body)
+
+    def start_command(
+        self, session_id: str, command: list[str] | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """Start a background command (`exec`'s arguments); its handle, at once."""
+        body = _exec_body(command, options.pop("script", None), **options)
+        body["background"] = True
+        return self._json("POST", f"/v1/sessions/{quote(session_id, safe='')}/exec", body)
+
+    def commands(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's background commands."""
+        found: list[dict[str, Any]] = self._json("GET", self._commands(session_id))["commands"]
+        return found
+
+    def command(self, session_id: str, command_id: str) -> dict[str, Any]:
+        """A background command with its output so far."""
+        return self._json("GET", self._commands(session_id, command_id))
+
+    def follow_command(
+        self, session_id: str, command_id: str, since: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        """A background command's output frames from piece `since`, to its last frame."""
+        path = self._commands(session_id, command_id) + f"/output?since={since}"
+        yield from self._ndjson("GET", path, None)
+
+    def write_stdin(
+        self, session_id: str, command_id: str, data: str, *, close: bool = False
+    ) -> None:
+        """Write to a background command's stdin; `close` ends it."""
+        body = {"data": data, "close": close}
+        self._request("POST", self._commands(session_id, command_id) + "/stdin", body)
+
+    def signal_command(self, session_id: str, command_id: str, signal: str) -> dict[str, Any]:
+        """Send HUP, INT, QUIT, TERM or KILL to a background command's process group."""
+        path = self._commands(session_id, command_id) + "/signal"
+        return self._json("POST", path, {"signal": signal})
+
+    def _commands(self, session_id: str, command_id: str | None = None) -> str:
+        path = f"/v1/sessions/{quote(session_id, safe='')}/commands"
+        return path if command_id is None else f"{path}/{quote(command_id, safe='')}"
+
+    def _ndjson(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> Iterator[dict[str, Any]]:
+        """Frames of an NDJSON stream, up to its last (one without "stream")."""
+        headers = {**self._headers, "accept": NDJSON}
+        payload = None if body is None else json.dumps(body).encode()
+        if payload is not None:
+            headers["content-type"] = "application/json"
+        conn = self._make(None)  # a stream of its own, with no read timeout
+        try:
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                response = conn.getresponse()
+            except OSError as exc:
+                raise self._unavailable(exc) from None
+            if response.status >= 400:
+                raise _request_error(response.status, response.read())
+            while line := _readline(response, self.where):
+                frame: dict[str, Any] = json.loads(line)
+                yield frame
+                if "stream" not in frame:
+                    return
+            raise DaemonUnavailableError(f"the stream from {self.where} ended abruptly")
+        finally:
+            conn.close()
 
     def release(self, session_id: str) -> dict[str, Any] | None:
         """End the session; returns a teardown warning, if the daemon reported one."""
@@ -352,12 +441,18 @@ class Client:
         )
 
 
+def _exec_body(command: list[str] | None, script: str | None, **options: object) -> dict[str, Any]:
+    body: dict[str, Any] = {"command": command} if command is not None else {"script": script}
+    body.update({key: value for key, value in options.items() if value is not None})
+    return body
+
+
 def _readline(response: http.client.HTTPResponse, where: str) -> bytes:
     try:
         return response.readline()
     except (OSError, http.client.HTTPException) as exc:
         raise DaemonUnavailableError(
-            f"the event stream from {where} ended abruptly ({type(exc).__name__})"
+            f"the stream from {where} ended abruptly ({type(exc).__name__})"
         ) from None
 
 

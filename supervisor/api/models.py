@@ -168,6 +168,34 @@ class FileListing(Answer):
     entries: list[FileEntry]
 
 
+class Command(Answer):
+    """A background command (`background: true`): what it runs, where it is."""
+
+    command_id: str
+    command: list[str] | None = Field(default=None, exclude_if=lambda v: v is None)
+    script: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    state: Literal["running", "exited", "failed"]
+    started_at: float
+    exit_code: int | None
+    duration_s: float | None
+    timed_out: bool
+    truncated: bool
+    error: str | None
+
+
+class Commands(Answer):
+    """`GET /v1/sessions/{id}/commands`."""
+
+    commands: list[Command]
+
+
+class CommandOutput(Command):
+    """`GET /v1/sessions/{id}/commands/{cid}`: the command and its output so far."""
+
+    stdout: str
+    stderr: str
+
+
 class Released(Answer):
     """`DELETE /v1/sessions/{id}` when a feature failed to clean up (else 204, no body)."""
 

@@ -12,7 +12,7 @@ their own bounds (400 naming the parameter).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -36,6 +36,10 @@ MAX_LABEL_LENGTH = 256
 MAX_TIMEOUT = 86_400.0
 MAX_ARGS = 4096
 MAX_SCRIPT = 1 << 20
+MAX_ENV = 256  # variables per exec
+MAX_ENV_VALUE = 32_768
+MAX_PATH = 4096
+MAX_STDIN = MAX_JSON_BODY  # characters (the body bounds it anyway)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -74,7 +78,25 @@ def _no_nul(text: str) -> str:
     return text
 
 
+def _relative(path: str) -> str:
+    if path.startswith("/"):
+        raise ValueError("must be relative to the sandbox's work directory")
+    if ".." in path.split("/"):
+        raise ValueError('must not contain ".." (it stays inside the work directory)')
+    return path
+
+
 Arg = Annotated[str, StringConstraints(min_length=1), AfterValidator(_no_nul)]
+EnvName = Annotated[
+    str, StringConstraints(max_length=MAX_LABEL_LENGTH, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+]
+EnvValue = Annotated[str, StringConstraints(max_length=MAX_ENV_VALUE), AfterValidator(_no_nul)]
+WorkPath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_PATH),
+    AfterValidator(_no_nul),
+    AfterValidator(_relative),
+]
 Script = Annotated[str, StringConstraints(max_length=MAX_SCRIPT), AfterValidator(_no_nul)]
 
 
@@ -97,11 +119,18 @@ class AcquireRequest(RequestModel):
 
 
 class ExecRequest(RequestModel):
-    """`POST /v1/sessions/{id}/exec`: exactly one of `command` and `script`."""
+    """`POST /v1/sessions/{id}/exec`: exactly one of `command` and `script`; `env` is added
+    to the sandbox's environment, `cwd` is relative to its work directory, `stdin` is fed
+    to the command and then closed; `background` answers at once with a handle
+    (`api.commands`)."""
 
     command: Annotated[list[Arg], Field(min_length=1, max_length=MAX_ARGS)] | None = None
     script: Script | None = None
     timeout: PositiveSeconds | None = None
+    env: Annotated[dict[EnvName, EnvValue], Field(max_length=MAX_ENV)] | None = None
+    cwd: WorkPath | None = None
+    stdin: Annotated[str, StringConstraints(max_length=MAX_STDIN)] | None = None
+    background: bool = False
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
@@ -110,6 +139,20 @@ class ExecRequest(RequestModel):
         if self.command is not None:
             _argv(self.command)
         return self
+
+
+class StdinRequest(RequestModel):
+    """`POST /v1/sessions/{id}/commands/{cid}/stdin`: more input; `close` ends it."""
+
+    data: Annotated[str, StringConstraints(max_length=MAX_STDIN)] = ""
+    close: bool = False
+
+
+class SignalRequest(RequestModel):
+    """`POST /v1/sessions/{id}/commands/{cid}/signal`: a signal by name."""
+
+    # The ones every backend can deliver (docker: through `timeout`, which passes these on).
+    signal: Literal["HUP", "INT", "QUIT", "TERM", "KILL"]
 
 
 class ReloadRequest(RequestModel):

@@ -5,12 +5,15 @@ their own answers (`api.errors`): 404 for an unknown environment or session, 410
 session the daemon already ended (its TTL or lease ran out), 503 with `Retry-After` when
 the pool is overloaded or in an outage, 409 for a session that is being released, and
 503 `sandbox_failed` when the sandbox broke under a command (the session is over:
-acquire a new one).
+acquire a new one). An exec asked for with `Accept: application/x-ndjson` streams its
+output as it comes (`api.streaming`); one with `background: true` answers 202 with a
+handle at once (`api.commands`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -18,6 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from supervisor.api import models
+from supervisor.api.commands import CommandsView, command_routes
+from supervisor.api.edge import StreamSlots
 from supervisor.api.files import FileSandboxes, file_routes
 from supervisor.api.models import reply
 from supervisor.api.requests import (
@@ -28,6 +33,7 @@ from supervisor.api.requests import (
     header_text,
     parse_body,
 )
+from supervisor.api.streaming import StreamedExec, wants_stream
 
 
 class JsonView(Protocol):
@@ -66,12 +72,29 @@ class Sandboxes(FileSandboxes, Protocol):
         command: Sequence[str] | None = ...,
         script: str | None = ...,
         timeout: float | None = ...,
+        env: Mapping[str, str] | None = ...,
+        cwd: str | None = ...,
+        stdin: bytes | None = ...,
+        output: Callable[[str, bytes], None] | None = ...,
     ) -> JsonView: ...
+    def start_command(
+        self,
+        session_id: str,
+        *,
+        command: Sequence[str] | None = ...,
+        script: str | None = ...,
+        timeout: float | None = ...,
+        env: Mapping[str, str] | None = ...,
+        cwd: str | None = ...,
+        stdin: bytes | None = ...,
+    ) -> JsonView: ...
+    def commands(self, session_id: str) -> CommandsView: ...
     async def release(self, session_id: str) -> Exception | None: ...
 
 
-def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
-    """The routes, bound to `sandboxes`."""
+def sandbox_routes(sandboxes: Sandboxes, streams: StreamSlots | None = None) -> list[Route]:
+    """The routes, bound to `sandboxes`; a streamed exec takes a slot of `streams`."""
+    streams = StreamSlots(128) if streams is None else streams
 
     async def list_environments(request: Request) -> Response:
         return reply(models.Environments.model_validate({"environments": sandboxes.stats()}))
@@ -108,12 +131,32 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
 
     async def exec_in(request: Request) -> Response:
         body = await parse_body(request, ExecRequest)
-        result = await sandboxes.exec(
+        if body.background:
+            started = sandboxes.start_command(
+                request.path_params["id"],
+                command=body.command,
+                script=body.script,
+                timeout=body.timeout,
+                env=body.env,
+                cwd=body.cwd,
+                stdin=None if body.stdin is None else body.stdin.encode(errors="replace"),
+            )
+            return reply(models.Command.model_validate(started.to_json()), 202)
+        run = partial(
+            sandboxes.exec,
             request.path_params["id"],
             command=body.command,
             script=body.script,
             timeout=body.timeout,
+            env=body.env,
+            cwd=body.cwd,
+            stdin=None if body.stdin is None else body.stdin.encode(errors="replace"),
         )
+        if wants_stream(request):
+            sandboxes.session(request.path_params["id"])  # 404 or 410 before a slot
+            release = streams.take()
+            return StreamedExec(lambda sink: run(output=sink), on_close=release)
+        result = await run()
         return reply(models.ExecResult.model_validate(result.to_json()))
 
     async def release(request: Request) -> Response:
@@ -132,4 +175,5 @@ def sandbox_routes(sandboxes: Sandboxes) -> list[Route]:
         Route("/v1/sessions/{id}/heartbeat", heartbeat, methods=["POST"]),
         Route("/v1/sessions/{id}/exec", exec_in, methods=["POST"]),
         *file_routes(sandboxes),
+        *command_routes(sandboxes.commands, streams),
     ]

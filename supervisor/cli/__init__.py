@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from supervisor.cli.exec import EXIT_EXEC_FAILED, cmd_exec
 from supervisor.cli.parser import build_parser
 from supervisor.cli.render import format_environments, format_event, format_status
 from supervisor.config.paths import DEFAULT_CONFIG, default_socket_path
@@ -197,21 +198,7 @@ def cmd_session(args: argparse.Namespace, client: Client) -> int:
         print(json.dumps(result, indent=2) if args.json else result["session_id"])
         return EXIT_OK
     if action == "exec":
-        if bool(args.argv) == bool(args.script):
-            print("supervisor session exec: give a command after -- or --script", file=sys.stderr)
-            return EXIT_FAILURE
-        result = client.exec(
-            args.id, args.argv or None, script=args.script, timeout=_seconds(args.timeout)
-        )
-        sys.stdout.write(result["stdout"])
-        sys.stderr.write(result["stderr"])
-        if result["truncated"]:
-            print("supervisor: output truncated at the daemon's output_limit", file=sys.stderr)
-        if result["timed_out"]:
-            print(f"supervisor: timed out after {result['duration_s']:.1f}s", file=sys.stderr)
-            return 124
-        code: int = result["exit_code"]
-        return code if 0 <= code <= 255 else 128 + abs(code)
+        return cmd_exec(args, client)
     if action == "heartbeat":
         result = client.heartbeat(args.id)
         print(
@@ -272,23 +259,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "check":
         return cmd_check(args)
+    # `session exec` exits with its command's code: its own failures are 125 (cli.exec).
+    failed = EXIT_EXEC_FAILED if getattr(args, "session_command", None) == "exec" else None
     try:
         with connect(args) as client:
             return CLIENT_COMMANDS[args.command](args, client)
     except DaemonUnavailableError as exc:
         print(f"supervisor: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        return failed or EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
     except RequestError as exc:
         print(f"supervisor {args.command}: {exc.message}", file=sys.stderr)
-        return EXIT_FAILURE
+        return failed or EXIT_FAILURE
     except ValueError as exc:  # a bad duration on the command line
         print(f"supervisor {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return failed or EXIT_FAILURE
     except ConfigError as exc:
         print_problems(exc, "cannot read the config to find the daemon")
-        return EXIT_FAILURE
+        return failed or EXIT_FAILURE
     except OSError as exc:
         print(f"supervisor: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return failed or EXIT_FAILURE

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import __version__
+from supervisor.cli.exec import add_exec_options
 from supervisor.config.paths import DEFAULT_CONFIG
 
 CONFIG_HELP = (
@@ -146,12 +147,12 @@ def add_session_commands(commands: Any, client: argparse.ArgumentParser) -> None
         parents=[client],
         help="run a command in the session's sandbox",
         description="Run a command (no shell: the arguments after -- are the argv) or a "
-        "--script in the session's sandbox. Prints its output and exits with its exit code "
-        "(124 when it timed out).",
+        "--script in the session's sandbox. Prints its output as it comes and exits with its "
+        "exit code (128+N if signal N ended it), 124 when it timed out, or 125 when the exec "
+        "itself failed (daemon unreachable, session unknown or ended, sandbox broken).",
     )
     exec_.add_argument("id", help="the session id")
-    exec_.add_argument("--script", help="run this script instead of a command")
-    exec_.add_argument("--timeout", help='kill the command after this long (e.g. "30s")')
+    add_exec_options(exec_)
     exec_.add_argument("argv", nargs="*", metavar="CMD", help="the command and its arguments")
     add_file_commands(verbs, client)
     for verb, text in (

@@ -179,6 +179,7 @@ class LocalLauncher:
         record_as: str | None = None,
         capture: bool = False,
         pass_fds: Sequence[int] = (),
+        stdin: int | None = None,
     ) -> ProcessHandle:
         """Start `argv` in its own session; `on_output` receives its lines (else discarded).
 
@@ -188,6 +189,7 @@ class LocalLauncher:
         `record_as` (a resource name) also records the process in the state directory,
         for the next start to clean up should the daemon and its guardian both die.
         `pass_fds` are left open in the child (a sandbox's bwrap gets its sockets so).
+        `stdin` is a file descriptor for its standard input (/dev/null if None).
 
         Raises:
             StartError: the command could not be executed.
@@ -208,7 +210,7 @@ class LocalLauncher:
                 list(argv),
                 cwd=cwd,
                 env=environment,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=stdout,
                 stderr=stderr,
                 start_new_session=True,

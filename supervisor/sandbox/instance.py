@@ -10,13 +10,15 @@ them, so nothing here imports a backend.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from supervisor.sandbox.files import Download, Listing
+
+import trio
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,40 @@ class ExecResult:
         }
 
 
+OutputSink = Callable[[str, bytes], None]
+"""Takes each piece of output as it arrives: ("stdout" or "stderr", bytes within the cap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecOptions:
+    """What a client may add to one exec; the API has checked the values already.
+
+    With `output`, the backend hands the output to it as it comes (the result's `stdout`
+    and `stderr` are then empty); a backend that cannot stream leaves them in the result.
+    """
+
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None  # relative to the sandbox's work directory, with no ".."
+    stdin: bytes | None = None  # fed to the command, then closed
+    output: OutputSink | None = None
+    # A background command's: more stdin as it comes (EOF when the channel closes), and
+    # signals for its process group.
+    input: trio.MemoryReceiveChannel[bytes] | None = None
+    signals: trio.MemoryReceiveChannel[int] | None = None
+    # A foreground command holds its session's lease while it runs; a background one
+    # does not (the client that started it may be gone: its heartbeats say it is not).
+    background: bool = False
+
+    @property
+    def shaped(self) -> bool:
+        """Whether it changes how the command runs (not just where its output goes)."""
+        fields = (self.env, self.cwd, self.stdin, self.input, self.signals)
+        return any(value is not None for value in fields)
+
+
+PLAIN = ExecOptions()
+
+
 class Instance(Protocol):
     """One running sandbox, as its backend sees it."""
 
@@ -49,11 +85,17 @@ class Instance(Protocol):
         argv: Sequence[str],
         *,
         timeout: float,
-        env: Mapping[str, str] | None = None,
+        options: ExecOptions = PLAIN,
     ) -> ExecResult:
-        """Run `argv` in the sandbox (never through a shell unless argv asks for one)."""
+        """Run `argv` in the sandbox (never through a shell unless argv asks for one).
 
-    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
+        Raises:
+            ExecRefusedError: the backend cannot honour an option.
+        """
+
+    async def run_script(
+        self, script: str, *, timeout: float, options: ExecOptions = PLAIN
+    ) -> ExecResult:
         """Run a script in the sandbox's own language (sh for process and docker)."""
 
     async def put(self, source: Path, dest: str) -> None:

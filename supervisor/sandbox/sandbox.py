@@ -48,7 +48,7 @@ from supervisor.sandbox.status import SANDBOX_TRANSITIONS, SandboxStatus
 
 if TYPE_CHECKING:
     from supervisor.config.environment import EnvironmentConfig
-    from supervisor.sandbox.instance import Backend, ExecResult, Instance
+    from supervisor.sandbox.instance import Backend, ExecOptions, ExecResult, Instance
     from supervisor.sandbox.session import Session
     from supervisor.supervision.bus import EventBus
 
@@ -302,23 +302,18 @@ class Sandbox:
         return await self._activities.run(name, session, work(self._require(session)), args)
 
     async def exec(
-        self,
-        session: Session,
-        argv: Sequence[str],
-        *,
-        timeout: float | None,
-        env: Mapping[str, str] | None,
+        self, session: Session, argv: Sequence[str], *, timeout: float | None, options: ExecOptions
     ) -> ExecResult:
         """Client work: run `argv`."""
         limit = self.env.settings.exec_timeout if timeout is None else timeout
-        work: Work[ExecResult] = lambda i: i.exec(argv, timeout=limit, env=env)  # noqa: E731
+        work: Work[ExecResult] = lambda i: i.exec(argv, timeout=limit, options=options)  # noqa: E731
         return await self.client_work(session, "exec", {"argv": list(argv)}, work)
 
     async def run_script(
-        self, session: Session, script: str, *, timeout: float | None
+        self, session: Session, script: str, *, timeout: float | None, options: ExecOptions
     ) -> ExecResult:
         limit = self.env.settings.exec_timeout if timeout is None else timeout
-        work: Work[ExecResult] = lambda i: i.run_script(script, timeout=limit)  # noqa: E731
+        work: Work[ExecResult] = lambda i: i.run_script(script, timeout=limit, options=options)  # noqa: E731
         return await self.client_work(session, "run_script", {}, work)
 
     async def end_session(self, *, expired: bool = False, reason: str = "") -> None:

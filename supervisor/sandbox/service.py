@@ -33,9 +33,10 @@ from supervisor.errors import (
     SessionNotFoundError,
     SessionTeardownError,
 )
+from supervisor.sandbox.background import Command, Commands
 from supervisor.sandbox.environment import Environment
 from supervisor.sandbox.files import Download, Listing
-from supervisor.sandbox.instance import ExecResult
+from supervisor.sandbox.instance import ExecOptions, ExecResult, OutputSink
 from supervisor.sandbox.keeper import EnvironmentFactory, Keeper
 from supervisor.sandbox.session import Session
 from supervisor.supervision.bus import EventBus
@@ -60,6 +61,7 @@ class SandboxService:
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._idempotent: dict[tuple[str, str], trio.Event | str] = {}
         self._requests: dict[tuple[str, str], object] = {}  # what each key was first used for
+        self._commands: dict[str, Commands] = {}  # background commands, by session id
 
     @property
     def environments(self) -> dict[str, Environment]:
@@ -274,6 +276,7 @@ class SandboxService:
         async def watch() -> None:
             await session.ended_event.wait()
             self._remember(session)
+            self._commands.pop(session.id, None)
             if key is not None and self._idempotent.get(key) == session.id:
                 del self._idempotent[key]
                 self._requests.pop(key, None)
@@ -310,13 +313,27 @@ class SandboxService:
         command: Sequence[str] | None = None,
         script: str | None = None,
         timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bytes | None = None,
+        output: OutputSink | None = None,
+        options: ExecOptions | None = None,
     ) -> ExecResult:
-        """Run a command or script in the session's sandbox."""
-        session, env = self._live(session_id)
+        """Run a command or script in the session's sandbox; with `output`, its output
+        goes there as it comes (`ExecOptions`).
+
+        A state error ends the session and shuts the sandbox down (rule 6) before it is
+        raised: the client must acquire a new session.
+        """
+        if options is None:
+            options = ExecOptions(env=env, cwd=cwd, stdin=stdin, output=output)
+        session, home = self._live(session_id)
         if command is not None:
-            return await self._client_work(session, env, session.exec(command, timeout=timeout))
-        assert script is not None
-        return await self._client_work(session, env, session.run_script(script, timeout=timeout))
+            work = session.exec(command, timeout=timeout, options=options)
+        else:
+            assert script is not None
+            work = session.run_script(script, timeout=timeout, options=options)
+        return await self._client_work(session, home, work)
 
     def file_limit(self, session_id: str) -> int | None:
         """The most bytes a file transfer of the session may carry (None: no such session)."""
@@ -341,6 +358,51 @@ class SandboxService:
     async def list_files(self, session_id: str, path: str) -> Listing:
         session, env = self._live(session_id)
         return await self._client_work(session, env, session.list_files(path))
+
+    def start_command(
+        self,
+        session_id: str,
+        *,
+        command: Sequence[str] | None = None,
+        script: str | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bytes | None = None,
+    ) -> Command:
+        """Start a background command for the session; it ends with the session at latest.
+
+        Raises:
+            ConflictError: the session has run its quota of background commands.
+        """
+        session = self.session(session_id)
+        commands = self._commands.setdefault(session.id, Commands())
+        what: dict[str, Any] = {"command": list(command)} if command is not None else {}
+        started = commands.add(what or {"script": script})
+        options = started.options(ExecOptions(env=env, cwd=cwd, stdin=stdin))
+
+        async def run() -> None:
+            result: ExecResult | None = None
+            error: Exception | None = SessionExpiredError(f"session {session.id} ended")
+            try:
+                result = await self.exec(
+                    session.id, command=command, script=script, timeout=timeout,
+                    options=options,
+                )  # fmt: skip
+                error = None
+            except Exception as exc:
+                error = exc
+            finally:
+                started.finish(result, error)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(run)
+        return started
+
+    def commands(self, session_id: str) -> Commands:
+        """The session's background commands."""
+        session = self.session(session_id)
+        return self._commands.get(session.id) or Commands()
 
     async def release(self, session_id: str) -> SessionTeardownError | None:
         """End the session; returns (not raises) a teardown failure, which ended it anyway.

@@ -6,6 +6,7 @@ holding it (leases, the API) use of it, so this module stays below `sandbox`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import time
@@ -16,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 import trio
 
 from supervisor.errors import SessionExpiredError
+from supervisor.sandbox.instance import PLAIN, ExecOptions
 
 if TYPE_CHECKING:
     from supervisor.sandbox.files import Download, Listing
@@ -30,15 +32,10 @@ class SessionSandbox(Protocol):
     @property
     def id(self) -> str: ...
     async def exec(
-        self,
-        session: Session,
-        argv: Sequence[str],
-        *,
-        timeout: float | None,
-        env: Mapping[str, str] | None,
+        self, session: Session, argv: Sequence[str], *, timeout: float | None, options: ExecOptions
     ) -> ExecResult: ...
     async def run_script(
-        self, session: Session, script: str, *, timeout: float | None
+        self, session: Session, script: str, *, timeout: float | None, options: ExecOptions
     ) -> ExecResult: ...
     async def client_work(
         self,
@@ -100,8 +97,11 @@ class Session:
         return min(self.expires_at, self.lease_expires_at)
 
     @contextmanager
-    def holding(self) -> Iterator[None]:
+    def holding(self, hold: bool = True) -> Iterator[None]:
         """Hold the lease for the work in this block; renew it when the block ends."""
+        if not hold:
+            yield
+            return
         self.busy += 1
         try:
             yield
@@ -139,17 +139,22 @@ class Session:
         *,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
+        options: ExecOptions = PLAIN,
     ) -> ExecResult:
-        """Run `argv` in the session's sandbox."""
+        """Run `argv` in the session's sandbox (`env` is short for `options.env`)."""
         self._require_live()
-        with self.holding():
-            return await self.sandbox.exec(self, argv, timeout=timeout, env=env)
+        if env is not None:
+            options = dataclasses.replace(options, env=env)
+        with self.holding(not options.background):
+            return await self.sandbox.exec(self, argv, timeout=timeout, options=options)
 
-    async def run_script(self, script: str, *, timeout: float | None = None) -> ExecResult:
+    async def run_script(
+        self, script: str, *, timeout: float | None = None, options: ExecOptions = PLAIN
+    ) -> ExecResult:
         """Run a script in the sandbox (sh, or Python in a Deephaven server)."""
         self._require_live()
-        with self.holding():
-            return await self.sandbox.run_script(self, script, timeout=timeout)
+        with self.holding(not options.background):
+            return await self.sandbox.run_script(self, script, timeout=timeout, options=options)
 
     async def put_files(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
         """Write a file as `dest`, or extract a tar under the directory `dest`."""

@@ -42,7 +42,13 @@ from supervisor.launchers.docker.containers import (
     ContainerSpec,
     OwnedContainer,
 )
-from supervisor.launchers.docker.exec import ExecResult, run_exec, run_exec_input
+from supervisor.launchers.docker.exec import (
+    ExecResult,
+    OutputSink,
+    run_exec,
+    run_exec_attached,
+    run_exec_input,
+)
 from supervisor.launchers.docker.sdk import (
     DockerError,
     EngineClient,
@@ -148,15 +154,37 @@ class DockerEngine:
         workdir: str | None = None,
         env: Mapping[str, str] | None = None,
         user: str | None = None,
+        stdin: bytes | None = None,
+        output: OutputSink | None = None,
+        more: trio.MemoryReceiveChannel[bytes] | None = None,
+        signals: trio.MemoryReceiveChannel[int] | None = None,
     ) -> ExecResult:
         """Run `argv` in the container; after `timeout` its process group is SIGKILLed.
 
         The kill comes from `timeout -s KILL` (coreutils or busybox) inside the container,
-        which runs the command in its own process group; the image must provide it.
+        which runs the command in its own process group; the image must provide it. With
+        `stdin` (fed, then closed) or `output` (given the output as it comes), the exec is
+        attached, and its group is also killed if the caller is cancelled.
 
         Raises:
             DockerError: the engine refused or did not answer.
         """
+        if any(x is not None for x in (stdin, output, more, signals)):
+            return await run_exec_attached(
+                self._client,
+                self._exec_limiter,
+                container_id,
+                argv,
+                timeout=timeout,
+                output_limit=output_limit,
+                workdir=workdir,
+                env=env,
+                user=user,
+                stdin=stdin,
+                output=output,
+                more=more,
+                signals=signals,
+            )
         return await run_exec(
             self._client,
             self._exec_limiter,

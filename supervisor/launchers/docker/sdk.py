@@ -296,3 +296,59 @@ def feed_exec(
     finally:
         sock.close()
         raw.close()
+
+
+class Attached:
+    """An exec's hijacked socket: opened, fed and read in worker threads, cut from the loop.
+
+    Shutting the socket down is what ends a blocked read or write; the reader closes it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: Any = None
+        self._raw: Any = None
+        self._closed = False
+
+    def open(self, api: docker.APIClient, exec_id: str) -> None:
+        sock = api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)  # unix: a SocketIO over the socket; https: itself
+        with self._lock:
+            self._sock, self._raw = sock, raw
+            if self._closed:  # the caller gave up waiting: nobody else will close it
+                self._release()
+
+    def write(self, data: bytes, *, end: bool = False) -> None:
+        """Write `data` to the command's stdin; `end` half-closes it (the engine's EOF)."""
+        with contextlib.suppress(OSError, AttributeError):  # exited, or we were cut off
+            self._raw.sendall(data)
+            if end:
+                self._raw.shutdown(socket.SHUT_WR)
+
+    def read(self, take: Callable[[bool, bytes], None]) -> None:
+        """Pass each frame to `take(is_stderr, data)` until the end; then close."""
+        import docker.utils.socket  # noqa: PLC0415 - the SDK loads on first use (module docstring)
+
+        try:
+            for stream, chunk in docker.utils.socket.frames_iter(self._sock, tty=False):
+                take(stream == docker.utils.socket.STDERR, chunk)
+        except Exception:
+            if not self._closed:  # a shutdown under a blocked read surfaces as anything
+                raise
+        finally:
+            with self._lock:
+                self._release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._raw is not None:
+                with contextlib.suppress(OSError):
+                    self._raw.shutdown(socket.SHUT_RDWR)
+
+    def _release(self) -> None:
+        for part in (self._sock, self._raw):
+            with contextlib.suppress(Exception):
+                part.close()
+        self._sock = self._raw = None
+        self._closed = True

@@ -8,7 +8,7 @@ it starts.
 
 It reads requests from the daemon on `FD` (a SOCK_SEQPACKET socket: one JSON message per
 packet, the command's stdout and stderr attached as file descriptors) and answers on it:
-  spawn {id, argv, cwd, env} + (stdout, stderr) -> started {id} | failed {id, error, errno}
+  spawn {id, argv, cwd, env} + (stdout, stderr[, stdin]) -> started {id} | failed {id, ...}
   signal {id, sig}     the command's process group (each command leads its own session)
   reset {}             kill every other process, empty the scratch dirs and IPC -> reset {}
   ping {id}            -> pong {id}
@@ -63,8 +63,8 @@ class Agent:
     def spawn(self, request: dict[str, object], fds: list[int]) -> None:
         ident = request["id"]
         try:
-            if len(fds) != 2:
-                raise ValueError("spawn needs stdout and stderr")
+            if len(fds) not in (2, 3):
+                raise ValueError("spawn needs stdout and stderr (and maybe stdin)")
             argv = request["argv"]
             env = request["env"]
             assert isinstance(argv, list)
@@ -73,7 +73,7 @@ class Agent:
                 argv,
                 cwd=str(request["cwd"]),
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=fds[2] if len(fds) == 3 else subprocess.DEVNULL,
                 stdout=fds[0],
                 stderr=fds[1],
                 start_new_session=True,
@@ -81,6 +81,9 @@ class Agent:
         except (OSError, ValueError, TypeError) as exc:
             errno_ = exc.errno if isinstance(exc, OSError) else 0
             filename = getattr(exc, "filename", None)
+            if isinstance(exc, OSError) and filename == request.get("cwd"):
+                exc = ValueError(f"working directory {filename}: {exc.strerror}")
+                errno_, filename = 0, None
             self.send(
                 {
                     "op": "failed",

@@ -236,9 +236,11 @@ class Namespace:
         cwd: Path | str = SANDBOX_HOME,
         env: Mapping[str, str] | None = None,
         capture: bool = True,
+        stdin: int | None = None,
     ) -> SandboxProcess:
         """Start `argv` in the sandbox, in its own session; its stdout and stderr are the
-        read ends in `captured`, which the caller must drain and close.
+        read ends in `captured`, which the caller must drain and close. `stdin` (a file
+        descriptor, /dev/null if None) is passed to the agent, and stays the caller's.
 
         Raises:
             StartError: the command could not be executed (not found, not allowed).
@@ -262,7 +264,8 @@ class Namespace:
             "env": dict(sandbox_environment() if env is None else env),
         }
         try:
-            self.send_nowait(request, (out_w, err_w))
+            fds = (out_w, err_w) if stdin is None else (out_w, err_w, stdin)
+            self.send_nowait(request, fds)
         except ValueError as exc:
             self._processes.pop(process.ident, None)
             os.close(out_r)

@@ -25,7 +25,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from supervisor.config.environment import DeephavenSandboxConfig
 from supervisor.config.types import MIB
 from supervisor.errors import (
     DeephavenClientError,
+    ExecRefusedError,
     MisconfiguredError,
     SandboxStateError,
     StartError,
@@ -50,6 +51,7 @@ from supervisor.launchers.local import LocalLauncher
 from supervisor.sandbox.backends import ExecResult
 from supervisor.sandbox.backends.docker import SandboxConfigError, classify
 from supervisor.sandbox.features import Feature
+from supervisor.sandbox.instance import PLAIN, ExecOptions
 from supervisor.supervision.states import Liveness
 
 if TYPE_CHECKING:
@@ -62,9 +64,19 @@ _BROKEN = frozenset(
     {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED", "UNAUTHENTICATED", "PERMISSION_DENIED"}
 )
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+NO_OPTIONS = (
+    "a deephaven sandbox runs scripts in its server's Python session: it has no working "
+    "directory, standard input or environment per exec; leave out cwd, stdin and env"
+)
 USE_SCRIPT = "a deephaven sandbox runs Python in its server: send a script, not a command\n"
 
 log = structlog.get_logger("supervisor.sandbox.deephaven")
+
+
+def refuse_shaped(options: ExecOptions) -> None:
+    """Raise ExecRefusedError for options a Deephaven server cannot honour."""
+    if options.shaped:
+        raise ExecRefusedError(NO_OPTIONS)
 
 
 class DeephavenInstance:
@@ -85,12 +97,17 @@ class DeephavenInstance:
         argv: Sequence[str],
         *,
         timeout: float,
-        env: Mapping[str, str] | None = None,
+        options: ExecOptions = PLAIN,
     ) -> ExecResult:
+        refuse_shaped(options)
         return ExecResult(127, "", USE_SCRIPT, 0.0)
 
-    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
-        """Run Python in the server: its exit code (0, or 1 on an exception), its output."""
+    async def run_script(
+        self, script: str, *, timeout: float, options: ExecOptions = PLAIN
+    ) -> ExecResult:
+        """Run Python in the server: its exit code (0, or 1 on an exception), its output
+        (all at the end: a streamed exec gets it in one piece)."""
+        refuse_shaped(options)
         started = trio.current_time()
         error: DeephavenClientError | None = None
         output = ScriptOutput(0)

@@ -28,7 +28,7 @@ import io
 import posixpath
 import re
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -48,6 +48,7 @@ from supervisor.launchers.docker import ExecResult as EngineResult
 from supervisor.sandbox.backends import ExecResult
 from supervisor.sandbox.backends.docker_files import DockerFiles
 from supervisor.sandbox.files import Download, Listing
+from supervisor.sandbox.instance import PLAIN, ExecOptions
 
 ENVIRONMENT_LABEL = "supervisor.environment"
 SANDBOX_LABEL = "supervisor.sandbox"
@@ -150,23 +151,32 @@ class DockerInstance:
         argv: Sequence[str],
         *,
         timeout: float,
-        env: Mapping[str, str] | None = None,
+        options: ExecOptions = PLAIN,
     ) -> ExecResult:
         if not argv:
             raise ValueError("argv must not be empty")
+        workdir = self.workdir
+        if options.cwd:  # checked by the API: relative, no ".."
+            workdir = posixpath.join(self.workdir, options.cwd)
         with _engine_errors(f"exec in container {self.handle.ident}"):
             raw = await self._engine.exec(
                 self.handle.id,
                 argv,
                 timeout=timeout,
                 output_limit=self._backend.output_limit,
-                workdir=self.workdir,
-                env=env,
+                workdir=workdir,
+                env=options.env,
+                stdin=options.stdin,
+                output=options.output,
+                more=options.input,
+                signals=options.signals,
             )
         return _result(raw)
 
-    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
-        return await self.exec(["sh", "-c", script], timeout=timeout)
+    async def run_script(
+        self, script: str, *, timeout: float, options: ExecOptions = PLAIN
+    ) -> ExecResult:
+        return await self.exec(["sh", "-c", script], timeout=timeout, options=options)
 
     async def put(self, source: Path, dest: str) -> None:
         """Copy `source` to `dest` like the process backend: a directory's contents into

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -37,16 +37,21 @@ import structlog
 import trio
 
 from supervisor.config.environment import CgroupLimits, ProcessLimits, UidRange
-from supervisor.errors import MisconfiguredError, SandboxFileError, SandboxStateError
+from supervisor.errors import (
+    MisconfiguredError,
+    SandboxFileError,
+    SandboxStateError,
+    UnsafePathError,
+)
 from supervisor.launchers.isolation import bubblewrap, cgroups, roots
 from supervisor.launchers.isolation.namespace import Isolation, Namespace, remove_cgroup
 from supervisor.launchers.isolation.uids import UidLeases
 from supervisor.launchers.local import LocalLauncher
 from supervisor.sandbox.backends import hostfs
-from supervisor.sandbox.capture import run_captured
+from supervisor.sandbox.capture import Spawner, run_captured
 from supervisor.sandbox.features import Feature
 from supervisor.sandbox.files import Download, Listing, clean_path
-from supervisor.sandbox.instance import ExecResult
+from supervisor.sandbox.instance import PLAIN, ExecOptions, ExecResult
 
 if TYPE_CHECKING:
     from supervisor.sandbox.sandbox import Sandbox
@@ -118,30 +123,39 @@ class ProcessInstance:
         argv: Sequence[str],
         *,
         timeout: float,
-        env: Mapping[str, str] | None = None,
+        options: ExecOptions = PLAIN,
     ) -> ExecResult:
         if self._stopped or not self.workdir.is_dir():
             raise SandboxStateError(f"sandbox directory {self.workdir} is gone")
         if self.namespace is not None:
-            return await run_captured(
-                self.namespace,
-                [*self._backend.prefix, *argv],
-                cwd=Path(bubblewrap.SANDBOX_HOME),
-                env=bubblewrap.sandbox_environment(env),
-                timeout=timeout,
-                output_limit=self._backend.output_limit,
-            )
+            # Inside, the namespace confines the path: the work directory is all it sees.
+            home = Path(bubblewrap.SANDBOX_HOME)
+            spawner: Spawner = self.namespace
+            cwd = home / options.cwd if options.cwd else home
+            env = bubblewrap.sandbox_environment(options.env)
+        else:
+            spawner = self._backend.launcher
+            cwd = self.workdir / options.cwd if options.cwd else self.workdir
+            if not cwd.resolve().is_relative_to(self.workdir.resolve()):
+                raise UnsafePathError(f"cwd {options.cwd!r} leads out of the sandbox directory")
+            env = {**self._env, **(options.env or {})}
         return await run_captured(
-            self._backend.launcher,
+            spawner,
             [*self._backend.prefix, *argv],
-            cwd=self.workdir,
-            env={**self._env, **(env or {})},
+            cwd=cwd,
+            env=env,
             timeout=timeout,
             output_limit=self._backend.output_limit,
+            stdin=options.stdin,
+            output=options.output,
+            more=options.input,
+            signals=options.signals,
         )
 
-    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
-        return await self.exec(["sh", "-c", script], timeout=timeout)
+    async def run_script(
+        self, script: str, *, timeout: float, options: ExecOptions = PLAIN
+    ) -> ExecResult:
+        return await self.exec(["sh", "-c", script], timeout=timeout, options=options)
 
     async def put(self, source: Path, dest: str) -> None:
         target = (self.workdir / dest).resolve()

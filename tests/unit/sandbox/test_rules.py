@@ -27,6 +27,7 @@ from supervisor.errors import (
 )
 from supervisor.sandbox.environment import Environment, open_environment
 from supervisor.sandbox.features import Feature
+from supervisor.sandbox.instance import ExecOptions
 from supervisor.sandbox.status import EnvironmentStatus, SandboxStatus
 from supervisor.supervision.states import Event
 from tests.fakes import FakeBackend, RecordingFeature, RecordingHandler
@@ -574,6 +575,19 @@ async def test_a_running_command_holds_the_lease(autojump_clock: trio.testing.Mo
         await session.ended_event.wait()
         assert session.expired
         assert trio.current_time() - finished == pytest.approx(4.0)
+
+
+async def test_a_background_command_does_not_hold_the_lease(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Its client may be gone: without heartbeats the session ends at the lease, and the
+    command with it."""
+    async with environment(min_ready=1, max_size=1) as env:
+        session = await env.open_session(lease=4)
+        background = ExecOptions(background=True)
+        with pytest.raises(SessionExpiredError):
+            await session.exec(["later", "30", "k", "v"], timeout=60, options=background)
+        assert trio.current_time() == pytest.approx(4.0)
 
 
 async def test_a_running_command_does_not_outlive_the_ttl(

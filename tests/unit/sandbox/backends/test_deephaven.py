@@ -1,4 +1,4 @@
-"""A Deephaven sandbox has no files: every file transfer is a clear 400."""
+"""What a Deephaven sandbox cannot do: files, and cwd, stdin or env per exec (a clear 400)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any, cast
 import pytest
 
 from supervisor.api.errors import Answer, answer_for
-from supervisor.errors import UnsupportedError
-from supervisor.sandbox.backends.deephaven import DeephavenInstance
+from supervisor.errors import ExecRefusedError, UnsupportedError
+from supervisor.sandbox.backends.deephaven import DeephavenInstance, refuse_shaped
+from supervisor.sandbox.instance import PLAIN, ExecOptions
 
 
 async def test_file_transfers_are_unsupported() -> None:
@@ -25,3 +26,20 @@ async def test_file_transfers_are_unsupported() -> None:
     with pytest.raises(UnsupportedError):
         await instance.listdir(".")
     assert answer_for(raised.value) == Answer(400, "unsupported")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [ExecOptions(cwd="sub"), ExecOptions(stdin=b"x"), ExecOptions(env={"A": "1"})],
+)
+def test_cwd_stdin_and_env_are_refused_with_a_400(options: ExecOptions) -> None:
+    """A Deephaven server has no cwd, stdin or env per exec: a clear 400, not a silent drop."""
+    with pytest.raises(ExecRefusedError, match="leave out cwd, stdin and env") as caught:
+        refuse_shaped(options)
+    assert answer_for(caught.value) == Answer(400, "unsupported")
+
+
+def test_plain_and_streamed_execs_are_accepted() -> None:
+    """Streaming only changes where output goes: the server's output comes in one piece."""
+    refuse_shaped(PLAIN)
+    refuse_shaped(ExecOptions(output=lambda stream, data: None))
