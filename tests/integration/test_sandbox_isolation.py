@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -216,6 +217,17 @@ async def test_the_next_session_finds_nothing_of_the_last(tmp_path: Path) -> Non
             assert "sleep" not in out.split()
             assert "t" not in out.split()
             assert "s" not in out.split()
+
+
+async def test_a_sandbox_outlives_the_thread_that_spawned_it(tmp_path: Path) -> None:
+    """bwrap is forked from a worker thread (to switch uid off the event loop); trio
+    retires idle workers after 10 s, and a parent-death signal tied to that thread once
+    killed every sandbox then. Wait for every worker to be gone: the sandbox still works."""
+    async with isolated(tmp_path, min_ready=1, max_size=1) as env, env.session() as s:
+        with trio.fail_after(60):
+            while threading.active_count() > 1:  # noqa: ASYNC110 - no event for a thread's end
+                await trio.sleep(0.2)
+        assert await sh(s, "echo alive") == "alive\n"
 
 
 async def test_a_timeout_kills_the_commands_whole_group(tmp_path: Path) -> None:

@@ -109,7 +109,11 @@ class SandboxLayout:
             "--unshare-uts",
             "--unshare-cgroup-try",
             *([] if self.network else ["--unshare-net"]),
-            "--die-with-parent",
+            # No --die-with-parent: its parent-death signal fires when the *thread* that
+            # forked bwrap exits, and the daemon forks it from a worker thread, which trio
+            # retires after 10 s idle (every sandbox died 10 s after creation). The
+            # sandbox still dies with the daemon: the guardian kills bwrap's group (the
+            # agent is in it) and the agent exits when its socket to the daemon closes.
             "--as-pid-1",
             "--ro-bind", "/", "/",
             "--proc", "/proc",

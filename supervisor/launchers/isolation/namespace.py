@@ -3,8 +3,9 @@
 `Namespace.open` leases the sandbox a host uid, gives it its work directory, makes its
 cgroup, and spawns its bwrap through the launcher, like any child: recorded in the state
 directory and known to the guardian, so it dies with the daemon even when the daemon is
-SIGKILLed (and bwrap's `--die-with-parent` takes PID 1 of the sandbox with it; when PID
-1 dies, the kernel kills every process of the sandbox). The agent is moved into the
+SIGKILLed (the guardian kills bwrap's process group, the agent, PID 1, with it; and the
+agent exits when its socket to the daemon closes; when PID 1 dies, the kernel kills every
+process of the sandbox). The agent is moved into the
 sandbox's cgroup before it starts anything, then says it is ready.
 
 `spawn` is the primitive every exec goes through: one packet to the agent with the
