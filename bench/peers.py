@@ -16,6 +16,7 @@ import subprocess
 import sys
 import xmlrpc.client
 from pathlib import Path
+from typing import Any
 
 VENVS = Path(__file__).resolve().parent.parent / ".bench-venvs"
 PINS = {
@@ -205,10 +206,12 @@ class _UnixTransport(xmlrpc.client.Transport):
         super().__init__()
         self._path = path
 
-    def make_connection(self, host: object) -> http.client.HTTPConnection:
-        if self._connection[1] is None:
-            self._connection = (host, _UnixHTTPConnection(self._path))
-        return self._connection[1]
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        connection = self._connection[1]
+        if connection is None:
+            connection = _UnixHTTPConnection(self._path)
+            self._connection = (host, connection)
+        return connection
 
 
 def supervisord_rpc(workdir: Path) -> xmlrpc.client.ServerProxy:

@@ -29,19 +29,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import trio
 
 from bench import apiload, peers, sandbox_isolation, sut
 from supervisor.config.environment import EnvironmentConfig, ProcessLimits
+from supervisor.errors import UnsupportedError
 from supervisor.launchers.local import open_local_launcher
 from supervisor.sandbox.backends import Backend, ExecResult
 from supervisor.sandbox.backends.process import ProcessBackend
 from supervisor.sandbox.environment import Environment, open_environment
 from supervisor.sandbox.features import Feature
+from supervisor.sandbox.files import Download, Listing
+from supervisor.sandbox.instance import PLAIN, ExecOptions
 from supervisor.sandbox.sandbox import Sandbox
 from supervisor.sandbox.session import Session
 
@@ -93,7 +96,7 @@ class MemoryInstance:
         self.calls = 0
 
     async def exec(
-        self, argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+        self, argv: Sequence[str], *, timeout: float, options: ExecOptions = PLAIN
     ) -> ExecResult:
         self.calls += 1
         # A real backend's exec is I/O, so it yields to the scheduler; without this
@@ -102,11 +105,22 @@ class MemoryInstance:
         await trio.lowlevel.checkpoint()
         return ExecResult(0, "", "", 0.0)
 
-    async def run_script(self, script: str, *, timeout: float) -> ExecResult:
-        return await self.exec(["sh", "-c", script], timeout=timeout)
+    async def run_script(
+        self, script: str, *, timeout: float, options: ExecOptions = PLAIN
+    ) -> ExecResult:
+        return await self.exec(["sh", "-c", script], timeout=timeout, options=options)
 
     async def put(self, source: Path, dest: str) -> None:
         self.calls += 1
+
+    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
+        raise UnsupportedError("memory sandboxes hold no files")
+
+    async def download(self, path: str, limit: int) -> Download:
+        raise UnsupportedError("memory sandboxes hold no files")
+
+    async def listdir(self, path: str) -> Listing:
+        raise UnsupportedError("memory sandboxes hold no files")
 
     async def check(self) -> None:
         return None
