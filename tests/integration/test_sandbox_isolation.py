@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -219,15 +220,32 @@ async def test_the_next_session_finds_nothing_of_the_last(tmp_path: Path) -> Non
             assert "s" not in out.split()
 
 
-async def test_a_sandbox_outlives_the_thread_that_spawned_it(tmp_path: Path) -> None:
+async def test_a_sandbox_outlives_the_thread_that_spawned_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """bwrap is forked from a worker thread (to switch uid off the event loop); trio
-    retires idle workers after 10 s, and a parent-death signal tied to that thread once
-    killed every sandbox then. Wait for every worker to be gone: the sandbox still works."""
-    async with isolated(tmp_path, min_ready=1, max_size=1) as env, env.session() as s:
-        with trio.fail_after(60):
-            while threading.active_count() > 1:  # noqa: ASYNC110 - no event for a thread's end
-                await trio.sleep(0.2)
-        assert await sh(s, "echo alive") == "alive\n"
+    retires an idle worker after 10 s, and a parent-death signal tied to that thread once
+    killed every sandbox then. Wait for the very thread that forked it to end: the
+    sandbox still works."""
+    forkers: list[threading.Thread] = []
+    popen = subprocess.Popen
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("user") is not None:
+            forkers.append(threading.current_thread())
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    config = settings(min_ready=1, max_size=1)
+    async with open_local_launcher() as launcher:
+        backend, extra = BACKENDS["process"]("box", config, Context(launcher, None, tmp_path))
+        async with open_environment("box", config, backend, extra) as env, env.session() as s:
+            assert forkers
+            assert forkers[-1] is not threading.main_thread()
+            with trio.fail_after(120):  # its idle timeout, on a loaded machine
+                while any(thread.is_alive() for thread in forkers):  # noqa: ASYNC110 - no event
+                    await trio.sleep(0.2)
+            assert await sh(s, "echo alive") == "alive\n"
 
 
 async def test_a_timeout_kills_the_commands_whole_group(tmp_path: Path) -> None:
