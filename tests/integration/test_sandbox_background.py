@@ -38,11 +38,17 @@ async def test_a_background_command_answers_at_once_and_is_followed(tmp_path: Pa
         assert started["script"] == "echo first; read x < gate; echo second"
         listed = (await client.get(f"/v1/sessions/{sid}/commands")).json()["commands"]
         assert [c["command_id"] for c in listed] == [cid]
+        # The daemon has read "first" (one piece) before the gate lets "second" out:
+        # else, on a loaded machine, both can arrive in one read.
+        url = f"/v1/sessions/{sid}/commands/{cid}"
+        with trio.fail_after(30):
+            while (await client.get(url)).json()["stdout"] != "first\n":  # noqa: ASYNC110
+                await trio.sleep(0.02)
         await run(client, sid, script="echo go > gate")
         frames = await follow(client, sid, cid)
         assert [f["data"] for f in frames if "stream" in f] == ["first\n", "second\n"]
         assert frames[-1]["exit_code"] == 0
-        shown = (await client.get(f"/v1/sessions/{sid}/commands/{cid}")).json()
+        shown = (await client.get(url)).json()
         assert (shown["state"], shown["exit_code"], shown["stdout"]) == (
             "exited",
             0,
