@@ -92,12 +92,8 @@ async def run_exec(
             "exec",
             limiter,
         )
-    duration = trio.current_time() - started
-    info = await client.call("inspect exec", client.api.exec_inspect, created["Id"])
-    exit_code = None if info["Running"] else int_or_none(info["ExitCode"])
-    timed_out = reading.cancelled_caught or (duration >= timeout and exit_code in (124, 137))
-    return ExecResult(
-        exit_code, out.data(), err.data(), duration, timed_out, out.truncated or err.truncated
+    return await _result(
+        client, created["Id"], started=started, timeout=timeout, out=out, err=err, reading=reading
     )
 
 
@@ -122,13 +118,7 @@ async def run_exec_input(
     feed = partial(feed_exec, client.api, created["Id"], data, out=out, err=err)
     with docker_errors("exec with input"), trio.fail_after(timeout + EXEC_GRACE):
         await trio.to_thread.run_sync(feed, limiter=limiter, abandon_on_cancel=True)
-    duration = trio.current_time() - started
-    info = await client.call("inspect exec", client.api.exec_inspect, created["Id"])
-    exit_code = None if info["Running"] else int_or_none(info["ExitCode"])
-    timed_out = duration >= timeout and exit_code in (124, 137)
-    return ExecResult(
-        exit_code, out.data(), err.data(), duration, timed_out, out.truncated or err.truncated
-    )
+    return await _result(client, created["Id"], started=started, timeout=timeout, out=out, err=err)
 
 
 class _Frames:
@@ -222,12 +212,8 @@ async def run_exec_attached(
         raise
     finally:
         attached.close()
-    duration = trio.current_time() - started
-    info = await client.call("inspect exec", client.api.exec_inspect, created["Id"])
-    exit_code = None if info["Running"] else int_or_none(info["ExitCode"])
-    timed_out = reading.cancelled_caught or (duration >= timeout and exit_code in (124, 137))
-    return ExecResult(
-        exit_code, out.data(), err.data(), duration, timed_out, out.truncated or err.truncated
+    return await _result(
+        client, created["Id"], started=started, timeout=timeout, out=out, err=err, reading=reading
     )
 
 
@@ -292,3 +278,25 @@ async def _signal_group(
             "signal exec", client.api.exec_create, container_id, kill, user=user or ""
         )
         await client.call("signal exec", client.api.exec_start, created["Id"])
+
+
+async def _result(
+    client: EngineClient,
+    exec_id: str,
+    *,
+    started: float,
+    timeout: float,
+    out: Capped,
+    err: Capped,
+    reading: trio.CancelScope | None = None,
+) -> ExecResult:
+    """What an ended exec did: its code from the engine, timed out if `reading` was cut
+    off or `timeout` (coreutils' 124, or KILL's 137) ended it."""
+    duration = trio.current_time() - started
+    info = await client.call("inspect exec", client.api.exec_inspect, exec_id)
+    exit_code = None if info["Running"] else int_or_none(info["ExitCode"])
+    cut = reading is not None and reading.cancelled_caught
+    timed_out = cut or (duration >= timeout and exit_code in (124, 137))
+    return ExecResult(
+        exit_code, out.data(), err.data(), duration, timed_out, out.truncated or err.truncated
+    )
