@@ -1,4 +1,4 @@
-"""`make run`: the embedded default config, as shipped, on this machine."""
+"""`make run`: the embedded default config, as shipped, and the example configs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,11 @@ from supervisor.launchers.deephaven.server import python_launch_problem
 from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "config" / "examples").glob("*.toml"))
+
+States = dict[str, tuple[str, str]]
 
 
 def test_without_java_the_deephaven_server_is_misconfigured_with_the_reason(tmp_path: Path) -> None:
@@ -33,49 +40,32 @@ def test_without_java_the_deephaven_server_is_misconfigured_with_the_reason(tmp_
     assert "Java 17" in problem
 
 
-async def test_the_embedded_default_config_runs_everything(tmp_path: Path) -> None:
-    """No -c, no $SUPERVISOR_CONFIG: web, heartbeat and a Deephaven server come up, the
-    scratch pool hands out a session, and SIGTERM stops it all."""
-    assert not DEFAULT_CONFIG.exists(), "this machine has a config in /etc: not a fresh one"
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_config_is_valid(example: Path) -> None:
+    """What the README points people to passes `supervisor check`."""
+    done = run_cli("check", "-c", str(example))
+    assert done.returncode == 0, done.stderr
+    assert EXAMPLES, "config/examples/ is empty"
+
+
+def fresh_env(tmp_path: Path) -> dict[str, str]:
+    """This environment without a config or socket of the host's, with private dirs."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("SUPERVISOR_CONFIG", "SUPERVISOR_SOCKET")
     }
     env |= {"RUNTIME_DIRECTORY": str(tmp_path / "run"), "STATE_DIRECTORY": str(tmp_path / "state")}
+    env["SUPERVISOR_SOCKET"] = str(tmp_path / "run" / "control.sock")
+    return env
+
+
+@asynccontextmanager
+async def running_daemon(argv: list[str], env: dict[str, str]) -> AsyncIterator[trio.Process]:
+    """`supervisor run ...` in the foreground; it must stop cleanly on SIGTERM."""
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "supervisor", "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        env["SUPERVISOR_SOCKET"] = str(tmp_path / "run" / "control.sock")
-
-        def status() -> dict[str, object]:
-            done = run_cli("status", "--json", env=env)
-            return json.loads(done.stdout) if done.returncode == 0 else {}
-
-        with trio.fail_after(120):
-            while True:  # another process's state: poll the CLI, as an operator would
-                current = await trio.to_thread.run_sync(status)
-                states = {
-                    r["name"]: (r["state"], r["liveness"]) for r in current.get("resources", [])
-                }  # type: ignore[union-attr]
-                if (
-                    states.get("deephaven") == ("RUNNING", "ONLINE")
-                    and states.get("heartbeat", ("",))[0] == "RUNNING"
-                ):
-                    break
-                await trio.sleep(0.5)
-        assert states["web"] == ("RUNNING", "ONLINE")
-        creds = await trio.to_thread.run_sync(lambda: run_cli("credentials", "deephaven", env=env))
-        assert len(json.loads(creds.stdout)["token"]) == 32
-        sid = (
-            await trio.to_thread.run_sync(lambda: run_cli("session", "acquire", "scratch", env=env))
-        ).stdout.strip()
-        ran = await trio.to_thread.run_sync(
-            lambda: run_cli("session", "exec", sid, "--", "sh", "-c", "echo hello", env=env)
-        )
-        assert ran.stdout == "hello\n"
+        yield proc
         proc.terminate()
         with trio.fail_after(60):
             assert await proc.wait() == 0
@@ -83,3 +73,63 @@ async def test_the_embedded_default_config_runs_everything(tmp_path: Path) -> No
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def wait_for_states(
+    env: dict[str, str], done: Callable[[States], bool], *, within: float
+) -> States:
+    """Poll `supervisor status --json` (another process's state, as an operator would)."""
+
+    def status() -> States:
+        ran = run_cli("status", "--json", env=env)
+        if ran.returncode != 0:
+            return {}
+        current = json.loads(ran.stdout)
+        return {r["name"]: (r["state"], r["liveness"]) for r in current.get("resources", [])}
+
+    with trio.fail_after(within):
+        while True:
+            states = await trio.to_thread.run_sync(status)
+            if done(states):
+                return states
+            await trio.sleep(0.5)
+
+
+async def test_the_embedded_default_config_runs_everything_it_names(tmp_path: Path) -> None:
+    """No -c, no $SUPERVISOR_CONFIG: web and heartbeat come up, and nothing else (no
+    Deephaven, no Docker), the scratch pool hands out a session, and SIGTERM stops it all."""
+    assert not DEFAULT_CONFIG.exists(), "this machine has a config in /etc: not a fresh one"
+    env = fresh_env(tmp_path)
+    async with running_daemon([sys.executable, "-m", "supervisor", "run"], env):
+        states = await wait_for_states(
+            env, lambda s: s.get("heartbeat", ("",))[0] == "RUNNING", within=60
+        )
+        assert states == {"web": ("RUNNING", "ONLINE"), "heartbeat": ("RUNNING", "ONLINE")}
+        sid = (
+            await trio.to_thread.run_sync(lambda: run_cli("session", "acquire", "scratch", env=env))
+        ).stdout.strip()
+        ran = await trio.to_thread.run_sync(
+            lambda: run_cli("session", "exec", sid, "--", "sh", "-c", "echo hello", env=env)
+        )
+        assert ran.stdout == "hello\n"
+
+
+async def test_the_deephaven_example_launches_a_server_with_generated_credentials(
+    tmp_path: Path,
+) -> None:
+    """config/examples/deephaven.toml: the server comes up ONLINE and its PSK is served."""
+    env = fresh_env(tmp_path)
+    argv = [
+        sys.executable,
+        "-m",
+        "supervisor",
+        "run",
+        "-c",
+        str(REPO / "config/examples/deephaven.toml"),
+    ]
+    async with running_daemon(argv, env):
+        await wait_for_states(
+            env, lambda s: s.get("deephaven") == ("RUNNING", "ONLINE"), within=120
+        )
+        creds = await trio.to_thread.run_sync(lambda: run_cli("credentials", "deephaven", env=env))
+        assert len(json.loads(creds.stdout)["token"]) == 32

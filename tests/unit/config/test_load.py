@@ -27,7 +27,7 @@ def test_the_shipped_config_is_the_embedded_default_and_valid() -> None:
     embedded = REPO / "supervisor" / "config" / "default.toml"
     assert shipped.read_text() == embedded.read_text()
     assert load_file(shipped) == load_default()
-    assert set(load_default().resources) == {"web", "heartbeat", "deephaven"}
+    assert set(load_default().resources) == {"web", "heartbeat"}
     assert set(load_default().environments) == {"scratch"}
 
 
