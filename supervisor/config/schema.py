@@ -9,6 +9,7 @@ once a resource's overrides are merged over `[defaults.restart]`) come from
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -124,6 +125,16 @@ class DaemonConfig(Model):
         return self.state_dir or default_state_dir()
 
 
+DOCKER_SDK_MISSING = (
+    "uses Docker, and the docker SDK is not installed: pip install 'supervisor-daemon[docker]'"
+)
+
+
+def docker_sdk_installed() -> bool:
+    """Whether the `docker` extra is installed (looked up, not imported: it is heavy)."""
+    return importlib.util.find_spec("docker") is not None
+
+
 class DefaultsConfig(Model):
     restart: RestartConfig = RestartConfig()
 
@@ -198,7 +209,15 @@ class Config(Model):
             found.append(
                 (f"resources.{cycle[0]}.depends_on", "dependency cycle: " + " -> ".join(cycle))
             )
-        return found
+        return found + self._missing_docker_sdk()
+
+    def _missing_docker_sdk(self) -> list[tuple[str, str]]:
+        """Each docker-using resource and environment, when the docker SDK is not installed."""
+        users = [f"resources.{n}" for n, r in self.resources.items() if r.docker_hosts()]
+        users += [f"environments.{n}" for n, e in self.environments.items() if e.docker_hosts()]
+        if not users or docker_sdk_installed():
+            return []
+        return [(path, DOCKER_SDK_MISSING) for path in users]
 
     def _dependency_cycle(self) -> list[str] | None:
         state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
