@@ -17,6 +17,10 @@ log = structlog.get_logger("supervisor.launcher")
 
 MAX_LINE = 8192
 READ_SIZE = 65536  # a pipe's whole default capacity: one read drains it
+# After a read that filled READ_SIZE (a child printing flat out), wait this long before
+# the next: a flood then takes a turn of the loop once a millisecond instead of in every
+# scheduler batch, capping it at 64 MB/s per stream (the child waits on its full pipe).
+FLOOD_PAUSE = 0.001
 
 LineSink = Callable[[str, str], None]  # (stream name, line)
 
@@ -61,6 +65,8 @@ async def _relay(
                     break
                 if chunks is not None:
                     _hand(chunks, name, chunk)
+                if len(chunk) == READ_SIZE:
+                    await trio.sleep(FLOOD_PAUSE)
                 if sink is None:
                     continue
                 pending += chunk
