@@ -13,7 +13,6 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints, field_validator
 
-from supervisor.config.output import LogOverrides
 from supervisor.config.types import (
     HOUR,
     IN_PLACE_FIELDS,
@@ -95,7 +94,6 @@ class ContainerConfig(ResourceSpec):
     startup: ContainerProbeConfig | None = None
     health: ContainerProbeConfig | None = None
     restart: RestartOverrides = RestartOverrides()
-    log: LogOverrides = LogOverrides()
 
     @field_validator("ports")
     @classmethod

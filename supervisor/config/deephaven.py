@@ -20,7 +20,6 @@ from pydantic import (
     model_validator,
 )
 
-from supervisor.config.output import LogOverrides
 from supervisor.config.types import (
     HOUR,
     MIB,
@@ -156,7 +155,6 @@ class DeephavenConfig(ResourceSpec):
     start_timeout: Timeout = 60.0
     stop_timeout: Grace = 10.0
     restart: RestartOverrides = RestartOverrides()
-    log: LogOverrides = LogOverrides()
 
     @field_validator("port")
     @classmethod
