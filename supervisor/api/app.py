@@ -27,6 +27,7 @@ from supervisor.api import models
 from supervisor.api.edge import BodyLimit, StreamSlots
 from supervisor.api.errors import EXCEPTION_HANDLERS, ApiError, error_response
 from supervisor.api.files import body_limit
+from supervisor.api.logs import log_routes
 from supervisor.api.models import reply
 from supervisor.api.requests import (
     MAX_JSON_BODY,
@@ -38,6 +39,7 @@ from supervisor.api.requests import (
 )
 from supervisor.api.sandboxes import Sandboxes, sandbox_routes
 from supervisor.errors import DaemonStoppingError, ResourceNotFoundError
+from supervisor.supervision.resource import OutputSource
 from supervisor.supervision.settings import Snapshot
 from supervisor.supervision.states import Transition
 
@@ -68,6 +70,9 @@ class Control(Protocol):
         Raises:
             ResourceNotFoundError, NoCredentialsError, NotRunningError.
         """
+
+    def output(self, name: str) -> OutputSource:
+        """`name`'s program output (ResourceNotFoundError, NoOutputError)."""
 
     def command(self, name: str, action: str) -> Snapshot:
         """Apply start/stop/restart to `name` (ResourceNotFoundError if unknown)."""
@@ -196,6 +201,7 @@ def build_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             *resource_routes(control),
+            *log_routes(control, streams, closing),
             Route("/v1/reload", reload, methods=["POST"]),
             Route("/v1/events", events, methods=["GET"]),
             *(sandbox_routes(control.sandboxes, streams) if control.sandboxes is not None else ()),

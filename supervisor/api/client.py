@@ -348,13 +348,7 @@ class Client:
         path = "/v1/events" + (f"?{urlencode({'since': since})}" if since is not None else "")
         conn = self._make(None)  # a stream of its own, with no read timeout
         try:
-            try:
-                conn.request("GET", path, headers=self._headers)
-                response = conn.getresponse()
-            except OSError as exc:
-                raise self._unavailable(exc) from None
-            if response.status >= 400:
-                raise _request_error(response.status, response.read())
+            response = self._open_stream(conn, path)
             kind = "message"
             while line := _readline(response, self.where):
                 text = line.decode().rstrip("\r\n")
@@ -367,6 +361,33 @@ class Client:
                     kind = "message"
         finally:
             conn.close()
+
+    def logs(
+        self, name: str, *, stream: str = "stdout", lines: int | None = None, follow: bool = False
+    ) -> Iterator[bytes]:
+        """A resource's output as it printed it: its last `lines` lines, then with `follow`
+        each piece it prints, until the daemon ends the stream."""
+        query = {"stream": stream, "follow": int(follow)}
+        query.update({} if lines is None else {"lines": lines})
+        conn = self._make(None)  # a stream of its own, with no read timeout
+        try:
+            path = f"/v1/resources/{quote(name, safe='')}/logs?{urlencode(query)}"
+            response = self._open_stream(conn, path)
+            while piece := _readline(response, self.where, line=False):
+                yield piece
+        finally:
+            conn.close()
+
+    def _open_stream(self, conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
+        """GET `path` on `conn`; the response, once its status says it is not an error."""
+        try:
+            conn.request("GET", path, headers=self._headers)
+            response = conn.getresponse()
+        except OSError as exc:
+            raise self._unavailable(exc) from None
+        if response.status >= 400:
+            raise _request_error(response.status, response.read())
+        return response
 
     def _json(
         self,
@@ -447,9 +468,10 @@ def _exec_body(command: list[str] | None, script: str | None, **options: object)
     return body
 
 
-def _readline(response: http.client.HTTPResponse, where: str) -> bytes:
+def _readline(response: http.client.HTTPResponse, where: str, *, line: bool = True) -> bytes:
+    """The next line of a stream (or, `line=False`, whatever has come of it)."""
     try:
-        return response.readline()
+        return response.readline() if line else response.read1(1 << 16)
     except (OSError, http.client.HTTPException) as exc:
         raise DaemonUnavailableError(
             f"the stream from {where} ended abruptly ({type(exc).__name__})"

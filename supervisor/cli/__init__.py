@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor.cli.exec import EXIT_EXEC_FAILED, cmd_exec
+from supervisor.cli.logs import cmd_logs
 from supervisor.cli.parser import build_parser
 from supervisor.cli.render import format_environments, format_event, format_status
 from supervisor.config.paths import DEFAULT_CONFIG, default_socket_path
@@ -230,6 +231,7 @@ CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "restart": cmd_verb,
     "reload": cmd_reload,
     "events": cmd_events,
+    "logs": cmd_logs,
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from supervisor import __version__
 from supervisor.cli.exec import add_exec_options
+from supervisor.cli.logs import add_logs_command
 from supervisor.config.paths import DEFAULT_CONFIG
 
 CONFIG_HELP = (
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Only over the control socket or with the API token: treat the output as a secret.",
     )
     credentials.add_argument("name", help="the resource's name")
+    add_logs_command(commands, client)
     add_session_commands(commands, client)
     environment = commands.add_parser(
         "environment",

@@ -19,7 +19,8 @@ from supervisor.config.container import ContainerConfig
 from supervisor.config.deephaven import DeephavenConfig
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.config.environment import EnvironmentConfig
-from supervisor.config.paths import default_socket_path, default_state_dir
+from supervisor.config.output import LogConfig, LogOverrides
+from supervisor.config.paths import default_log_dir, default_socket_path, default_state_dir
 from supervisor.config.secrets import secret_env_names
 from supervisor.config.types import (
     MINUTE,
@@ -71,7 +72,8 @@ class ProcessConfig(ResourceSpec):
     stop_signal: SignalName = "SIGTERM"
     stop_timeout: Grace = 10.0
     success_exit_codes: list[ExitCode] = [0]
-    log_output: bool = True
+    log_output: bool = False
+    log: LogOverrides = LogOverrides()
     startup: StartupProbeConfig | None = None
     health: HealthProbeConfig | None = None
     restart: RestartOverrides = RestartOverrides()
@@ -107,6 +109,7 @@ class DaemonConfig(Model):
     http: Annotated[str, AfterValidator(host_port)] | None = "127.0.0.1:9310"
     api_token_file: FilePath | None = None
     state_dir: FilePath | None = None  # default: see `state_path`
+    log_dir: FilePath | None = None  # default: see `log_path`
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: Timeout = 60.0
@@ -124,6 +127,12 @@ class DaemonConfig(Model):
         StateDirectory= under systemd), else under $XDG_STATE_HOME."""
         return self.state_dir or default_state_dir()
 
+    @property
+    def log_path(self) -> Path:
+        """`log_dir`, or the default: systemd's LogsDirectory= under systemd, else `logs`
+        in the state directory."""
+        return self.log_dir or default_log_dir(self.state_path)
+
 
 DOCKER_SDK_MISSING = (
     "uses Docker, and the docker SDK is not installed: pip install 'supervisor-daemon[docker]'"
@@ -137,6 +146,7 @@ def docker_sdk_installed() -> bool:
 
 class DefaultsConfig(Model):
     restart: RestartConfig = RestartConfig()
+    log: LogConfig = LogConfig()
 
 
 class Config(Model):
@@ -160,6 +170,12 @@ class Config(Model):
     def restart_for(self, name: str) -> RestartConfig:
         """The effective restart settings of resource `name`."""
         return self.defaults.restart.merged(self.resources[name].restart)
+
+    def log_for(self, name: str) -> LogConfig:
+        """The effective output settings of resource `name`."""
+        # Kinds that keep no output of their own (deephaven-enterprise) have no `log`.
+        overrides: LogOverrides | None = getattr(self.resources[name], "log", None)
+        return self.defaults.log if overrides is None else self.defaults.log.merged(overrides)
 
     def start_order(self) -> list[str]:
         """Resource names, each after everything it depends on (stable otherwise)."""

@@ -3,6 +3,7 @@ backend and features. Kinds come from `runtime.kinds`; this module only assemble
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -37,7 +38,7 @@ def make_resource(
 ) -> Resource:
     """The resource object for `name` (`built`: the supervisors made so far)."""
     spec = config.resources[name]
-    ctx = Context(ctx.launcher, ctx.engines, ctx.state_path, _ResourcesOf(built))
+    ctx = dataclasses.replace(ctx, resources=_ResourcesOf(built))
     return RESOURCES[spec.kind](name, spec, ctx)
 
 

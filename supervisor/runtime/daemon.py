@@ -120,7 +120,14 @@ class Daemon:
 
     def _context(self) -> Context:
         assert self._launcher is not None
-        return Context(self._launcher, self.engines, self.config.daemon.state_path)
+        config = self.config
+        return Context(
+            self._launcher,
+            self.engines,
+            config.daemon.state_path,
+            log_path=config.daemon.log_path,
+            log_defaults=config.defaults.log,
+        )
 
     def _make_environment(self, name: str, config: Any) -> Environment:
         return make_environment(name, config, self._context(), self.bus)

@@ -1,0 +1,37 @@
+"""Where a resource's program output goes: `[defaults.log]` and a resource's `log` table.
+
+Pure: imports nothing from the package but `config.types`. A resource's `log` table is any
+subset of `[defaults.log]`, merged key by key (as `restart` is over `[defaults.restart]`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from supervisor.config.types import KIB, MIB, TIB, Between, Bytes, Model
+
+MaxBytes = Annotated[int, Bytes(4 * KIB, TIB)]
+Backups = Annotated[int, Between(0, 100)]
+Target = Literal["file", "memory"]
+
+
+class LogConfig(Model):
+    """How a program's stdout and stderr are kept (`NAME.stdout.log`, `NAME.stderr.log`
+    under `daemon.log_dir`, rotated by size; "memory" keeps only the in-memory tail)."""
+
+    target: Target = "file"
+    max_bytes: MaxBytes = 50 * MIB
+    backups: Backups = 5
+
+    def merged(self, overrides: LogOverrides) -> LogConfig:
+        """These settings with a resource's `log` table applied key by key."""
+        changed = overrides.model_dump(exclude_none=True)
+        return self.model_copy(update=changed) if changed else self
+
+
+class LogOverrides(Model):
+    """A resource's `log` table: any subset of `[defaults.log]`."""
+
+    target: Target | None = None
+    max_bytes: MaxBytes | None = None
+    backups: Backups | None = None
