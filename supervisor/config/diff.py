@@ -31,7 +31,17 @@ ENVIRONMENT_RECREATE_FIELDS = frozenset(
 )
 # [daemon] keys the running daemon cannot change without restarting itself.
 DAEMON_RESTART_FIELDS = frozenset(
-    {"control_socket", "http", "api_token_file", "state_dir", "log_format", "log_level", "limits"}
+    {
+        "control_socket",
+        "http",
+        "api_token_file",
+        "api_read_token_file",
+        "tls",
+        "state_dir",
+        "log_format",
+        "log_level",
+        "limits",
+    }
 )
 
 
