@@ -30,7 +30,8 @@ def tls_extra(pair: CertPair, header_timeout: str = "10s") -> str:
 
 
 def https(daemon: Daemon, pair: CertPair, token: str | None = FULL) -> httpx.AsyncClient:
-    assert daemon.api is not None and daemon.api.http_address is not None
+    assert daemon.api is not None
+    assert daemon.api.http_address is not None
     host, port = daemon.api.http_address
     headers = {"authorization": f"Bearer {token}"} if token else {}
     verify = ssl.create_default_context(cafile=str(pair.cert))
@@ -40,7 +41,8 @@ def https(daemon: Daemon, pair: CertPair, token: str | None = FULL) -> httpx.Asy
 
 
 def url(daemon: Daemon, scheme: str = "https") -> str:
-    assert daemon.api is not None and daemon.api.http_address is not None
+    assert daemon.api is not None
+    assert daemon.api.http_address is not None
     host, port = daemon.api.http_address
     return f"{scheme}://{host}:{port}"
 
@@ -52,7 +54,8 @@ def tcp_listener_active(daemon: Daemon) -> int:
 
 async def raw_exchange(daemon: Daemon, data: bytes) -> bytes:
     """Send `data` on a plain TCP connection; everything the daemon answers until it closes."""
-    assert daemon.api is not None and daemon.api.http_address is not None
+    assert daemon.api is not None
+    assert daemon.api.http_address is not None
     stream = await trio.open_tcp_stream(*daemon.api.http_address)
     received = b""
     with trio.fail_after(10):
