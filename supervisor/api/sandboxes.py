@@ -69,7 +69,7 @@ GET_SESSION = Operation("One session", {200: models.Session}, errors=(404, 410),
 RELEASE = Operation(
     "Release a session (204; 200 with the error when a feature failed to clean up)",
     {204: None, 200: models.Released},
-    errors=(404, 409),
+    errors=(404, 409, 410),
     params=(SESSION,),
 )
 HEARTBEAT = Operation(
