@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -57,20 +58,34 @@ class Client:
         socket_path: Path | str | None = None,
         url: str | None = None,
         token: str | None = None,
+        ca_file: Path | str | None = None,
         timeout: float = 10.0,
     ) -> Client:
-        """A client for the unix socket at `socket_path`, or for `url` (+ `token`)."""
+        """A client for the unix socket at `socket_path`, or for `url` (+ `token`); an
+        https:// URL verifies the daemon's certificate against `ca_file`, else the
+        system's trust store."""
         if url is not None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
-            kind = (
-                http.client.HTTPSConnection
-                if parts.scheme == "https"
-                else http.client.HTTPConnection
-            )
             headers = {"authorization": f"Bearer {token}"} if token else {}
-            return cls(lambda t=timeout: kind(parts.hostname, parts.port, timeout=t), url, headers)
+            host, port = parts.hostname, parts.port
+            if parts.scheme == "http":
+                if ca_file is not None:
+                    raise ValueError("a CA file is for https:// URLs")
+                return cls(
+                    lambda t=timeout: http.client.HTTPConnection(host, port, timeout=t),
+                    url,
+                    headers,
+                )
+            context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+            return cls(
+                lambda t=timeout: http.client.HTTPSConnection(
+                    host, port, timeout=t, context=context
+                ),
+                url,
+                headers,
+            )
         if socket_path is None:
             raise ValueError("give socket_path or url")
         path = str(socket_path)
@@ -457,6 +472,11 @@ class Client:
 
     def _unavailable(self, exc: OSError) -> DaemonUnavailableError:
         reason = exc.strerror or str(exc) or type(exc).__name__
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return DaemonUnavailableError(
+                f"cannot verify the daemon at {self.where}: {exc.verify_message} (give the "
+                "CA that signed its certificate with --ca-file)"
+            )
         return DaemonUnavailableError(
             f"cannot reach the daemon at {self.where}: {reason} (is it running?)"
         )

@@ -18,12 +18,12 @@ from typing import Protocol
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from supervisor.api.edge import StreamSlots
 from supervisor.api.errors import ApiError
 from supervisor.api.requests import query_bool, query_int
+from supervisor.api.spec import ApiRoute, Media, Operation, Param
 from supervisor.supervision.resource import OutputSource
 
 TEXT = "text/plain; charset=utf-8"
@@ -31,13 +31,36 @@ DEFAULT_LINES = 100
 MAX_LINES = 100_000
 STREAMS = ("stdout", "stderr")
 
+LOGS = Operation(
+    "A program's output: its last lines, then (follow) what it prints next",
+    {
+        200: Media(
+            ("text/plain",),
+            "the bytes as the program wrote them, unframed; with follow=1 the body continues "
+            "until the client leaves, the daemon stops or the client falls too far behind",
+        )
+    },
+    errors=(400, 404, 503),
+    params=(
+        Param("name", "path", "the resource's name (a key of [resources])"),
+        Param("stream", "query", "which stream", {"type": "string", "enum": list(STREAMS)}),
+        Param("lines", "query", "how many of the last lines", {
+            "type": "integer", "minimum": 0, "maximum": MAX_LINES,
+        }),
+        Param("follow", "query", "keep the body open for what is printed next", {
+            "type": "boolean",
+        }),
+    ),
+    access="read",
+)  # fmt: skip
+
 
 class Outputs(Protocol):
     def output(self, name: str) -> OutputSource:
         """Resource `name`'s output (ResourceNotFoundError, NoOutputError)."""
 
 
-def log_routes(outputs: Outputs, streams: StreamSlots, closing: trio.Event) -> list[Route]:
+def log_routes(outputs: Outputs, streams: StreamSlots, closing: trio.Event) -> list[ApiRoute]:
     """The logs route over `outputs`; follows take a slot of `streams`."""
 
     async def logs(request: Request) -> Response:
@@ -61,7 +84,7 @@ def log_routes(outputs: Outputs, streams: StreamSlots, closing: trio.Event) -> l
             return Response(tail, media_type=TEXT, headers={"cache-control": "no-store"})
         return _Followed(tail, pieces, closing, release)
 
-    return [Route("/v1/resources/{name}/logs", logs, methods=["GET"])]
+    return [ApiRoute("/v1/resources/{name}/logs", logs, "GET", LOGS)]
 
 
 class _Followed(Response):

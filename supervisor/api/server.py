@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import socket
+import ssl
 import stat
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import trio
 
+from supervisor.api.access import Tokens
 from supervisor.api.app import Control, build_app
 from supervisor.api.edge import Limits, Listener, StreamSlots
 from supervisor.config.schema import split_host_port
@@ -96,11 +98,15 @@ async def serve_api(
     *,
     socket_path: Path | None,
     http: str | None,
-    token: bytes | None,
+    tokens: Tokens | None = None,
+    tls: ssl.SSLContext | None = None,
     limits: Limits | None = None,
     task_status: trio.TaskStatus[ApiServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until `ApiServer.close()`; `started(server)` once every listener is bound."""
+    """Serve until `ApiServer.close()`; `started(server)` once every listener is bound.
+
+    TCP needs `tokens` for /v1 (`api.access`) and speaks TLS with `tls`.
+    """
     limits = Limits() if limits is None else limits
     server = ApiServer()
     bound: list[tuple[socket.socket, bool]] = []
@@ -123,13 +129,15 @@ async def serve_api(
                 streams = StreamSlots(limits.streams)
                 app = build_app(
                     control,
-                    token=token,
+                    tokens=tokens,
                     tcp=tcp,
                     closing=server.closing,
                     streams=streams,
                     body_idle=limits.header_timeout,
                 )
-                listener = Listener(sock, app, limits, "tcp" if tcp else "unix")
+                listener = Listener(
+                    sock, app, limits, "tcp" if tcp else "unix", tls=tls if tcp else None
+                )
                 server.listeners.append(listener)
                 await nursery.start(partial(listener.serve, server.closing))
             task_status.started(server)

@@ -106,7 +106,9 @@ def connect(args: argparse.Namespace) -> Client:
 
     if args.url:
         token = args.token_file.read_text().strip() if args.token_file else None
-        return Client.connect(url=args.url, token=token)
+        return Client.connect(url=args.url, token=token, ca_file=args.ca_file)
+    if args.ca_file:
+        raise ValueError("--ca-file goes with an https:// --url")
     if args.socket:
         return Client.connect(socket_path=args.socket)
     if os.environ.get("SUPERVISOR_SOCKET"):

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="supervisor",
         description="Keep processes, containers, Deephaven servers and sandbox pools alive.",
         epilog="Client commands reach the daemon through --socket (default: $SUPERVISOR_SOCKET, "
-        "else daemon.control_socket of the config) or --url with --token-file.",
+        "else daemon.control_socket of the config) or --url with --token-file (and "
+        "--ca-file for an https:// URL whose certificate the system does not trust).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--socket", type=Path, help="the daemon's control socket")
     where.add_argument("--url", help="the daemon's HTTP address, e.g. http://127.0.0.1:9310")
     where.add_argument("--token-file", type=Path, help="file holding the API token (with --url)")
+    where.add_argument(
+        "--ca-file",
+        type=Path,
+        help="CA certificate (PEM) to verify an https:// --url with (default: the system's)",
+    )
     where.add_argument("-c", "--config", type=Path, help="read the socket path from this config")
 
     status = commands.add_parser(

@@ -35,6 +35,8 @@ DAEMON_RESTART_FIELDS = frozenset(
         "control_socket",
         "http",
         "api_token_file",
+        "api_read_token_file",
+        "tls",
         "state_dir",
         "log_dir",
         "log_format",

@@ -102,18 +102,33 @@ class ApiLimitsConfig(Model):
         return self
 
 
+class TlsConfig(Model):
+    """`daemon.tls = { cert, key }`: the TCP listener speaks TLS with this PEM pair."""
+
+    cert: FilePath
+    key: FilePath
+
+
 class DaemonConfig(Model):
     """`[daemon]`: where the daemon listens, keeps state and logs."""
 
     control_socket: FilePath | None = None  # default: see `socket_path`
     http: Annotated[str, AfterValidator(host_port)] | None = "127.0.0.1:9310"
     api_token_file: FilePath | None = None
+    api_read_token_file: FilePath | None = None  # status, events, API description only
+    tls: TlsConfig | None = None
     state_dir: FilePath | None = None  # default: see `state_path`
     log_dir: FilePath | None = None  # default: see `log_path`
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: Timeout = 60.0
     limits: ApiLimitsConfig = ApiLimitsConfig()
+
+    @model_validator(mode="after")
+    def _tls_needs_tcp(self) -> Self:
+        if self.tls is not None and self.http is None:
+            raise ValueError("tls is set but http is not: TLS is for the TCP listener")
+        return self
 
     @property
     def socket_path(self) -> Path:

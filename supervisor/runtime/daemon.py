@@ -16,6 +16,7 @@ view), `Lifecycle` (ready, stopping).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from supervisor import __version__
+from supervisor.api.access import Tokens
 from supervisor.api.edge import Limits
 from supervisor.api.server import ApiServer, serve_api
 from supervisor.config.load import load_default, load_file
@@ -37,7 +39,7 @@ from supervisor.observability.logging import log_transition
 from supervisor.observability.loop import LoopMonitor
 from supervisor.observability.metrics import Metrics
 from supervisor.runtime.apply import ConfigApplier
-from supervisor.runtime.build import make_environment, read_token
+from supervisor.runtime.build import make_environment, read_tokens, tls_context
 from supervisor.runtime.control import ControlSurface
 from supervisor.runtime.kinds import Context
 from supervisor.runtime.lifecycle import Lifecycle
@@ -159,7 +161,8 @@ class Daemon:
         """Run until `request_stop()` (or a signal, see `serve_signals`)."""
         self.bus.add_listener(log_transition)
         self.bus.add_listener(self.metrics.observe_transition)
-        token = read_token(self.config.daemon.api_token_file)
+        tokens = read_tokens(self.config.daemon)
+        tls = tls_context(self.config.daemon)
         log.info(
             "daemon_starting",
             version=__version__,
@@ -170,14 +173,18 @@ class Daemon:
         state = StateDir(self.config.daemon.state_path)
         state.open()
         try:
-            await self._run(state, token, task_status)
+            await self._run(state, tokens, tls, task_status)
         finally:
             state.close()
         log.info("daemon_stopped")
         self.notifier.close()
 
     async def _run(
-        self, state: StateDir, token: bytes | None, task_status: trio.TaskStatus[None]
+        self,
+        state: StateDir,
+        tokens: Tokens,
+        tls: ssl.SSLContext | None,
+        task_status: trio.TaskStatus[None],
     ) -> None:
         # Before anything starts: whatever a previous run left alive (if it died together
         # with its guardian) is stopped now.
@@ -192,13 +199,15 @@ class Daemon:
         )
         async with open_local_launcher(state) as launcher, trio.open_nursery() as outer:
             # The API outlives supervision, so operators can watch the shutdown through it.
-            self.api = await outer.start(self._serve_api, token)
+            self.api = await outer.start(self._serve_api, tokens, tls)
             self.api_bound.set()
             log.info(
                 "api_listening",
                 socket=str(self.api.socket_path),
                 http="{}:{}".format(*self.api.http_address) if self.api.http_address else None,
-                tcp_v1="enabled" if token else "disabled (no api_token_file)",
+                tcp_v1="enabled" if tokens.full else "disabled (no api_token_file)",
+                tcp_read_only="enabled" if tokens.read else "disabled",
+                tls=tls is not None,
             )
             async with trio.open_nursery() as root:
                 self._launcher = launcher
@@ -242,7 +251,11 @@ class Daemon:
             self.api.close()
 
     async def _serve_api(
-        self, token: bytes | None, *, task_status: trio.TaskStatus[ApiServer]
+        self,
+        tokens: Tokens,
+        tls: ssl.SSLContext | None,
+        *,
+        task_status: trio.TaskStatus[ApiServer],
     ) -> None:
         daemon = self.config.daemon
         limits = Limits(
@@ -254,7 +267,8 @@ class Daemon:
             self.control,
             socket_path=daemon.socket_path,
             http=daemon.http,
-            token=token,
+            tokens=tokens,
+            tls=tls,
             limits=limits,
             task_status=task_status,
         )
