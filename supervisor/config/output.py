@@ -23,15 +23,21 @@ class LogConfig(Model):
     max_bytes: MaxBytes = 50 * MIB
     backups: Backups = 5
 
-    def merged(self, overrides: LogOverrides) -> LogConfig:
+    def merged(self, overrides: RotationOverrides) -> LogConfig:
         """These settings with a resource's `log` table applied key by key."""
         changed = overrides.model_dump(exclude_none=True)
         return self.model_copy(update=changed) if changed else self
 
 
-class LogOverrides(Model):
+class RotationOverrides(Model):
+    """A container's `log` table: the engine keeps its output (json-file), rotated at
+    `max_bytes` with `backups` older files (`max-size`, `max-file` = backups + 1)."""
+
+    max_bytes: MaxBytes | None = None
+    backups: Backups | None = None
+
+
+class LogOverrides(RotationOverrides):
     """A resource's `log` table: any subset of `[defaults.log]`."""
 
     target: Target | None = None
-    max_bytes: MaxBytes | None = None
-    backups: Backups | None = None

@@ -91,7 +91,8 @@ def _process(name: str, spec: Any, ctx: Context) -> Resource:
 def _container(name: str, spec: Any, ctx: Context) -> Resource:
     from supervisor.resources.container import ContainerResource
 
-    return ContainerResource(name, spec, ctx.engine(spec.docker_host, f"resources.{name}"))
+    engine = ctx.engine(spec.docker_host, f"resources.{name}")
+    return ContainerResource(name, spec, engine, ctx.log_defaults.merged(spec.log))
 
 
 def _deephaven(name: str, spec: Any, ctx: Context) -> Resource:

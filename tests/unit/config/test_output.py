@@ -87,3 +87,24 @@ def test_a_changed_log_setting_restarts_the_resource_and_log_dir_the_daemon() ->
     plan = plan_reload(old, new)
     assert plan.restarted == ("p",)
     assert "log_dir" in plan.daemon_restart_needed
+
+
+CONTAINER = '[resources.c]\nkind = "container"\nimage = "img"\n'
+
+
+def test_a_container_log_table_sets_the_engines_rotation_over_the_defaults() -> None:
+    """A container's `log` takes max_bytes and backups over `[defaults.log]`; a change
+    restarts it on reload (the engine's log options are fixed when it is created)."""
+    old = load_text("[defaults.log]\nbackups = 1\n" + CONTAINER)
+    new = load_text("[defaults.log]\nbackups = 1\n" + CONTAINER + 'log = { max_bytes = "8m" }\n')
+    assert new.log_for("c") == LogConfig(max_bytes=8 << 20, backups=1)
+    assert plan_reload(old, new).restarted == ("c",)
+
+
+def test_a_container_log_table_has_no_target_the_engine_keeps_the_output() -> None:
+    """`target` is refused on a container: its output is always the engine's json-file."""
+    found = problems(CONTAINER + 'log = { target = "memory" }\n')
+    assert any(
+        p.startswith("resources.c.log.target: unknown key (allowed: backups, max_bytes)")
+        for p in found
+    ), found
