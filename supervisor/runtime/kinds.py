@@ -99,7 +99,10 @@ def _deephaven(name: str, spec: Any, ctx: Context) -> Resource:
     from supervisor.resources.deephaven import DeephavenResource
 
     docker = ctx.engine(None, f"resources.{name}") if spec.launch == "docker" else None
-    return DeephavenResource(name, spec, ctx.launcher, docker=docker)
+    # Only a local server's output passes through the daemon (a container's would need
+    # redacting across the engine's frames): see README, Deephaven.
+    output = ctx.output_log(name, spec.log) if spec.launch == "python" else None
+    return DeephavenResource(name, spec, ctx.launcher, docker=docker, output=output)
 
 
 def _deephaven_enterprise(name: str, spec: Any, ctx: Context) -> Resource:

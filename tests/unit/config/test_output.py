@@ -108,3 +108,12 @@ def test_a_container_log_table_has_no_target_the_engine_keeps_the_output() -> No
         p.startswith("resources.c.log.target: unknown key (allowed: backups, max_bytes)")
         for p in found
     ), found
+
+
+def test_a_launched_deephaven_server_keeps_its_output_like_a_process() -> None:
+    """A deephaven resource takes the process kind's `log` table and `log_output` (off)."""
+    config = load_text(
+        '[resources.dh]\nkind = "deephaven"\nlaunch = "python"\nlog = { backups = 0 }\n'
+    )
+    assert config.log_for("dh") == LogConfig(backups=0)
+    assert config.resources["dh"].log_output is False  # type: ignore[union-attr]
