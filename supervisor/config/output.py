@@ -12,12 +12,13 @@ from supervisor.config.types import KIB, MIB, TIB, Between, Bytes, Model
 
 MaxBytes = Annotated[int, Bytes(4 * KIB, TIB)]
 Backups = Annotated[int, Between(0, 100)]
-Target = Literal["file", "memory"]
+Target = Literal["file", "memory", "journald"]
 
 
 class LogConfig(Model):
     """How a program's stdout and stderr are kept (`NAME.stdout.log`, `NAME.stderr.log`
-    under `daemon.log_dir`, rotated by size; "memory" keeps only the in-memory tail)."""
+    under `daemon.log_dir`, rotated by size; "memory" keeps only the in-memory tail;
+    "journald" connects them to journald, which keeps them instead)."""
 
     target: Target = "file"
     max_bytes: MaxBytes = 50 * MIB

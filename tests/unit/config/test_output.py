@@ -48,7 +48,7 @@ def test_a_resource_log_table_overrides_the_defaults_key_by_key() -> None:
         ),
         (
             PROC + 'log = { target = "syslog" }',
-            "resources.p.log.target: Input should be 'file' or 'memory'",
+            "resources.p.log.target: Input should be 'file', 'memory' or 'journald'",
         ),
         (
             PROC + "log = { rotate = true }",
