@@ -54,7 +54,8 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         return 0
     if args.follow:
         print(
-            "supervisor logs: the stream ended (the daemon stopped, or this reader fell behind)",
+            "supervisor logs: the stream ended (the daemon stopped, the container ended, "
+            "or this reader fell behind)",
             file=sys.stderr,
         )
     return 0

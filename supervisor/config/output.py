@@ -12,26 +12,33 @@ from supervisor.config.types import KIB, MIB, TIB, Between, Bytes, Model
 
 MaxBytes = Annotated[int, Bytes(4 * KIB, TIB)]
 Backups = Annotated[int, Between(0, 100)]
-Target = Literal["file", "memory"]
+Target = Literal["file", "memory", "journald"]
 
 
 class LogConfig(Model):
     """How a program's stdout and stderr are kept (`NAME.stdout.log`, `NAME.stderr.log`
-    under `daemon.log_dir`, rotated by size; "memory" keeps only the in-memory tail)."""
+    under `daemon.log_dir`, rotated by size; "memory" keeps only the in-memory tail;
+    "journald" connects them to journald, which keeps them instead)."""
 
     target: Target = "file"
     max_bytes: MaxBytes = 50 * MIB
     backups: Backups = 5
 
-    def merged(self, overrides: LogOverrides) -> LogConfig:
+    def merged(self, overrides: RotationOverrides) -> LogConfig:
         """These settings with a resource's `log` table applied key by key."""
         changed = overrides.model_dump(exclude_none=True)
         return self.model_copy(update=changed) if changed else self
 
 
-class LogOverrides(Model):
+class RotationOverrides(Model):
+    """A container's `log` table: the engine keeps its output (json-file), rotated at
+    `max_bytes` with `backups` older files (`max-size`, `max-file` = backups + 1)."""
+
+    max_bytes: MaxBytes | None = None
+    backups: Backups | None = None
+
+
+class LogOverrides(RotationOverrides):
     """A resource's `log` table: any subset of `[defaults.log]`."""
 
     target: Target | None = None
-    max_bytes: MaxBytes | None = None
-    backups: Backups | None = None

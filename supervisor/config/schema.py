@@ -19,7 +19,7 @@ from supervisor.config.container import ContainerConfig
 from supervisor.config.deephaven import DeephavenConfig
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.config.environment import EnvironmentConfig
-from supervisor.config.output import LogConfig, LogOverrides
+from supervisor.config.output import LogConfig, LogOverrides, RotationOverrides
 from supervisor.config.paths import default_log_dir, default_socket_path, default_state_dir
 from supervisor.config.secrets import secret_env_names
 from supervisor.config.types import (
@@ -189,7 +189,7 @@ class Config(Model):
     def log_for(self, name: str) -> LogConfig:
         """The effective output settings of resource `name`."""
         # Kinds that keep no output of their own (deephaven-enterprise) have no `log`.
-        overrides: LogOverrides | None = getattr(self.resources[name], "log", None)
+        overrides: RotationOverrides | None = getattr(self.resources[name], "log", None)
         return self.defaults.log if overrides is None else self.defaults.log.merged(overrides)
 
     def start_order(self) -> list[str]:

@@ -179,6 +179,7 @@ class LocalLauncher:
         capture: bool = False,
         pass_fds: Sequence[int] = (),
         stdin: int | None = None,
+        outputs: tuple[int, int] | None = None,
     ) -> ProcessHandle:
         """Start `argv` in its own session; `on_output` receives its lines and `on_chunk`
         its output as read (else it is discarded).
@@ -190,6 +191,8 @@ class LocalLauncher:
         for the next start to clean up should the daemon and its guardian both die.
         `pass_fds` are left open in the child (a sandbox's bwrap gets its sockets so).
         `stdin` is a file descriptor for its standard input (/dev/null if None).
+        `outputs` are descriptors for its stdout and stderr (journald's streams, say),
+        given to it and closed here: the daemon then reads none of its output.
 
         Raises:
             StartError: the command could not be executed.
@@ -198,7 +201,9 @@ class LocalLauncher:
         stdout: int = subprocess.DEVNULL
         stderr: int = subprocess.DEVNULL
         relayed = on_output is not None or on_chunk is not None
-        if relayed or capture:
+        if outputs is not None:
+            stdout, stderr = outputs
+        elif relayed or capture:
             out_r, stdout = os.pipe()
             err_r, stderr = os.pipe()
 

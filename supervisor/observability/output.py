@@ -206,10 +206,11 @@ class OutputStream:
 class OutputLog:
     """A resource's stdout and stderr (`NAME.stdout.log`, `NAME.stderr.log` in `directory`)."""
 
-    __slots__ = ("name", "stderr", "stdout")
+    __slots__ = ("name", "settings", "stderr", "stdout")
 
     def __init__(self, name: str, directory: Path, settings: LogConfig) -> None:
         self.name = name
+        self.settings = settings
         self.stdout = OutputStream(str(directory / f"{name}.stdout.log"), settings)
         self.stderr = OutputStream(str(directory / f"{name}.stderr.log"), settings)
 

@@ -9,7 +9,8 @@ import trio
 
 from supervisor.config.schema import ProcessConfig
 from supervisor.config.types import HealthProbeConfig, StartupProbeConfig
-from supervisor.errors import MisconfiguredError
+from supervisor.errors import MisconfiguredError, NoOutputError
+from supervisor.launchers.journald import journal_streams
 from supervisor.launchers.local import LocalLauncher, resolve_credentials, scrubbed_environment
 from supervisor.observability.output import OutputLog
 from supervisor.resources.probes import run_probe
@@ -42,7 +43,15 @@ class ProcessResource(ResourceBase):
         self._success = frozenset(config.success_exit_codes)
         self._output = output
 
+    @property
+    def _to_journald(self) -> bool:
+        return self._output is not None and self._output.settings.target == "journald"
+
     def output(self) -> OutputSource:
+        if self._to_journald:
+            raise NoOutputError(
+                f"{self.name}'s output goes to journald: see `journalctl -t {self.name}`"
+            )
         if self._output is None:
             return super().output()
         return self._output
@@ -66,6 +75,9 @@ class ProcessResource(ResourceBase):
 
     async def start(self) -> Handle:
         credentials = resolve_credentials(self.config.user, self.config.group)
+        journald = self._to_journald
+        # The daemon reads none of a journald child's output: no tail, no relay.
+        outputs = await journal_streams(self.name) if journald else None
         if self._output is not None:
             self._output.started()
         return await self._launcher.spawn(
@@ -74,9 +86,10 @@ class ProcessResource(ResourceBase):
             env=self._environment(),
             credentials=credentials,
             stop_signal=signal.Signals[self.config.stop_signal],
-            on_output=self._relay if self.config.log_output else None,
-            on_chunk=self._output,
+            on_output=self._relay if self.config.log_output and not journald else None,
+            on_chunk=None if journald else self._output,
             record_as=self.name,
+            outputs=outputs,
         )
 
     async def ready(self, handle: Handle) -> None:

@@ -91,14 +91,18 @@ def _process(name: str, spec: Any, ctx: Context) -> Resource:
 def _container(name: str, spec: Any, ctx: Context) -> Resource:
     from supervisor.resources.container import ContainerResource
 
-    return ContainerResource(name, spec, ctx.engine(spec.docker_host, f"resources.{name}"))
+    engine = ctx.engine(spec.docker_host, f"resources.{name}")
+    return ContainerResource(name, spec, engine, ctx.log_defaults.merged(spec.log))
 
 
 def _deephaven(name: str, spec: Any, ctx: Context) -> Resource:
     from supervisor.resources.deephaven import DeephavenResource
 
     docker = ctx.engine(None, f"resources.{name}") if spec.launch == "docker" else None
-    return DeephavenResource(name, spec, ctx.launcher, docker=docker)
+    # Only a local server's output passes through the daemon (a container's would need
+    # redacting across the engine's frames): see README, Deephaven.
+    output = ctx.output_log(name, spec.log) if spec.launch == "python" else None
+    return DeephavenResource(name, spec, ctx.launcher, docker=docker, output=output)
 
 
 def _deephaven_enterprise(name: str, spec: Any, ctx: Context) -> Resource:

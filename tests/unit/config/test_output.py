@@ -48,7 +48,7 @@ def test_a_resource_log_table_overrides_the_defaults_key_by_key() -> None:
         ),
         (
             PROC + 'log = { target = "syslog" }',
-            "resources.p.log.target: Input should be 'file' or 'memory'",
+            "resources.p.log.target: Input should be 'file', 'memory' or 'journald'",
         ),
         (
             PROC + "log = { rotate = true }",
@@ -87,3 +87,33 @@ def test_a_changed_log_setting_restarts_the_resource_and_log_dir_the_daemon() ->
     plan = plan_reload(old, new)
     assert plan.restarted == ("p",)
     assert "log_dir" in plan.daemon_restart_needed
+
+
+CONTAINER = '[resources.c]\nkind = "container"\nimage = "img"\n'
+
+
+def test_a_container_log_table_sets_the_engines_rotation_over_the_defaults() -> None:
+    """A container's `log` takes max_bytes and backups over `[defaults.log]`; a change
+    restarts it on reload (the engine's log options are fixed when it is created)."""
+    old = load_text("[defaults.log]\nbackups = 1\n" + CONTAINER)
+    new = load_text("[defaults.log]\nbackups = 1\n" + CONTAINER + 'log = { max_bytes = "8m" }\n')
+    assert new.log_for("c") == LogConfig(max_bytes=8 << 20, backups=1)
+    assert plan_reload(old, new).restarted == ("c",)
+
+
+def test_a_container_log_table_has_no_target_the_engine_keeps_the_output() -> None:
+    """`target` is refused on a container: its output is always the engine's json-file."""
+    found = problems(CONTAINER + 'log = { target = "memory" }\n')
+    assert any(
+        p.startswith("resources.c.log.target: unknown key (allowed: backups, max_bytes)")
+        for p in found
+    ), found
+
+
+def test_a_launched_deephaven_server_keeps_its_output_like_a_process() -> None:
+    """A deephaven resource takes the process kind's `log` table and `log_output` (off)."""
+    config = load_text(
+        '[resources.dh]\nkind = "deephaven"\nlaunch = "python"\nlog = { backups = 0 }\n'
+    )
+    assert config.log_for("dh") == LogConfig(backups=0)
+    assert config.resources["dh"].log_output is False  # type: ignore[union-attr]
