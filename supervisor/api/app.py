@@ -28,6 +28,7 @@ from supervisor.api.edge import BodyLimit, StreamSlots
 from supervisor.api.errors import EXCEPTION_HANDLERS, ApiError, error_response
 from supervisor.api.files import body_limit
 from supervisor.api.models import reply
+from supervisor.api.operator import Operated, operator_routes, query_patterns, selected
 from supervisor.api.requests import (
     MAX_JSON_BODY,
     Empty,
@@ -52,7 +53,7 @@ class EventSource(Protocol):
     def subscribe(self, buffer: int = ...) -> Any: ...
 
 
-class Control(Protocol):
+class Control(Operated, Protocol):
     """What the API needs from the daemon."""
 
     @property
@@ -103,7 +104,8 @@ def resource_routes(control: Control) -> list[Route]:
     """/v1/resources: status, credentials and start/stop/restart."""
 
     async def list_resources(request: Request) -> Response:
-        return reply(models.Resources(resources=[resource_view(s) for s in control.snapshots()]))
+        snaps = selected(control, query_patterns(request))  # `?name=PATTERN`, repeatable
+        return reply(models.Resources(resources=[resource_view(s) for s in snaps]))
 
     async def get_resource(request: Request) -> Response:
         name = request.path_params["name"]
@@ -195,6 +197,7 @@ def build_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *operator_routes(control),  # before resource_routes: /v1/resources/{name}/signal
             *resource_routes(control),
             Route("/v1/reload", reload, methods=["POST"]),
             Route("/v1/events", events, methods=["GET"]),

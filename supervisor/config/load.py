@@ -101,7 +101,7 @@ def validate(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
     problems += _unusable_token_file(config)
     if problems:
         raise ConfigError(source, problems)
-    return config
+    return config.expanded()
 
 
 _SPECIAL = re.compile(r"[\"'#\[\]{}\n=,.]")
