@@ -13,31 +13,17 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from supervisor.api.wire import UnixConnection as _UnixConnection
+from supervisor.api.wire import request_error as _request_error
 from supervisor.errors import DaemonUnavailableError, RequestError
 
 NDJSON = "application/x-ndjson"
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 class Client:
@@ -102,9 +88,30 @@ class Client:
             raise
         return True
 
-    def resources(self) -> list[dict[str, Any]]:
-        resources: list[dict[str, Any]] = self._json("GET", "/v1/resources")["resources"]
+    def resources(self, names: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every resource, or those the names or patterns select (`web*`, `GROUP:*`, `all`)."""
+        query = f"?{urlencode([('name', n) for n in names])}" if names else ""
+        resources: list[dict[str, Any]] = self._json("GET", f"/v1/resources{query}")["resources"]
         return resources
+
+    def act(self, action: str, names: Sequence[str]) -> dict[str, Any]:
+        """Start, stop or restart what the names or patterns select; `seq` is where the
+        event stream shows what follows."""
+        return self._json("POST", f"/v1/actions/{quote(action, safe='')}", {"names": list(names)})
+
+    def signal(self, name: str, signal: str | int) -> dict[str, Any]:
+        """Send a signal ("HUP", "USR1", 15) to a running resource's process."""
+        return self._json(
+            "POST", f"/v1/resources/{quote(name, safe='')}/signal", {"signal": signal}
+        )
+
+    def groups(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = self._json("GET", "/v1/groups")["groups"]
+        return groups
+
+    def daemon(self) -> dict[str, Any]:
+        """The daemon's pid and version."""
+        return self._json("GET", "/v1/daemon")
 
     def resource(self, name: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/resources/{name}")
@@ -343,20 +350,28 @@ class Client:
         _, body = self._request("GET", "/metrics")
         return body.decode()
 
-    def events(self, since: int | None = None) -> Iterator[dict[str, Any]]:
-        """Follow the event stream; yields transitions, and {"gap": ...} markers."""
+    def events(
+        self, since: int | None = None, *, deadline: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Follow the event stream; yields transitions, and {"gap": ...} markers. With a
+        `deadline` (time.monotonic()), raises TimeoutError once it passes."""
         path = "/v1/events" + (f"?{urlencode({'since': since})}" if since is not None else "")
         conn = self._make(None)  # a stream of its own, with no read timeout
         try:
             try:
                 conn.request("GET", path, headers=self._headers)
+                sock = conn.sock  # kept: the response may outlive the connection's reference
                 response = conn.getresponse()
             except OSError as exc:
                 raise self._unavailable(exc) from None
             if response.status >= 400:
                 raise _request_error(response.status, response.read())
             kind = "message"
-            while line := _readline(response, self.where):
+            while True:
+                if deadline is not None and sock is not None:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                if not (line := _readline(response, self.where)):
+                    break
                 text = line.decode().rstrip("\r\n")
                 if text.startswith("event:"):
                     kind = text[6:].strip()
@@ -450,25 +465,9 @@ def _exec_body(command: list[str] | None, script: str | None, **options: object)
 def _readline(response: http.client.HTTPResponse, where: str) -> bytes:
     try:
         return response.readline()
+    except TimeoutError:
+        raise  # a deadline of the caller's (`events`)
     except (OSError, http.client.HTTPException) as exc:
         raise DaemonUnavailableError(
             f"the stream from {where} ended abruptly ({type(exc).__name__})"
         ) from None
-
-
-def _request_error(status: int, raw: bytes) -> RequestError:
-    try:
-        body = json.loads(raw)
-        error = body["error"]
-        return RequestError(
-            status,
-            error["code"],
-            error["message"],
-            retryable=error.get("retryable", False),
-            body=body,
-        )
-    except (ValueError, KeyError, TypeError):
-        text = raw.decode(errors="replace").strip()[:200]
-        return RequestError(
-            status, "http_error", text or http.client.responses.get(status, "error")
-        )

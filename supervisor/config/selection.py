@@ -1,8 +1,9 @@
 """Which resources a list of names means: the patterns of `status`, `start`, `stop`...
 
 A pattern is, in this order: `all` (every resource); `NAME:*` (the members of group
-NAME, or every instance of resource NAME); an exact resource name (`web`, `web:1`); a
-group's name (its members); a shell glob over resource names (`web*`, `db-?`). A pattern
+NAME, or every instance of resource NAME); an exact resource name (`db`, `web:1`); a
+group's name (its members); the name of a resource with instances (all of them); a
+shell glob over resource names (`web*`, `db-?`). A pattern
 that matches nothing is an error that suggests the closest names (difflib), so a typo
 never acts on nothing silently.
 
@@ -37,6 +38,8 @@ def matches(pattern: str, names: Sequence[str], groups: Mapping[str, Sequence[st
         return [pattern]
     if pattern in groups:
         return [n for n in groups[pattern] if n in known]
+    if instances := [n for n in names if n.startswith(pattern + ":")]:
+        return instances  # `web` for a resource with instances: all of them
     if GLOB_CHARACTERS.intersection(pattern):
         return [n for n in names if fnmatchcase(n, pattern)]
     return []
@@ -45,7 +48,7 @@ def matches(pattern: str, names: Sequence[str], groups: Mapping[str, Sequence[st
 def candidates(names: Sequence[str], groups: Mapping[str, Sequence[str]]) -> list[str]:
     """Every name a pattern may spell out: resources, groups, `GROUP:*`, `NAME:*`."""
     bases = [n.partition(":")[0] for n in names if ":" in n]
-    found = [*names, *groups, *(f"{g}:*" for g in groups), *(f"{b}:*" for b in bases)]
+    found = [*names, *groups, *bases, *(f"{g}:*" for g in groups), *(f"{b}:*" for b in bases)]
     return list(dict.fromkeys(found))
 
 

@@ -19,6 +19,7 @@ GROUPS = {"back": ["db", "cache"]}
         (["back:*"], ["db", "cache"]),
         (["back"], ["db", "cache"]),
         (["web:*"], ["web:0", "web:1"]),
+        (["web"], ["web:0", "web:1"]),
         (["w*"], ["web:0", "web:1", "worker"]),
         (["?b"], ["db"]),
         (["all"], NAMES),
