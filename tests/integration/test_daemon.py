@@ -183,7 +183,18 @@ def test_help_describes_every_command() -> None:
     assert top.returncode == 0
     assert "run" in top.stdout
     assert "check" in top.stdout
-    for command in ("run", "check", "status", "start", "stop", "restart", "reload", "events"):
+    for command in (
+        "run",
+        "check",
+        "status",
+        "start",
+        "stop",
+        "restart",
+        "reload",
+        "events",
+        "signal",
+        "pid",
+    ):
         sub = run_cli(command, "--help", env=env)
         assert sub.returncode == 0
         assert "--config" in sub.stdout

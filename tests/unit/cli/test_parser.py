@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from supervisor.cli import EXIT_UNAVAILABLE, EXIT_UNKNOWN, main, parse
+from supervisor.cli import main, parse
 
 
 @pytest.mark.parametrize(
@@ -31,11 +31,6 @@ def test_verbs_take_several_names_and_wait_by_default() -> None:
     args = parse(["restart", "web:*", "db"])
     assert (args.names, args.timeout, args.no_wait) == (["web:*", "db"], "60s", False)
     assert parse(["stop", "all", "--no-wait"]).no_wait
-
-
-def test_exit_codes_have_one_meaning_each() -> None:
-    """Unknown name and unreachable daemon are told apart from failure (1) and usage (2)."""
-    assert (EXIT_UNKNOWN, EXIT_UNAVAILABLE) == (3, 4)
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
