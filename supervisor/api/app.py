@@ -31,8 +31,10 @@ from supervisor.api.files import body_limit
 from supervisor.api.logs import log_routes
 from supervisor.api.models import reply
 from supervisor.api.openapi import openapi_route
+from supervisor.api.operator import Operated, operator_routes, query_patterns, selected
 from supervisor.api.requests import (
     MAX_JSON_BODY,
+    MAX_PATTERNS,
     Empty,
     ReloadRequest,
     parse_body,
@@ -60,7 +62,25 @@ METRICS = Operation(
     "Prometheus metrics",
     {200: Media(("text/plain",), "the Prometheus text exposition format, version 0.0.4")},
 )
-LIST_RESOURCES = Operation("Every resource's status", {200: models.Resources}, access="read")
+LIST_RESOURCES = Operation(
+    "Every resource's status, or those the `name` patterns select",
+    {200: models.Resources},
+    errors=(400, 404),
+    params=(
+        Param(
+            "name",
+            "query",
+            "a name or pattern (`web`, `web:*`, `GROUP`, `GROUP:*`, a glob, `all`); repeatable; "
+            "404 names one that matches nothing",
+            {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                "maxItems": MAX_PATTERNS,
+            },
+        ),
+    ),
+    access="read",
+)
 GET_RESOURCE = Operation(
     "One resource's status", {200: models.Resource}, errors=(404,), params=(NAME,), access="read"
 )
@@ -118,7 +138,7 @@ class EventSource(Protocol):
     def subscribe(self, buffer: int = ...) -> Any: ...
 
 
-class Control(Protocol):
+class Control(Operated, Protocol):
     """What the API needs from the daemon."""
 
     @property
@@ -172,7 +192,8 @@ def resource_routes(control: Control) -> list[BaseRoute]:
     """/v1/resources: status, credentials and start/stop/restart."""
 
     async def list_resources(request: Request) -> Response:
-        return reply(models.Resources(resources=[resource_view(s) for s in control.snapshots()]))
+        snaps = selected(control, query_patterns(request))  # `?name=PATTERN`, repeatable
+        return reply(models.Resources(resources=[resource_view(s) for s in snaps]))
 
     async def get_resource(request: Request) -> Response:
         name = request.path_params["name"]
@@ -276,6 +297,7 @@ def api_routes(control: Control, *, closing: trio.Event, streams: StreamSlots) -
         ApiRoute("/healthz", healthz, "GET", HEALTHZ),
         ApiRoute("/readyz", readyz, "GET", READYZ),
         ApiRoute("/metrics", metrics, "GET", METRICS),
+        *operator_routes(control),  # before resource_routes: /v1/resources/{name}/signal
         *resource_routes(control),
         *log_routes(control, streams, closing),
         ApiRoute("/v1/reload", reload, "POST", RELOAD),

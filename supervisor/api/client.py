@@ -13,7 +13,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
@@ -73,9 +74,34 @@ class Client:
             raise
         return True
 
-    def resources(self) -> list[dict[str, Any]]:
-        resources: list[dict[str, Any]] = self._http.json("GET", "/v1/resources")["resources"]
+    def resources(self, names: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every resource, or those the names or patterns select (`web*`, `GROUP:*`, `all`)."""
+        query = f"?{urlencode([('name', n) for n in names])}" if names else ""
+        resources: list[dict[str, Any]] = self._http.json("GET", f"/v1/resources{query}")[
+            "resources"
+        ]
         return resources
+
+    def act(self, action: str, names: Sequence[str]) -> dict[str, Any]:
+        """Start, stop or restart what the names or patterns select; `seq` is where the
+        event stream shows what follows."""
+        return self._http.json(
+            "POST", f"/v1/actions/{quote(action, safe='')}", {"names": list(names)}
+        )
+
+    def signal(self, name: str, signal: str | int) -> dict[str, Any]:
+        """Send a signal ("HUP", "USR1", 15) to a running resource's process."""
+        return self._http.json(
+            "POST", f"/v1/resources/{quote(name, safe='')}/signal", {"signal": signal}
+        )
+
+    def groups(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = self._http.json("GET", "/v1/groups")["groups"]
+        return groups
+
+    def daemon(self) -> dict[str, Any]:
+        """The daemon's pid and version."""
+        return self._http.json("GET", "/v1/daemon")
 
     def resource(self, name: str) -> dict[str, Any]:
         return self._http.json("GET", f"/v1/resources/{name}")
@@ -314,14 +340,26 @@ class Client:
         _, body = self._http.request("GET", "/metrics")
         return body.decode()
 
-    def events(self, since: int | None = None) -> Iterator[dict[str, Any]]:
-        """Follow the event stream; yields transitions, and {"gap": ...} markers."""
+    def events(
+        self, since: int | None = None, *, deadline: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Follow the event stream; yields transitions, and {"gap": ...} markers. With a
+        `deadline` (time.monotonic()), raises TimeoutError once it passes."""
         path = "/v1/events" + (f"?{urlencode({'since': since})}" if since is not None else "")
         conn = self._http.stream_connection()  # a stream of its own, with no read timeout
         try:
+            try:
+                conn.connect()
+            except OSError as exc:
+                raise self._http.unavailable(exc) from None
+            sock = conn.sock  # kept: the response may outlive the connection's reference
             response = self._http.open_stream(conn, path)
             kind = "message"
-            while line := readline(response, self.where):
+            while True:
+                if deadline is not None and sock is not None:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                if not (line := readline(response, self.where)):
+                    break
                 text = line.decode().rstrip("\r\n")
                 if text.startswith("event:"):
                     kind = text[6:].strip()

@@ -261,3 +261,35 @@ class ExecFrame(RootModel[OutputFrame | ExitFrame | Error]):
     """One line of a streamed exec (`application/x-ndjson`); an `Error` ends it too."""
 
     model_config = ConfigDict(frozen=True)
+
+
+class ActionsTaken(Answer):
+    """`POST /v1/actions/{action}`: the verb applied to every resource the names matched."""
+
+    action: Literal["start", "stop", "restart"]
+    seq: int = Field(
+        description="the last event's sequence number when the verb was applied: the "
+        "transitions it causes come after it (follow /v1/events?since=seq)"
+    )
+    resources: list[ActionTaken]
+
+
+class SignalSent(Answer):
+    """`POST /v1/resources/{name}/signal`."""
+
+    name: str
+    signal: str
+    pid: int
+
+
+class Groups(Answer):
+    """`GET /v1/groups`: each group's members, as resource names."""
+
+    groups: dict[str, list[str]]
+
+
+class DaemonInfo(Answer):
+    """`GET /v1/daemon`."""
+
+    pid: int
+    version: str

@@ -28,6 +28,7 @@ from starlette.requests import Request
 
 from supervisor.api.errors import ApiError
 from supervisor.config.durations import parse_duration
+from supervisor.config.types import signal_name
 
 MAX_JSON_BODY = 1 << 20
 MAX_JSON_DEPTH = 32
@@ -299,3 +300,19 @@ def header_text(request: Request, name: str, *, max_length: int) -> str | None:
     if raw is not None and not 0 < len(raw) <= max_length:
         raise ApiError(400, "bad_request", f"{name} must be 1-{max_length} characters")
     return raw
+
+
+MAX_PATTERNS = 1000
+Pattern = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)]
+
+
+class ActionsRequest(RequestModel):
+    """`POST /v1/actions/{action}`: resource names or patterns (`config.selection`)."""
+
+    names: Annotated[list[Pattern], Field(min_length=1, max_length=MAX_PATTERNS)]
+
+
+class ResourceSignalRequest(RequestModel):
+    """`POST /v1/resources/{name}/signal`: a signal by name ("HUP", "SIGUSR1") or number."""
+
+    signal: Annotated[str, BeforeValidator(signal_name)]

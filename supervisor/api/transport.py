@@ -188,6 +188,8 @@ def readline(response: http.client.HTTPResponse, where: str, *, line: bool = Tru
     """The next line of a stream (or, `line=False`, whatever has come of it)."""
     try:
         return response.readline() if line else response.read1(1 << 16)
+    except TimeoutError:
+        raise  # the caller's deadline (`Client.events`): streams have no read timeout
     except (OSError, http.client.HTTPException) as exc:
         raise DaemonUnavailableError(
             f"the stream from {where} ended abruptly ({type(exc).__name__})"

@@ -1,4 +1,10 @@
-"""The `supervisor` command: run the daemon, validate a config, or talk to a running daemon."""
+"""The `supervisor` command: run the daemon, validate a config, or talk to a running daemon.
+
+Exit codes, one meaning each: 0 ok; 1 failed (a refused request, a resource that ended
+FATAL or BACKOFF); 2 usage (argparse); 3 unknown name (a resource, group, environment or
+session the daemon does not know); 4 daemon unreachable. `session exec` is the exception:
+it passes its command's code through (cli.exec).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from supervisor.cli.exec import EXIT_EXEC_FAILED, cmd_exec
 from supervisor.cli.logs import cmd_logs
 from supervisor.cli.parser import build_parser
 from supervisor.cli.render import format_environments, format_event, format_status
+from supervisor.cli.verbs import cmd_pid, cmd_signal, cmd_verb
 from supervisor.config.paths import DEFAULT_CONFIG, default_socket_path
 from supervisor.errors import ConfigError, DaemonUnavailableError, RequestError, StateDirError
 
@@ -27,7 +34,9 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_UNAVAILABLE = 2
+EXIT_USAGE = 2  # argparse's own
+EXIT_UNKNOWN = 3
+EXIT_UNAVAILABLE = 4
 
 
 def resolve_config(path: Path | None) -> tuple[Config, Path | None]:
@@ -53,14 +62,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         config, path = resolve_config(args.config)
     except ConfigError as exc:
-        print_problems(exc, "invalid config")
+        if args.json:
+            problems = [{"path": p.path, "message": p.message} for p in exc.problems]
+            print(json.dumps({"source": exc.source, "ok": False, "problems": problems}, indent=2))
+        else:
+            print_problems(exc, "invalid config")
         return EXIT_FAILURE
     source = str(path) if path else "<embedded default>"
+    if args.json:
+        summary = {
+            "source": source,
+            "ok": True,
+            "resources": list(config.resources),
+            "environments": list(config.environments),
+            "groups": config.groups,
+        }
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
     names = ", ".join(config.resources) or "none"
     envs = ", ".join(config.environments) or "none"
     print(f"{source}: OK")
     print(f"  resources ({len(config.resources)}): {names}")
     print(f"  environments ({len(config.environments)}): {envs}")
+    if config.groups:
+        groups = "; ".join(f"{g} = {', '.join(m)}" for g, m in config.groups.items())
+        print(f"  groups ({len(config.groups)}): {groups}")
     return EXIT_OK
 
 
@@ -120,21 +146,19 @@ def connect(args: argparse.Namespace) -> Client:
 
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
-    resources = client.resources()
-    environments = client.environments()
+    """Every resource and environment, or (with names) just the resources named."""
+    resources = client.resources(args.names)
+    environments = [] if args.names else client.environments()
     if args.json:
-        print(json.dumps({"resources": resources, "environments": environments}, indent=2))
+        shown: dict[str, object] = {"resources": resources}
+        if not args.names:
+            shown["environments"] = environments
+        print(json.dumps(shown, indent=2))
         return EXIT_OK
     print(format_status(resources, now=time.time()))
     if environments:
         print()
         print(format_environments(environments))
-    return EXIT_OK
-
-
-def cmd_verb(args: argparse.Namespace, client: Client) -> int:
-    result = getattr(client, args.command)(args.name)
-    print(f"{args.command} {result['name']}: accepted (now {result['state']})")
     return EXIT_OK
 
 
@@ -158,7 +182,7 @@ def cmd_reload(args: argparse.Namespace, client: Client) -> int:
 def cmd_events(args: argparse.Namespace, client: Client) -> int:
     try:
         for event in client.events(since=args.since):
-            print(format_event(event), flush=True)
+            print(json.dumps(event) if args.json else format_event(event), flush=True)
     except KeyboardInterrupt:
         return EXIT_OK
     except BrokenPipeError:  # `supervisor events | head`
@@ -234,7 +258,20 @@ CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "reload": cmd_reload,
     "events": cmd_events,
     "logs": cmd_logs,
+    "signal": cmd_signal,
+    "pid": cmd_pid,
 }
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """A bash or zsh completion script, generated from the parser (shtab)."""
+    import shtab
+
+    try:
+        print(shtab.complete(build_parser(), shell=args.shell))
+    except BrokenPipeError:  # `supervisor completion bash | head`
+        sys.stderr.close()
+    return EXIT_OK
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -263,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "check":
         return cmd_check(args)
+    if args.command == "completion":
+        return cmd_completion(args)
     # `session exec` exits with its command's code: its own failures are 125 (cli.exec).
     failed = EXIT_EXEC_FAILED if getattr(args, "session_command", None) == "exec" else None
     try:
@@ -275,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except RequestError as exc:
         print(f"supervisor {args.command}: {exc.message}", file=sys.stderr)
-        return failed or EXIT_FAILURE
+        return failed or (EXIT_UNKNOWN if exc.code == "not_found" else EXIT_FAILURE)
     except ValueError as exc:  # a bad duration on the command line
         print(f"supervisor {args.command}: {exc}", file=sys.stderr)
         return failed or EXIT_FAILURE

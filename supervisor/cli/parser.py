@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal as signals
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exits 1, or prints a summary and exits 0.",
     )
     check.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
 
     client = argparse.ArgumentParser(add_help=False)
     where = client.add_argument_group("how to reach the daemon")
@@ -57,25 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("-c", "--config", type=Path, help="read the socket path from this config")
 
-    status = commands.add_parser(
-        "status",
-        parents=[client],
-        help="show every resource",
-        description="Show every resource: name, kind, state, liveness, uptime, restarts, "
-        "pid or container, and detail.",
-    )
-    status.add_argument(
-        "--json", action="store_true", help="print the API's JSON instead of a table"
-    )
-    for verb, text in (
-        ("start", "start a resource now (FATAL, EXITED and BACKOFF included)"),
-        ("stop", "stop a resource and keep it stopped"),
-        ("restart", "stop a resource if running, then start it"),
-    ):
-        sub = commands.add_parser(
-            verb, parents=[client], help=text, description=text[0].upper() + text[1:] + "."
-        )
-        sub.add_argument("name", help="the resource's name")
+    add_operator_commands(commands, client)
     reload = commands.add_parser(
         "reload",
         parents=[client],
@@ -95,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SEQ",
         help="replay from after this sequence number (0: everything kept)",
     )
+    events.add_argument("--json", action="store_true", help="print each event as a JSON line")
     credentials = commands.add_parser(
         "credentials",
         parents=[client],
@@ -121,7 +106,91 @@ def build_parser() -> argparse.ArgumentParser:
         "sessions end, its sandboxes are replaced, and a failing one is retried at once.",
     )
     env_restart.add_argument("name", help="the environment's name")
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script for SHELL, generated from this parser. "
+        "bash: `supervisor completion bash > /etc/bash_completion.d/supervisor`; zsh: "
+        "`supervisor completion zsh > ~/.zfunc/_supervisor` (with ~/.zfunc in $fpath).",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
     return parser
+
+
+PATTERNS_HELP = (
+    "resource names or patterns: NAME, NAME:I (an instance), GROUP or GROUP:* (a group's "
+    "members), NAME:* (every instance), a shell glob (web*), or all"
+)
+EXIT_CODES = (
+    "Exit codes: 0 ok, 1 failed (a resource ended FATAL or BACKOFF, or did not settle in "
+    "time), 2 usage, 3 unknown name, 4 daemon unreachable."
+)
+
+
+def signal_argument(text: str) -> str:
+    """A signal name (HUP, SIGUSR1) or number, checked here so a typo is a usage error."""
+    name = text.strip().upper()
+    if name.isdigit():
+        try:
+            return signals.Signals(int(name)).name
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"unknown signal number {text}") from None
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    if name not in signals.Signals.__members__:
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r} (e.g. HUP, USR1, TERM)")
+    return name
+
+
+def add_operator_commands(commands: Any, client: argparse.ArgumentParser) -> None:
+    """status, start/stop/restart, signal, pid."""
+    status = commands.add_parser(
+        "status",
+        parents=[client],
+        help="show resources (all, or those named)",
+        description="Show resources: name, kind, state, liveness, uptime, restarts, pid or "
+        "container, and detail; with no NAME, every resource and the environments. " + EXIT_CODES,
+    )
+    status.add_argument("names", nargs="*", metavar="NAME", help=PATTERNS_HELP)
+    status.add_argument(
+        "--json", action="store_true", help="print the API's JSON instead of a table"
+    )
+    for verb, text in (
+        ("start", "start resources now (FATAL, EXITED and BACKOFF included)"),
+        ("stop", "stop resources and keep them stopped"),
+        ("restart", "stop resources if running, then start them"),
+    ):
+        sub = commands.add_parser(
+            verb,
+            parents=[client],
+            help=text,
+            description=text[0].upper() + text[1:] + ", then wait until each has settled "
+            "and print its state (web: RUNNING). " + EXIT_CODES,
+        )
+        sub.add_argument("names", nargs="+", metavar="NAME", help=PATTERNS_HELP)
+        sub.add_argument("--timeout", default="60s", help='wait at most this long (default "60s")')
+        sub.add_argument(
+            "--no-wait", action="store_true", help="return once the daemon has the request"
+        )
+    signal = commands.add_parser(
+        "signal",
+        parents=[client],
+        help="send a signal to a resource's process",
+        description="Send SIGNAL to the process of a running resource (the process itself, "
+        "not its group). Exits 1 if it is not running. " + EXIT_CODES,
+    )
+    signal.add_argument("name", help="the resource's name")
+    signal.add_argument(
+        "signal", type=signal_argument, metavar="SIGNAL", help="a name (HUP, USR1) or number"
+    )
+    pid = commands.add_parser(
+        "pid",
+        parents=[client],
+        help="print a resource's pid (with no name: the daemon's)",
+        description="Print the pid of a resource's process, or with no NAME the daemon's. "
+        "Exits 1 if the resource has no process now. " + EXIT_CODES,
+    )
+    pid.add_argument("name", nargs="?", help="the resource's name")
+    pid.add_argument("--json", action="store_true", help='print {"name", "pid"} as JSON')
 
 
 def add_session_commands(commands: Any, client: argparse.ArgumentParser) -> None:

@@ -103,7 +103,7 @@ def validate(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
     problems += _unusable_tls(config)
     if problems:
         raise ConfigError(source, problems)
-    return config
+    return config.expanded()
 
 
 _SPECIAL = re.compile(r"[\"'#\[\]{}\n=,.]")

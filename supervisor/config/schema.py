@@ -19,6 +19,13 @@ from supervisor.config.container import ContainerConfig
 from supervisor.config.deephaven import DeephavenConfig
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.config.environment import EnvironmentConfig
+from supervisor.config.instances import (
+    INSTANCE_ENV,
+    INSTANCE_PLACEHOLDER,
+    expand_groups,
+    expand_resources,
+    group_problems,
+)
 from supervisor.config.output import LogConfig, LogOverrides, RotationOverrides
 from supervisor.config.paths import default_log_dir, default_socket_path, default_state_dir
 from supervisor.config.secrets import secret_env_names
@@ -32,6 +39,7 @@ from supervisor.config.types import (
     FilePath,
     Grace,
     HealthProbeConfig,
+    MemberName,
     Model,
     Name,
     Principal,
@@ -77,6 +85,17 @@ class ProcessConfig(ResourceSpec):
     startup: StartupProbeConfig | None = None
     health: HealthProbeConfig | None = None
     restart: RestartOverrides = RestartOverrides()
+    instances: Annotated[int, Between(1, 1000)] | None = None
+
+    def instance_count(self) -> int | None:
+        return self.instances
+
+    def as_instance(self, index: int, depends_on: list[str]) -> Self:
+        """`{instance}` in the command becomes `index`; the environment says it too."""
+        command = [arg.replace(INSTANCE_PLACEHOLDER, str(index)) for arg in self.command]
+        env = {**self.env, INSTANCE_ENV: str(index)}
+        update = {"instances": None, "command": command, "env": env, "depends_on": depends_on}
+        return self.model_copy(update=update)
 
 
 ResourceConfig = Annotated[
@@ -171,6 +190,14 @@ class Config(Model):
     defaults: DefaultsConfig = DefaultsConfig()
     resources: dict[Name, ResourceConfig] = {}
     environments: dict[Name, EnvironmentConfig] = {}
+    groups: dict[Name, list[MemberName]] = {}
+
+    def expanded(self) -> Config:
+        """This config as the daemon runs it: instances as resources of their own
+        (`config.instances`); groups listing resource names."""
+        resources = expand_resources(self.resources)
+        groups = expand_groups(self.resources, self.groups)
+        return self.model_copy(update={"resources": resources, "groups": groups})
 
     def docker_hosts(self) -> list[str | None]:
         """The Docker engines this config uses (None: the local one), in first-use order."""
@@ -235,6 +262,7 @@ class Config(Model):
                     loc = ".".join(str(p) for p in err["loc"])
                     path = f"resources.{name}.restart" + (f".{loc}" if loc else "")
                     found.append((path, err["msg"].removeprefix("Value error, ")))
+        found += group_problems(self.resources, self.groups)
         cycle = self._dependency_cycle()
         if cycle:
             found.append(

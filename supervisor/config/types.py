@@ -187,6 +187,12 @@ Name = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"),
 ]
+# A resource as a group lists it: a name, or one instance `name:i` of a resource with
+# `instances` (what `config.instances` names them).
+MemberName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}(:(0|[1-9][0-9]{0,3}))?$"),
+]
 Command = Annotated[
     list[Annotated[str, StringConstraints(min_length=1)]],
     Field(min_length=1, max_length=4096),
@@ -436,6 +442,14 @@ class ResourceSpec(Model):
     def adoptable(self) -> bool:
         """Whether a running instance left by a previous run may be taken over."""
         return False
+
+    def instance_count(self) -> int | None:
+        """`instances`, for kinds that run several copies of themselves; else None."""
+        return None
+
+    def as_instance(self, index: int, depends_on: list[str]) -> Self:
+        """Copy `index` of `instance_count()` copies (only kinds that have instances)."""
+        raise TypeError(f"{type(self).__name__} has no instances")
 
     def cross_problems(
         self, name: str, resources: Mapping[str, ResourceSpec]

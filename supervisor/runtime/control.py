@@ -8,6 +8,8 @@ config_reloads_total move without a bus event).
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -71,6 +73,12 @@ class ControlSurface:
 
     def output(self, name: str) -> OutputSource:
         return self._resources.get(name).resource.output()
+
+    def groups(self) -> Mapping[str, Sequence[str]]:
+        return self._resources.groups
+
+    def signal(self, name: str, signum: signal.Signals) -> Snapshot:
+        return self._resources.signal(name, signum)
 
     def command(self, name: str, action: str) -> Snapshot:
         if self._lifecycle.stopping:  # what it would start, the shutdown would not stop

@@ -7,6 +7,8 @@ nothing here assigns another object's fields.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 
 import structlog
@@ -14,7 +16,8 @@ import trio
 
 from supervisor.config.diff import ReloadPlan
 from supervisor.config.schema import Config
-from supervisor.errors import ResourceNotFoundError
+from supervisor.config.selection import did_you_mean
+from supervisor.errors import ConflictError, NotRunningError, ResourceNotFoundError
 from supervisor.runtime.build import (
     build_supervisors,
     make_resource,
@@ -25,6 +28,7 @@ from supervisor.runtime.build import (
 from supervisor.runtime.kinds import Context
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.settings import Snapshot
+from supervisor.supervision.states import State
 from supervisor.supervision.supervisor import ResourceSupervisor
 
 log = structlog.get_logger("supervisor.daemon")
@@ -39,6 +43,7 @@ class ResourceSet:
         self._bus = bus
         self._on_check = on_check
         self.supervisors: dict[str, ResourceSupervisor] = {}
+        self.groups: dict[str, list[str]] = {}  # of the config the resources run
         self._scopes: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -48,7 +53,8 @@ class ResourceSet:
         try:
             return self.supervisors[name]
         except KeyError:
-            raise ResourceNotFoundError(f"no resource named {name[:100]!r}") from None
+            hint = did_you_mean(name, list(self.supervisors), self.groups)
+            raise ResourceNotFoundError(f"no resource named {name[:100]!r}{hint}") from None
 
     def snapshots(self) -> list[Snapshot]:
         return [sup.snapshot() for sup in self.supervisors.values()]
@@ -63,12 +69,38 @@ class ResourceSet:
         log.info("operator_command", resource=name, action=action)
         return sup.snapshot()
 
+    def signal(self, name: str, signum: signal.Signals) -> Snapshot:
+        """Send `signum` to the process of `name` (not its group: supervisord's `signal`).
+
+        Raises:
+            NotRunningError: it has no live process now.
+            ConflictError: its kind has no process of ours to signal (a container).
+        """
+        snap = self.get(name).snapshot()
+        if snap.state not in (State.STARTING, State.RUNNING) or (
+            snap.pid is None and snap.ident is None
+        ):
+            raise NotRunningError(f"{name} is {snap.state.value}: there is no process to signal")
+        if snap.pid is None:
+            raise ConflictError(f"{name} is a {snap.kind} resource: only processes take signals")
+        # The pid cannot be reused under us: the daemon reaps its children itself, and the
+        # snapshot shows a pid only while its handle is live.
+        try:
+            os.kill(snap.pid, signum)
+        except ProcessLookupError:
+            raise NotRunningError(
+                f"{name} has just exited: there is no process to signal"
+            ) from None
+        log.info("operator_signal", resource=name, signal=signum.name, pid=snap.pid)
+        return snap
+
     # --------------------------------------------------------------------------- life
 
     async def start(self, config: Config, ctx: Context, nursery: trio.Nursery) -> None:
         """Build every resource and serve it in `nursery`; returns once each has made its
         first start attempt (they start concurrently, each after its dependencies)."""
         self._nursery = nursery
+        self.groups = dict(config.groups)
         self.supervisors = build_supervisors(config, ctx, self._bus, on_check=self._on_check)
         await self._serve_all(list(self.supervisors.values()))
 
@@ -97,6 +129,7 @@ class ResourceSet:
         for name, sup in existing.items():
             sup.depend_on([existing[d] for d in new.resources[name].depends_on])
         self.supervisors = {name: existing[name] for name in new.start_order()}
+        self.groups = dict(new.groups)
         await self._serve_all(added)
         return [(name, sup.resource.kind) for name, sup in removed.items()]
 

@@ -449,6 +449,7 @@ class ResourceSupervisor:
         if not self.first_attempt.is_set():
             self.first_attempt.set()
             self._task_status.started()
+            self._changed_now()  # a dependent waiting for our first attempt looks again
 
     def _transition(
         self,

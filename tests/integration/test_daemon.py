@@ -136,6 +136,7 @@ async def test_second_sigint_forces_a_fast_stop(tmp_path: Path) -> None:
     kind = "process"
     command = ["python3", "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('armed', flush=True); time.sleep(1000)"]
     stop_timeout = "60s"
+    log_output = true            # its "armed" line in the daemon log says the handler is set
     """
     async with daemon(tmp_path, config) as d:
         await d.until_log("output")  # the handler is installed
@@ -183,7 +184,18 @@ def test_help_describes_every_command() -> None:
     assert top.returncode == 0
     assert "run" in top.stdout
     assert "check" in top.stdout
-    for command in ("run", "check", "status", "start", "stop", "restart", "reload", "events"):
+    for command in (
+        "run",
+        "check",
+        "status",
+        "start",
+        "stop",
+        "restart",
+        "reload",
+        "events",
+        "signal",
+        "pid",
+    ):
         sub = run_cli(command, "--help", env=env)
         assert sub.returncode == 0
         assert "--config" in sub.stdout

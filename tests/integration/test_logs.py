@@ -203,7 +203,7 @@ stop_timeout = "2s"
 async def test_unknown_name_and_bad_stream_are_refused_through_the_error_table(
     tmp_path: Path,
 ) -> None:
-    """An unknown name is a 404 (CLI exit 1), a bad stream a 400, in the API's error shape."""
+    """An unknown name is a 404 (CLI exit 3: unknown name), a bad stream a 400, in the API's error shape."""
     async with running(tmp_path) as daemon:
         async with unix(daemon) as api:
             ghost = await api.get("/v1/resources/ghost/logs")
@@ -214,7 +214,7 @@ async def test_unknown_name_and_bad_stream_are_refused_through_the_error_table(
             assert bad.json()["error"]["code"] == "bad_request"
         sock = str(tmp_path / "control.sock")
         cli = await trio.to_thread.run_sync(run_cli, "logs", "ghost", "--socket", sock)
-        assert cli.returncode == 1
+        assert cli.returncode == 3
         assert "no resource named 'ghost'" in cli.stderr
 
 

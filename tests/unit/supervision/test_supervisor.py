@@ -319,6 +319,29 @@ async def test_serve_is_started_after_the_first_attempt(autojump_clock: trio.abc
         assert sup.state is State.RUNNING
 
 
+async def test_a_dependent_of_a_stopped_resource_still_ends_its_first_attempt(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Served before its autostart=false dependency, a dependent's serve() still returns
+    (waiting for the dependency) once the dependency has made its own first attempt."""
+    bus = EventBus()
+    base_sup = ResourceSupervisor(
+        "base", FakeResource(), Settings(restart=Restart(), autostart=False), bus=bus
+    )
+    dep_sup = ResourceSupervisor(
+        "dep", FakeResource(), Settings(restart=Restart()), bus=bus, depends_on=[base_sup]
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dep_sup.serve)
+        await trio.sleep(1)  # dep is now waiting for base, which has not run yet
+        await nursery.start(base_sup.serve)
+        with trio.fail_after(10):
+            await dep_sup.first_attempt.wait()
+        assert dep_sup.state is State.STOPPED
+        assert dep_sup.detail == "waiting for base"
+        nursery.cancel_scope.cancel()
+
+
 async def test_autostart_false_stays_stopped(autojump_clock: trio.abc.Clock) -> None:
     """autostart = false: started() at once, nothing launched until an operator start."""
     fake = FakeResource()
