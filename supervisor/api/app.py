@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -182,6 +182,11 @@ def build_app(
             if not resume.isascii() or not resume.isdigit() or len(resume) > 19:
                 raise ApiError(400, "bad_request", "Last-Event-ID: expected a sequence number")
             since = int(resume)
+        if query_bool(request, "follow") is False:
+            # What the ring holds after `since`, as one JSON answer (agents, scripts).
+            kept, gap = source.replay(0 if since is None else since)
+            body = {"events": [e.to_json() for e in kept], "gap": gap}
+            return JSONResponse(body, headers={"cache-control": "no-store"})
         release = streams.take()
         return _ClosingStream(
             _event_stream(source, source.last_seq if since is None else since, closing),

@@ -343,6 +343,11 @@ class Client:
         _, body = self._request("GET", "/metrics")
         return body.decode()
 
+    def recent_events(self, since: int = 0) -> dict[str, Any]:
+        """The transitions the daemon still keeps after `since`, without following:
+        `{"events": [...], "gap": bool}` (gap: some after `since` were already dropped)."""
+        return self._json("GET", f"/v1/events?{urlencode({'since': since, 'follow': 0})}")
+
     def events(self, since: int | None = None) -> Iterator[dict[str, Any]]:
         """Follow the event stream; yields transitions, and {"gap": ...} markers."""
         path = "/v1/events" + (f"?{urlencode({'since': since})}" if since is not None else "")

@@ -113,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
         "sessions end, its sandboxes are replaced, and a failing one is retried at once.",
     )
     env_restart.add_argument("name", help="the environment's name")
+    commands.add_parser(
+        "mcp",
+        parents=[client],
+        help="serve MCP (for agents) over stdin/stdout",
+        description="Serve the Model Context Protocol over stdin/stdout, for an agent that "
+        "starts this command: sandbox and resource tools, as enabled by [mcp] in the config, "
+        "each a call to the running daemon. Sandbox sessions acquired through it are "
+        "released when stdin closes. Needs the mcp extra: pip install "
+        "'supervisor-daemon[mcp]'.",
+    )
     return parser
 
 

@@ -19,6 +19,7 @@ from supervisor.config.container import ContainerConfig
 from supervisor.config.deephaven import DeephavenConfig
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.config.environment import EnvironmentConfig
+from supervisor.config.mcp import McpConfig
 from supervisor.config.paths import default_socket_path, default_state_dir
 from supervisor.config.secrets import secret_env_names
 from supervisor.config.types import (
@@ -50,6 +51,7 @@ __all__ = [
     "ContainerConfig",
     "DeephavenConfig",
     "DeephavenEnterpriseConfig",
+    "McpConfig",
     "ProcessConfig",
     "ResourceConfig",
     "split_host_port",
@@ -146,6 +148,7 @@ class Config(Model):
     defaults: DefaultsConfig = DefaultsConfig()
     resources: dict[Name, ResourceConfig] = {}
     environments: dict[Name, EnvironmentConfig] = {}
+    mcp: McpConfig = McpConfig()
 
     def docker_hosts(self) -> list[str | None]:
         """The Docker engines this config uses (None: the local one), in first-use order."""
