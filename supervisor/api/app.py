@@ -20,7 +20,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.api import models
@@ -147,9 +147,11 @@ def build_app(
     closing: trio.Event | None = None,
     streams: StreamSlots | None = None,
     body_idle: float = 10.0,
+    mounts: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
-    """The API app for one listener; `tcp=True` guards /v1 with `token`; long-lived
-    streams take a slot of `streams`."""
+    """The API app for one listener; `tcp=True` guards /v1 (and `/mcp`) with `token`;
+    long-lived streams take a slot of `streams`; `mounts` are more routes (the daemon's
+    MCP endpoint)."""
     closing = trio.Event() if closing is None else closing
     streams = StreamSlots(128) if streams is None else streams
 
@@ -204,6 +206,7 @@ def build_app(
             Route("/v1/reload", reload, methods=["POST"]),
             Route("/v1/events", events, methods=["GET"]),
             *(sandbox_routes(control.sandboxes, streams) if control.sandboxes is not None else ()),
+            *mounts,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
     )
@@ -283,14 +286,16 @@ class _ClosingStream(StreamingResponse):
 
 
 class _BearerGuard:
-    """ASGI middleware: /v1 over TCP needs `Authorization: Bearer <token>`."""
+    """ASGI middleware: /v1 and /mcp over TCP need `Authorization: Bearer <token>`."""
 
     def __init__(self, app: ASGIApp, token: bytes | None) -> None:
         self.app = app
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if scope["type"] != "http" or not (
+            scope["path"].startswith("/v1") or scope["path"] == "/mcp"
+        ):
             await self.app(scope, receive, send)
             return
         if self.token is None:

@@ -14,11 +14,13 @@ import errno
 import os
 import socket
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import trio
+from starlette.routing import BaseRoute
 
 from supervisor.api.app import Control, build_app
 from supervisor.api.edge import Limits, Listener, StreamSlots
@@ -98,9 +100,11 @@ async def serve_api(
     http: str | None,
     token: bytes | None,
     limits: Limits | None = None,
+    tcp_mounts: Sequence[BaseRoute] = (),
     task_status: trio.TaskStatus[ApiServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until `ApiServer.close()`; `started(server)` once every listener is bound."""
+    """Serve until `ApiServer.close()`; `started(server)` once every listener is bound.
+    `tcp_mounts` are routes served on TCP only (behind the token)."""
     limits = Limits() if limits is None else limits
     server = ApiServer()
     bound: list[tuple[socket.socket, bool]] = []
@@ -128,6 +132,7 @@ async def serve_api(
                     closing=server.closing,
                     streams=streams,
                     body_idle=limits.header_timeout,
+                    mounts=tcp_mounts if tcp else (),
                 )
                 listener = Listener(sock, app, limits, "tcp" if tcp else "unix")
                 server.listeners.append(listener)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from supervisor.config.types import Model
+from supervisor.config.types import DAY, Between, Model, Seconds
 
 Origin = Annotated[
     str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+$", max_length=255)
@@ -26,5 +26,9 @@ class McpConfig(Model):
     resources_read: bool = True  # resource list/status and recent events
     resources_control: bool = False  # start, stop, restart
     deephaven: bool = True  # Deephaven session tools (when the daemon has any)
-    http: bool = True  # serve streamable HTTP at /mcp on the TCP listener (token required)
-    allowed_origins: list[Origin] = []  # Origin headers accepted at /mcp (none: no Origin)
+    http: bool = False  # serve streamable HTTP at /mcp on the TCP listener (token required)
+    allowed_origins: list[Origin] = []  # Origin headers accepted at /mcp besides its own
+    # An HTTP MCP session with no request in flight and no open stream this long is ended,
+    # and the sandbox sessions it held are released.
+    http_idle_timeout: Annotated[float, Seconds(1, DAY)] = 60.0
+    http_sessions: Annotated[int, Between(1, 10_000)] = 64  # MCP sessions open at once

@@ -67,16 +67,17 @@ def environment_view(env: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_sandbox_tools(
-    server: MCPServer, link: DaemonLink, holds_for: Callable[[Context], Holds]
+    server: MCPServer, link: DaemonLink, holds_for: Callable[[Context], Holds | None]
 ) -> None:
-    """Register the sandbox tools on `server`."""
+    """Register the sandbox tools on `server`; `holds_for` names the holds of a request's
+    MCP session (None: sessionless, the lease alone keeps what it acquires)."""
     add_session_tools(server, link, holds_for)
     add_command_tools(server, link)
     add_file_tools(server, link)
 
 
 def add_session_tools(
-    server: MCPServer, link: DaemonLink, holds_for: Callable[[Context], Holds]
+    server: MCPServer, link: DaemonLink, holds_for: Callable[[Context], Holds | None]
 ) -> None:
     """Environments, acquire, heartbeat, release."""
 
@@ -95,19 +96,23 @@ def add_session_tools(
         wait_seconds: Annotated[float, Field(ge=0, le=3600)] | None = None,
         labels: Labels | None = None,
     ) -> dict[str, Any]:
-        """Acquire a sandbox session in an environment; kept alive until released or
-        this MCP session ends. Returns session_id and the sandbox's work directory."""
+        """Acquire a sandbox session in an environment. kept_alive: held until released
+        or this MCP session ends; else call sandbox_heartbeat before lease_expires_at."""
+        holds = holds_for(ctx)
         with refusals():
             session = await link.call(
                 lambda c: c.acquire(environment, ttl=ttl_seconds, wait=wait_seconds, labels=labels)
             )
-        holds_for(ctx).hold(session)
+        if holds is not None:
+            holds.hold(session)
         connection = session.get("connection") or {}
         return {
             "session_id": session["session_id"],
             "sandbox_id": session["sandbox_id"],
             "environment": session["environment"],
             "expires_at": session["expires_at"],
+            "lease_expires_at": session.get("lease_expires_at"),
+            "kept_alive": holds is not None,
             "workdir": connection.get("sandbox_workdir") or connection.get("workdir"),
         }
 
@@ -122,7 +127,8 @@ def add_session_tools(
         """Release a session: its sandbox is cleaned and returned to the pool."""
         with refusals():
             warning = await link.call(lambda c: c.release(session_id))
-        holds_for(ctx).drop(session_id)
+        if (holds := holds_for(ctx)) is not None:
+            holds.drop(session_id)
         return {"released": True, **(warning or {})}
 
 

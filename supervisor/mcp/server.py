@@ -32,7 +32,7 @@ INSTRUCTIONS = (
 
 
 def build_server(
-    config: McpConfig, link: DaemonLink, holds_for: Callable[[Context], Holds]
+    config: McpConfig, link: DaemonLink, holds_for: Callable[[Context], Holds | None]
 ) -> MCPServer:
     """An MCP server with the tool groups `config` enables."""
     server: MCPServer = MCPServer(

@@ -16,7 +16,7 @@ view), `Lifecycle` (ready, stopping).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 import trio
 from prometheus_client import CollectorRegistry
+from starlette.routing import BaseRoute
 
 from supervisor import __version__
 from supervisor.api.edge import Limits
@@ -41,6 +42,7 @@ from supervisor.runtime.build import make_environment, read_token
 from supervisor.runtime.control import ControlSurface
 from supervisor.runtime.kinds import Context
 from supervisor.runtime.lifecycle import Lifecycle
+from supervisor.runtime.mcp import open_mcp_routes
 from supervisor.runtime.reload import Reloader, freeze_heap
 from supervisor.runtime.resources import ResourceSet
 from supervisor.runtime.signals import serve_signals
@@ -183,9 +185,13 @@ class Daemon:
             instance=state.instance_id,
             orphans_reaped=len(orphans),
         )
-        async with open_local_launcher(state) as launcher, trio.open_nursery() as outer:
+        async with (
+            open_local_launcher(state) as launcher,
+            open_mcp_routes(self.config) as mcp_routes,
+            trio.open_nursery() as outer,
+        ):
             # The API outlives supervision, so operators can watch the shutdown through it.
-            self.api = await outer.start(self._serve_api, token)
+            self.api = await outer.start(self._serve_api, token, mcp_routes)
             self.api_bound.set()
             log.info(
                 "api_listening",
@@ -235,7 +241,11 @@ class Daemon:
             self.api.close()
 
     async def _serve_api(
-        self, token: bytes | None, *, task_status: trio.TaskStatus[ApiServer]
+        self,
+        token: bytes | None,
+        mounts: Sequence[BaseRoute],
+        *,
+        task_status: trio.TaskStatus[ApiServer],
     ) -> None:
         daemon = self.config.daemon
         limits = Limits(
@@ -249,6 +259,7 @@ class Daemon:
             http=daemon.http,
             token=token,
             limits=limits,
+            tcp_mounts=mounts,
             task_status=task_status,
         )
 

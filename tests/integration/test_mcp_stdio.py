@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -217,3 +218,26 @@ async def test_recent_events_are_read_without_following(tmp_path: Path) -> None:
         assert len(mine) == 1
         assert mine[0]["name"] == one
         assert (await call(client, "resource_events", name="ghost"))["events"] == []
+
+
+def test_client_commands_never_load_the_mcp_sdk() -> None:
+    """`supervisor status` starts without importing the MCP SDK (only `mcp` loads it)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "supervisor",
+            "status",
+            "--socket",
+            "/nonexistent",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "supervisor.cli" in modules
+    assert {m.split(".")[0] for m in modules} & {"mcp", "mcp_types"} == set()
