@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 import trio
@@ -33,22 +34,28 @@ class Holds:
     link: DaemonLink
     _interval: dict[str, float] = field(default_factory=dict)
     _changed: trio.Event = field(default_factory=trio.Event)
+    # What each held session's acquire answered (environment, connection): the Deephaven
+    # tools list and describe the sessions this MCP session created from it.
+    acquired: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def held(self) -> list[str]:
         return list(self._interval)
 
-    def hold(self, session: dict[str, object]) -> None:
+    def hold(self, session: dict[str, Any]) -> None:
         """Keep `session` (an acquire answer) alive until it is dropped or released."""
         lease_at = session.get("lease_expires_at")
         lease = float(lease_at) - time.time() if isinstance(lease_at, int | float) else None
         interval = max(MIN_INTERVAL, lease / 3) if lease is not None else None
-        self._interval[str(session["session_id"])] = interval if interval else float("inf")
+        sid = str(session["session_id"])
+        self._interval[sid] = interval if interval else float("inf")
+        self.acquired[sid] = session
         self._changed.set()
 
     def drop(self, session_id: str) -> None:
         """Stop keeping `session_id` (released by the agent, or ended by the daemon)."""
         self._interval.pop(session_id, None)
+        self.acquired.pop(session_id, None)
 
     async def keep(self) -> None:
         """Heartbeat every held session at its interval; runs until cancelled."""
@@ -81,6 +88,7 @@ class Holds:
         """Release everything still held (shielded, bounded); returns how many were."""
         held = self.held
         self._interval.clear()
+        self.acquired.clear()
         released = 0
         with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT):
             for sid in held:

@@ -17,6 +17,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from supervisor import __version__
 from supervisor.config.mcp import McpConfig
+from supervisor.mcp.deephaven_tools import add_deephaven_tools
 from supervisor.mcp.holds import Holds
 from supervisor.mcp.link import DaemonLink
 from supervisor.mcp.resource_tools import add_resource_control_tools, add_resource_read_tools
@@ -27,7 +28,8 @@ log = structlog.get_logger("supervisor.mcp")
 INSTRUCTIONS = (
     "Tools of a supervisor-daemon. sandbox_*: acquire a session in an environment, run "
     "commands and move files in its sandbox, release it when done (sessions still held "
-    "are released when this connection ends). resource_*: the daemon's managed services."
+    "are released when this connection ends). resource_*: the daemon's managed services. "
+    "session_* and sessions_list: Deephaven Community sessions from deephaven environments."
 )
 
 
@@ -44,6 +46,8 @@ def build_server(
         add_resource_read_tools(server, link)
     if config.resources_control:
         add_resource_control_tools(server, link)
+    if config.deephaven:
+        add_deephaven_tools(server, link, holds_for)
     return server
 
 

@@ -155,15 +155,16 @@ async def test_a_disabled_group_has_no_tools_and_control_is_off_by_default(
     async with daemon_with(tmp_path, env_config()):
         async with agent(tmp_path) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-        assert {"sandbox_acquire", "resources_list", "resource_events"} <= names
+        assert {"sandbox_acquire", "resources_list", "resource_events", "sessions_list"} <= names
         assert "resource_stop" not in names
         config = tmp_path / "config.toml"
         config.write_text(
-            config.read_text() + "[mcp]\nsandboxes = false\nresources_control = true\n"
+            config.read_text()
+            + "[mcp]\nsandboxes = false\ndeephaven = false\nresources_control = true\n"
         )
         async with agent(tmp_path) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-        assert not {n for n in names if n.startswith("sandbox_")}
+        assert not {n for n in names if n.startswith(("sandbox_", "session"))}
         assert {"resource_start", "resource_stop", "resource_restart"} <= names
 
 
