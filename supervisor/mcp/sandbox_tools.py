@@ -45,6 +45,35 @@ def clip(text: str, limit: int = MAX_OUTPUT) -> tuple[str, bool]:
     return f"{text[:half]}\n[... {cut} characters cut ...]\n{text[-half:]}", True
 
 
+class Capture:
+    """One stream's output as it comes, keeping only what `clip` would return: the head and
+    the tail, so a command that prints gigabytes costs this process 64 KiB."""
+
+    def __init__(self, limit: int = MAX_OUTPUT) -> None:
+        self.limit = limit
+        self.half = limit // 2
+        self.head = ""
+        self.tail = ""  # up to limit - half: all of a text that fits, with the head
+        self.total = 0
+
+    def add(self, data: str) -> None:
+        self.total += len(data)
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail = (self.tail + data)[-(self.limit - self.half) :]
+
+    def text(self) -> tuple[str, bool]:
+        """The output, clipped as `clip` does; whether anything was cut."""
+        if self.total <= self.limit:
+            return self.head + self.tail, False
+        cut = self.total - 2 * self.half
+        tail = self.tail[-self.half :] if self.half else ""
+        return f"{self.head}\n[... {cut} characters cut ...]\n{tail}", True
+
+
 def _one_of(command: list[str] | None, script: str | None) -> None:
     if (command is None) == (script is None):
         raise ToolError("give exactly one of command (an argv list) or script (sh)")
@@ -148,7 +177,7 @@ def add_command_tools(server: MCPServer, link: DaemonLink) -> None:
         """Run a command (argv, no shell) or a sh script in the sandbox and wait for it;
         output streams as progress notifications. Returns exit_code, stdout, stderr."""
         _one_of(command, script)
-        out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        out = {"stdout": Capture(), "stderr": Capture()}
         last: dict[str, Any] = {}
         frames = 0
         async with link.stream(
@@ -160,7 +189,7 @@ def add_command_tools(server: MCPServer, link: DaemonLink) -> None:
                 kind = frame.get("stream")
                 if kind in out:
                     data = str(frame.get("data", ""))
-                    out[kind].append(data)
+                    out[kind].add(data)
                     frames += 1
                     await ctx.report_progress(frames, message=data[-MAX_PROGRESS_MESSAGE:])
                 else:
@@ -170,8 +199,8 @@ def add_command_tools(server: MCPServer, link: DaemonLink) -> None:
             raise ToolError(f"{error.get('message')} ({error.get('code')})")
         if not last:
             raise ToolError("the exec stream ended without a result")
-        stdout, cut_out = clip("".join(out["stdout"]))
-        stderr, cut_err = clip("".join(out["stderr"]))
+        stdout, cut_out = out["stdout"].text()
+        stderr, cut_err = out["stderr"].text()
         return {
             "exit_code": last.get("exit_code"),
             "stdout": stdout,

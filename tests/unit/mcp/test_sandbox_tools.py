@@ -5,7 +5,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.mcp.sandbox_tools import MAX_OUTPUT, clip, environment_view
+from supervisor.mcp.sandbox_tools import MAX_OUTPUT, Capture, clip, environment_view
+
+
+def test_odd_limits_clip_alike_piece_by_piece_and_whole() -> None:
+    """A text of exactly an odd limit is whole both ways; one more is cut both ways."""
+    for text in ("abc", "abcd"):
+        capture = Capture(3)
+        for char in text:
+            capture.add(char)
+        assert capture.text() == clip(text, 3)
 
 
 def test_short_output_is_returned_whole() -> None:
@@ -47,3 +56,15 @@ def test_an_environment_shows_its_free_capacity() -> None:
     view = environment_view(env)
     assert (view["ready"], view["free"]) == (1, 1)
     assert environment_view({**env, "active_sessions": 6})["free"] == 0
+
+
+@given(st.lists(st.text(max_size=10), max_size=20), st.integers(min_value=2, max_value=64))
+def test_output_captured_piece_by_piece_is_clipped_as_a_whole(
+    pieces: list[str], limit: int
+) -> None:
+    """Capture keeps only head and tail as output streams, and ends as clip would."""
+    capture = Capture(limit)
+    for piece in pieces:
+        capture.add(piece)
+        assert len(capture.head) + len(capture.tail) <= limit
+    assert capture.text() == clip("".join(pieces), limit)
