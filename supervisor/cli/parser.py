@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[client],
         help="serve MCP (for agents) over stdin/stdout",
         description="Serve the Model Context Protocol over stdin/stdout, for an agent that "
-        "starts this command: sandbox and resource tools, as enabled by [mcp] in the config, "
+        "starts this command: sandbox, resource and Deephaven tools, as enabled by [mcp] in "
+        "the config, "
         "each a call to the running daemon. Sandbox sessions acquired through it are "
         "released when stdin closes. Needs the mcp extra: pip install "
         "'supervisor-daemon[mcp]'.",
