@@ -193,6 +193,8 @@ def tables(only: Sequence[str], results: dict[str, Any]) -> str:
         )
     elif set(only) & set(PEER_BENCHMARKS):
         out.append("(the peers' table needs latency, idle, control and reload: see the JSON)")
+    if "latency" in only:
+        out.append(report.flood_table(results["restart_latency"]))
     if "sandbox" in only:
         out.append(report.sandbox_table(results["sandbox_pool"]))
         out.append(report.isolation_table(results["sandbox_pool"]))

@@ -86,6 +86,22 @@ def table(
     return "\n".join(rows)
 
 
+def flood_table(latency: dict[str, Any]) -> str:
+    """The daemon's restart latency while a sibling floods its output, beside the quiet one."""
+    quiet, flood = latency["daemon"], latency["daemon_flood"]
+    rate = flood.get("flood_mb_per_s")
+    beside = f"a sibling floods ({rate:.0f} MB/s kept)" if rate else "a sibling floods"
+    rows = [
+        f"| restart latency, {latency['kills']} kills | quiet | {beside} | flood/quiet |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (("median_ms", "median (ms)"), ("p90_ms", "p90 (ms)")):
+        rows.append(
+            f"| {label} | {quiet[key]:.2f} | {flood[key]:.2f} | {ratio(flood[key], quiet[key])} |"
+        )
+    return "\n".join(rows)
+
+
 def sandbox_table(pool: dict[str, Any]) -> str:
     """Session cycles/s, ours vs langfun; then warm acquire over HTTP."""
     cycles = pool["cycles"]

@@ -1,5 +1,9 @@
 """Restart latency: SIGKILL the supervised child, time until its replacement starts.
 
+Also the daemon's figure while a sibling floods its output (`yes`, its output kept in
+rotated files): writing logs must not delay supervision, so it is reported as a ratio
+to the quiet figure.
+
 The child stamps CLOCK_MONOTONIC at its very first instruction into a file, so the
 latency covers everything the supervisor does (notice the death, decide, fork, exec) and
 nothing the benchmark does (polling only finds the stamp; it does not time it). Python's
@@ -78,12 +82,25 @@ def p90(samples: list[float]) -> float:
     return ordered[math.ceil(0.9 * len(ordered)) - 1]
 
 
-def measure(kind: str, child: list[str], workdir: Path, kills: int, settle: float) -> list[float]:
-    """Kill `kind`'s only child `kills` times; return each restart latency in seconds."""
-    stamps = workdir / f"{kind}.stamps"
+def measure(
+    kind: str,
+    child: list[str],
+    workdir: Path,
+    kills: int,
+    settle: float,
+    *,
+    flood: dict[str, float] | None = None,
+) -> list[float]:
+    """Kill `kind`'s only child `kills` times; return each restart latency in seconds.
+
+    With `flood` (a dict, the daemon only) a sibling floods its output meanwhile; the
+    dict gets the bytes per second it wrote.
+    """
+    stamps = workdir / f"{kind}{'-flood' if flood is not None else ''}.stamps"
     latencies: list[float] = []
     phase = random.Random(kills)  # the same kill times on every run
-    with sut.running(kind, 1, [*child, str(stamps)], workdir, restart_at_once=True) as s:
+    command = [*child, str(stamps)]
+    with sut.running(kind, 1, command, workdir, restart_at_once=True, flood=flood is not None) as s:
 
         def first_stamp() -> list[tuple[float, int]]:
             s.check_alive()
@@ -107,7 +124,22 @@ def measure(kind: str, child: list[str], workdir: Path, kills: int, settle: floa
 
             started_at, _ = sut.wait_for(new_stamp, WAIT, f"{kind} to restart its child")[0]
             latencies.append(started_at - killed_at)
+        if flood is not None:
+            flood.update(_flood_rate(s))
     return latencies
+
+
+def _flood_rate(s: sut.Sut) -> dict[str, float]:
+    """What the flooding child wrote (its /proc/PID/io wchar) per second of its life."""
+    for pid in s.children():
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "yes":
+            continue
+        io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+        return {"flood_mb_per_s": int(io["wchar"]) / age / 1e6}
+    return {}
 
 
 def run(workdir: Path, kills: int, settle: float) -> dict[str, Any]:
@@ -121,4 +153,15 @@ def run(workdir: Path, kills: int, settle: float) -> dict[str, Any]:
             "median_ms": statistics.median(samples) * 1000,
             "p90_ms": p90(samples) * 1000,
         }
+    rate: dict[str, float] = {}
+    samples = measure("daemon", child, workdir, kills, settle, flood=rate)
+    quiet = results["daemon"]
+    results["daemon_flood"] = {
+        "samples_ms": [round(x * 1000, 3) for x in samples],
+        "median_ms": statistics.median(samples) * 1000,
+        "p90_ms": p90(samples) * 1000,
+        "median_ratio": statistics.median(samples) * 1000 / quiet["median_ms"],
+        "p90_ratio": p90(samples) * 1000 / quiet["p90_ms"],
+        **rate,
+    }
     return results

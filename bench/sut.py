@@ -25,7 +25,12 @@ POLL = 0.002  # seconds between polls: fine enough for ms results, cheap on a 2-
 T = TypeVar("T")
 
 
-def daemon_toml(commands: list[list[str]], workdir: Path, restart_at_once: bool = False) -> str:
+FLOOD_LINE = "x" * 1023  # `yes` prints it, newline included 1 KiB, as fast as it can
+
+
+def daemon_toml(
+    commands: list[list[str]], workdir: Path, restart_at_once: bool = False, flood: bool = False
+) -> str:
     """A config with one process resource per command and their output discarded.
 
     The API stays on, as shipped, but on a private socket and a free port, so that a
@@ -34,6 +39,8 @@ def daemon_toml(commands: list[list[str]], workdir: Path, restart_at_once: bool 
     `restart_at_once` makes every kill count as "the first failure after a stable run"
     (reset_after = 0), the case the daemon promises to restart without delay; otherwise
     repeated kills would climb the backoff ladder and measure the policy, not the daemon.
+    `flood` adds a resource `flood` printing as fast as it can (`yes`), its output kept in
+    rotated files under WORKDIR/logs, as shipped (16 MiB files here, to bound the disk).
     """
     lines = [
         "[daemon]",
@@ -43,6 +50,7 @@ def daemon_toml(commands: list[list[str]], workdir: Path, restart_at_once: bool 
         f"control_socket = {json.dumps(str(workdir / 'control.sock'))}",
         f"state_dir = {json.dumps(str(workdir / 'state'))}",
         'http = "127.0.0.1:0"',
+        f"log_dir = {json.dumps(str(workdir / 'logs'))}",
     ]
     for i, command in enumerate(commands):
         argv = "[" + ", ".join(json.dumps(a) for a in command) + "]"
@@ -52,6 +60,9 @@ def daemon_toml(commands: list[list[str]], workdir: Path, restart_at_once: bool 
             lines.append(
                 'restart = { reset_after = "0s", intensity = { max_restarts = 1000, within = "1s" } }'
             )
+    if flood:
+        lines += ["[resources.flood]", 'kind = "process"', f'command = ["yes", "{FLOOD_LINE}"]']
+        lines += ['log = { max_bytes = "16m", backups = 1 }', 'stop_timeout = "5s"']
     return "\n".join(lines) + "\n"
 
 
@@ -118,12 +129,16 @@ def config_path(kind: str, workdir: Path) -> Path:
 
 
 def write_config(
-    kind: str, commands: list[list[str]], workdir: Path, restart_at_once: bool = False
+    kind: str,
+    commands: list[list[str]],
+    workdir: Path,
+    restart_at_once: bool = False,
+    flood: bool = False,
 ) -> Path:
     """(Re)write the config of the daemon or a peer: one program per command."""
     path = config_path(kind, workdir)
     if kind == "daemon":
-        text = daemon_toml(commands, workdir, restart_at_once)
+        text = daemon_toml(commands, workdir, restart_at_once, flood)
     else:
         text = peers.config_text(kind, commands, workdir, restart_at_once)
     path.write_text(text)

@@ -6,6 +6,7 @@
     │   ├── ResourceNotFoundError       no resource of that name
     │   ├── EnvironmentNotFoundError    no environment of that name
     │   ├── NoCredentialsError          the resource's kind has no credentials
+    │   ├── NoOutputError               the resource's kind keeps no program output
     │   ├── CommandNotFoundError        no background command of that id in the session
     │   └── SessionNotFoundError        (also a SessionError, below)
     ├── ConflictError               the request does not fit the current state (409)
@@ -90,6 +91,10 @@ class ResourceNotFoundError(NotFoundError):
 
 class EnvironmentNotFoundError(NotFoundError):
     """No environment has this name."""
+
+
+class NoOutputError(NotFoundError):
+    """The resource's kind keeps no program output (a connected Deephaven session)."""
 
 
 class NoCredentialsError(NotFoundError):

@@ -2,15 +2,15 @@
 
 The app knows nothing of supervisors or launchers: the daemon implements `Control`. One
 app is built per listener: the unix socket (trusted by file permissions) and TCP (where
-`/v1` needs the bearer token; `/metrics`, `/healthz` and `/readyz` stay open so
-Prometheus and load balancers need no secret). Handlers take validated requests
+`/v1` needs a bearer token, `api.access`). Every route is an `ApiRoute` declaring its
+request, answers and access (`api.spec`); `/v1/openapi.json` is generated from them
+(`api.openapi`). Handlers take validated requests
 (`api.requests`) and raise domain errors, which `api.errors` maps to one answer shape:
 `{"error": {"code", "message", "retryable"}}`.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -19,15 +19,18 @@ from typing import Any, Protocol
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.api import models
+from supervisor.api.access import AccessGuard, Tokens
 from supervisor.api.edge import BodyLimit, StreamSlots
 from supervisor.api.errors import EXCEPTION_HANDLERS, ApiError, error_response
 from supervisor.api.files import body_limit
+from supervisor.api.logs import log_routes
 from supervisor.api.models import reply
+from supervisor.api.openapi import openapi_route
 from supervisor.api.requests import (
     MAX_JSON_BODY,
     Empty,
@@ -37,12 +40,82 @@ from supervisor.api.requests import (
     query_int,
 )
 from supervisor.api.sandboxes import Sandboxes, sandbox_routes
+from supervisor.api.spec import SSE, ApiRoute, Media, Operation, Param
 from supervisor.errors import DaemonStoppingError, ResourceNotFoundError
+from supervisor.supervision.resource import OutputSource
 from supervisor.supervision.settings import Snapshot
 from supervisor.supervision.states import Transition
 
 HEARTBEAT = 15.0
 ACTIONS = ("start", "stop", "restart")
+
+NAME = Param("name", "path", "the resource's name (a key of [resources])")
+HEALTHZ = Operation("Liveness: 200 while the event loop runs", {200: models.Status})
+READYZ = Operation(
+    "Readiness: 200 once started, 503 while starting or stopping",
+    {200: models.Status},
+    errors=(503,),
+)
+METRICS = Operation(
+    "Prometheus metrics",
+    {200: Media(("text/plain",), "the Prometheus text exposition format, version 0.0.4")},
+)
+LIST_RESOURCES = Operation("Every resource's status", {200: models.Resources}, access="read")
+GET_RESOURCE = Operation(
+    "One resource's status", {200: models.Resource}, errors=(404,), params=(NAME,), access="read"
+)
+CREDENTIALS = Operation(
+    "How to connect to a Deephaven resource (a secret: the full token only)",
+    {200: models.Credentials},
+    errors=(404, 409),
+    params=(NAME,),
+)
+ACT = Operation(
+    "Start, stop or restart a resource; answers the state right after",
+    {202: models.ActionTaken},
+    errors=(404,),
+    body=Empty,
+    params=(
+        NAME,
+        Param("action", "path", "what to do", {"type": "string", "enum": list(ACTIONS)}),
+    ),
+)
+RELOAD = Operation(
+    "Reload the config file (or, with dry_run, say what a reload would do)",
+    {200: models.ReloadPlan},
+    errors=(501, 503),
+    body=ReloadRequest,
+    params=(Param("dry_run", "query", "only plan", {"type": "boolean"}),),
+    description="422 `invalid_config` lists the problems; the running config is untouched.",
+)
+EVENTS = Operation(
+    "Every state transition, replayed from `since` then followed live",
+    {
+        200: (
+            Media(
+                (SSE,),
+                "server-sent events: `transition` (data: an Event, id: its seq), `gap` "
+                "(events lost from the ring: {since, first_available, reset?}), `: keepalive` "
+                "comments",
+                frames=models.Event,
+            ),
+            models.RecentEvents,
+        ),
+    },
+    errors=(400, 503),
+    params=(
+        Param("since", "query", "replay events after this sequence number", {
+            "type": "integer", "minimum": 0, "maximum": 2**63 - 1,
+        }),
+        Param("follow", "query", "false: answer the kept events as one JSON object", {
+            "type": "boolean",
+        }),
+        Param("Last-Event-ID", "header", "resume after this sequence number (SSE)", {
+            "type": "string", "pattern": "^[0-9]{1,19}$",
+        }),
+    ),
+    access="read",
+)  # fmt: skip
 
 
 class EventSource(Protocol):
@@ -68,6 +141,9 @@ class Control(Protocol):
         Raises:
             ResourceNotFoundError, NoCredentialsError, NotRunningError.
         """
+
+    def output(self, name: str) -> OutputSource:
+        """`name`'s program output (ResourceNotFoundError, NoOutputError)."""
 
     def command(self, name: str, action: str) -> Snapshot:
         """Apply start/stop/restart to `name` (ResourceNotFoundError if unknown)."""
@@ -99,7 +175,7 @@ def resource_view(snap: Snapshot) -> models.Resource:
     )
 
 
-def resource_routes(control: Control) -> list[Route]:
+def resource_routes(control: Control) -> list[BaseRoute]:
     """/v1/resources: status, credentials and start/stop/restart."""
 
     async def list_resources(request: Request) -> Response:
@@ -132,28 +208,42 @@ def resource_routes(control: Control) -> list[Route]:
         return reply(taken, 202)
 
     return [
-        Route("/v1/resources", list_resources, methods=["GET"]),
-        Route("/v1/resources/{name}", get_resource, methods=["GET"]),
-        Route("/v1/resources/{name}/credentials", credentials, methods=["GET"]),
-        Route("/v1/resources/{name}/{action}", act, methods=["POST"]),
+        ApiRoute("/v1/resources", list_resources, "GET", LIST_RESOURCES),
+        ApiRoute("/v1/resources/{name}", get_resource, "GET", GET_RESOURCE),
+        ApiRoute("/v1/resources/{name}/credentials", credentials, "GET", CREDENTIALS),
+        ApiRoute("/v1/resources/{name}/{action}", act, "POST", ACT),
     ]
 
 
 def build_app(
     control: Control,
     *,
-    token: bytes | None = None,
+    tokens: Tokens | None = None,
     tcp: bool = False,
     closing: trio.Event | None = None,
     streams: StreamSlots | None = None,
     body_idle: float = 10.0,
     mounts: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
-    """The API app for one listener; `tcp=True` guards /v1 (and `/mcp`) with `token`;
-    long-lived streams take a slot of `streams`; `mounts` are more routes (the daemon's
-    MCP endpoint)."""
-    closing = trio.Event() if closing is None else closing
-    streams = StreamSlots(128) if streams is None else streams
+    """The API app for one listener; `tcp=True` guards /v1 (and /mcp) with `tokens`
+    (`api.access`); long-lived streams take a slot of `streams`; `mounts` are more
+    routes (the daemon's MCP endpoint), outside the API's description."""
+    tokens = Tokens() if tokens is None else tokens
+    routes = api_routes(
+        control,
+        closing=trio.Event() if closing is None else closing,
+        streams=StreamSlots(128) if streams is None else streams,
+    )
+    routes += mounts
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    # A redirect for a trailing slash would build its Location from the Host header.
+    app.router.redirect_slashes = False
+    guarded = AccessGuard(app, app.routes, tokens) if tcp else app
+    return BodyLimit(guarded, body_limit(control.sandboxes, MAX_JSON_BODY), body_idle)
+
+
+def api_routes(control: Control, *, closing: trio.Event, streams: StreamSlots) -> list[BaseRoute]:
+    """Every route of the API, `/v1/openapi.json` (describing them all) included."""
 
     async def healthz(request: Request) -> Response:
         return reply(models.Status(status="ok"))
@@ -187,8 +277,8 @@ def build_app(
         if query_bool(request, "follow") is False:
             # What the ring holds after `since`, as one JSON answer (agents, scripts).
             kept, gap = source.replay(0 if since is None else since)
-            body = {"events": [e.to_json() for e in kept], "gap": gap}
-            return JSONResponse(body, headers={"cache-control": "no-store"})
+            recent = [models.Event.model_validate(e.to_json()) for e in kept]
+            return reply(models.RecentEvents(events=recent, gap=gap))
         release = streams.take()
         return _ClosingStream(
             _event_stream(source, source.last_seq if since is None else since, closing),
@@ -197,23 +287,17 @@ def build_app(
             on_close=release,
         )
 
-    app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            *resource_routes(control),
-            Route("/v1/reload", reload, methods=["POST"]),
-            Route("/v1/events", events, methods=["GET"]),
-            *(sandbox_routes(control.sandboxes, streams) if control.sandboxes is not None else ()),
-            *mounts,
-        ],
-        exception_handlers=EXCEPTION_HANDLERS,
-    )
-    # A redirect for a trailing slash would build its Location from the Host header.
-    app.router.redirect_slashes = False
-    guarded = _BearerGuard(app, token) if tcp else app
-    return BodyLimit(guarded, body_limit(control.sandboxes, MAX_JSON_BODY), body_idle)
+    routes: list[BaseRoute] = [
+        ApiRoute("/healthz", healthz, "GET", HEALTHZ),
+        ApiRoute("/readyz", readyz, "GET", READYZ),
+        ApiRoute("/metrics", metrics, "GET", METRICS),
+        *resource_routes(control),
+        *log_routes(control, streams, closing),
+        ApiRoute("/v1/reload", reload, "POST", RELOAD),
+        ApiRoute("/v1/events", events, "GET", EVENTS),
+        *(sandbox_routes(control.sandboxes, streams) if control.sandboxes is not None else ()),
+    ]
+    return [*routes, openapi_route(routes)]
 
 
 def _sse(event: str, data: dict[str, Any], seq: int | None = None) -> bytes:
@@ -283,36 +367,3 @@ class _ClosingStream(StreamingResponse):
             if closer is not None:
                 with trio.CancelScope(shield=True):
                     await closer()
-
-
-class _BearerGuard:
-    """ASGI middleware: /v1 and /mcp over TCP need `Authorization: Bearer <token>`."""
-
-    def __init__(self, app: ASGIApp, token: bytes | None) -> None:
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not (
-            scope["path"].startswith("/v1") or scope["path"] == "/mcp"
-        ):
-            await self.app(scope, receive, send)
-            return
-        if self.token is None:
-            response = error_response(
-                403,
-                "forbidden",
-                "the /v1 API is not available over TCP: set daemon.api_token_file, or use the unix socket",
-            )
-            await response(scope, receive, send)
-            return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, presented = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self.token):
-            message = "missing bearer token" if not header else "invalid bearer token"
-            response = error_response(
-                401, "unauthorized", message, headers={"www-authenticate": "Bearer"}
-            )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)

@@ -13,42 +13,23 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
+from supervisor.api.transport import Transport, readline, request_error
 from supervisor.errors import DaemonUnavailableError, RequestError
 
 NDJSON = "application/x-ndjson"
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 class Client:
     """Talks to one daemon over its unix socket, or over TCP with a bearer token."""
 
-    def __init__(self, make: Any, where: str, headers: dict[str, str]) -> None:
-        self._make = make
-        self._conn: http.client.HTTPConnection | None = None
-        self._long: http.client.HTTPConnection | None = None
-        self._headers = headers
-        self.where = where
+    def __init__(self, transport: Transport) -> None:
+        self._http = transport
+        self.where = transport.where
 
     @classmethod
     def connect(
@@ -57,24 +38,17 @@ class Client:
         socket_path: Path | str | None = None,
         url: str | None = None,
         token: str | None = None,
+        ca_file: Path | str | None = None,
         timeout: float = 10.0,
     ) -> Client:
-        """A client for the unix socket at `socket_path`, or for `url` (+ `token`)."""
-        if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
-            kind = (
-                http.client.HTTPSConnection
-                if parts.scheme == "https"
-                else http.client.HTTPConnection
+        """A client for the unix socket at `socket_path`, or for `url` (+ `token`); an
+        https:// URL verifies the daemon's certificate against `ca_file`, else the
+        system's trust store."""
+        return cls(
+            Transport.connect(
+                socket_path=socket_path, url=url, token=token, ca_file=ca_file, timeout=timeout
             )
-            headers = {"authorization": f"Bearer {token}"} if token else {}
-            return cls(lambda t=timeout: kind(parts.hostname, parts.port, timeout=t), url, headers)
-        if socket_path is None:
-            raise ValueError("give socket_path or url")
-        path = str(socket_path)
-        return cls(lambda t=timeout: _UnixConnection(path, t), f"unix:{path}", {})
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -83,19 +57,16 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        for conn in (self._conn, self._long):
-            if conn is not None:
-                conn.close()
-        self._conn = self._long = None
+        self._http.close()
 
     # ----------------------------------------------------------------------- requests
 
     def health(self) -> dict[str, Any]:
-        return self._json("GET", "/healthz")
+        return self._http.json("GET", "/healthz")
 
     def ready(self) -> bool:
         try:
-            self._json("GET", "/readyz")
+            self._http.json("GET", "/readyz")
         except RequestError as exc:
             if exc.status == 503:
                 return False
@@ -103,39 +74,39 @@ class Client:
         return True
 
     def resources(self) -> list[dict[str, Any]]:
-        resources: list[dict[str, Any]] = self._json("GET", "/v1/resources")["resources"]
+        resources: list[dict[str, Any]] = self._http.json("GET", "/v1/resources")["resources"]
         return resources
 
     def resource(self, name: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/resources/{name}")
+        return self._http.json("GET", f"/v1/resources/{name}")
 
     def start(self, name: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/resources/{name}/start")
+        return self._http.json("POST", f"/v1/resources/{name}/start")
 
     def stop(self, name: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/resources/{name}/stop")
+        return self._http.json("POST", f"/v1/resources/{name}/stop")
 
     def restart(self, name: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/resources/{name}/restart")
+        return self._http.json("POST", f"/v1/resources/{name}/restart")
 
     def reload(self, *, dry_run: bool = False) -> dict[str, Any]:
         # Applying waits for new resources' first start attempts: no read timeout.
-        return self._json("POST", "/v1/reload", {"dry_run": dry_run}, long=True)
+        return self._http.json("POST", "/v1/reload", {"dry_run": dry_run}, long=True)
 
     def credentials(self, name: str) -> dict[str, Any]:
         """Host, port, auth type and token of a Deephaven resource."""
-        return self._json("GET", f"/v1/resources/{quote(name, safe='')}/credentials")
+        return self._http.json("GET", f"/v1/resources/{quote(name, safe='')}/credentials")
 
     def environments(self) -> list[dict[str, Any]]:
-        envs: list[dict[str, Any]] = self._json("GET", "/v1/environments")["environments"]
+        envs: list[dict[str, Any]] = self._http.json("GET", "/v1/environments")["environments"]
         return envs
 
     def environment(self, name: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/environments/{quote(name, safe='')}")
+        return self._http.json("GET", f"/v1/environments/{quote(name, safe='')}")
 
     def restart_environment(self, name: str) -> dict[str, Any]:
         """Rebuild an environment now (its sessions end); its stats as it restarts."""
-        return self._json("POST", f"/v1/environments/{quote(name, safe='')}/restart")
+        return self._http.json("POST", f"/v1/environments/{quote(name, safe='')}/restart")
 
     def acquire(
         self,
@@ -154,7 +125,7 @@ class Client:
             body["wait"] = wait
         headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
         # The daemon may hold the request for up to the wait (acquire_timeout by default).
-        return self._json(
+        return self._http.json(
             "POST",
             f"/v1/environments/{quote(environment, safe='')}/sessions",
             body,
@@ -163,10 +134,10 @@ class Client:
         )
 
     def session(self, session_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/sessions/{quote(session_id, safe='')}")
+        return self._http.json("GET", f"/v1/sessions/{quote(session_id, safe='')}")
 
     def heartbeat(self, session_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/sessions/{quote(session_id, safe='')}/heartbeat")
+        return self._http.json("POST", f"/v1/sessions/{quote(session_id, safe='')}/heartbeat")
 
     def exec(
         self,
@@ -181,7 +152,7 @@ class Client:
     ) -> dict[str, Any]:
         """Run a command (argv, no shell) or a script; returns exit_code, stdout, stderr..."""
         body = _exec_body(command, script, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
-        return self._json(
+        return self._http.json(
             "POST", f"/v1/sessions/{quote(session_id, safe='')}/exec", body, long=True
         )
 
@@ -211,16 +182,16 @@ class Client:
         """Start a background command (`exec`'s arguments); its handle, at once."""
         body = _exec_body(command, options.pop("script", None), **options)
         body["background"] = True
-        return self._json("POST", f"/v1/sessions/{quote(session_id, safe='')}/exec", body)
+        return self._http.json("POST", f"/v1/sessions/{quote(session_id, safe='')}/exec", body)
 
     def commands(self, session_id: str) -> list[dict[str, Any]]:
         """The session's background commands."""
-        found: list[dict[str, Any]] = self._json("GET", self._commands(session_id))["commands"]
+        found: list[dict[str, Any]] = self._http.json("GET", self._commands(session_id))["commands"]
         return found
 
     def command(self, session_id: str, command_id: str) -> dict[str, Any]:
         """A background command with its output so far."""
-        return self._json("GET", self._commands(session_id, command_id))
+        return self._http.json("GET", self._commands(session_id, command_id))
 
     def follow_command(
         self, session_id: str, command_id: str, since: int = 0
@@ -234,12 +205,12 @@ class Client:
     ) -> None:
         """Write to a background command's stdin; `close` ends it."""
         body = {"data": data, "close": close}
-        self._request("POST", self._commands(session_id, command_id) + "/stdin", body)
+        self._http.request("POST", self._commands(session_id, command_id) + "/stdin", body)
 
     def signal_command(self, session_id: str, command_id: str, signal: str) -> dict[str, Any]:
         """Send HUP, INT, QUIT, TERM or KILL to a background command's process group."""
         path = self._commands(session_id, command_id) + "/signal"
-        return self._json("POST", path, {"signal": signal})
+        return self._http.json("POST", path, {"signal": signal})
 
     def _commands(self, session_id: str, command_id: str | None = None) -> str:
         path = f"/v1/sessions/{quote(session_id, safe='')}/commands"
@@ -249,20 +220,20 @@ class Client:
         self, method: str, path: str, body: dict[str, Any] | None
     ) -> Iterator[dict[str, Any]]:
         """Frames of an NDJSON stream, up to its last (one without "stream")."""
-        headers = {**self._headers, "accept": NDJSON}
+        headers = {**self._http.headers, "accept": NDJSON}
         payload = None if body is None else json.dumps(body).encode()
         if payload is not None:
             headers["content-type"] = "application/json"
-        conn = self._make(None)  # a stream of its own, with no read timeout
+        conn = self._http.stream_connection()  # a stream of its own, with no read timeout
         try:
             try:
                 conn.request(method, path, body=payload, headers=headers)
                 response = conn.getresponse()
             except OSError as exc:
-                raise self._unavailable(exc) from None
+                raise self._http.unavailable(exc) from None
             if response.status >= 400:
-                raise _request_error(response.status, response.read())
-            while line := _readline(response, self.where):
+                raise request_error(response.status, response.read())
+            while line := readline(response, self.where):
                 frame: dict[str, Any] = json.loads(line)
                 yield frame
                 if "stream" not in frame:
@@ -273,7 +244,7 @@ class Client:
 
     def release(self, session_id: str) -> dict[str, Any] | None:
         """End the session; returns a teardown warning, if the daemon reported one."""
-        status, raw = self._request("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
+        status, raw = self._http.request("DELETE", f"/v1/sessions/{quote(session_id, safe='')}")
         return None if status == 204 or not raw else json.loads(raw)
 
     def put_files(
@@ -301,7 +272,7 @@ class Client:
 
     def list_files(self, session_id: str, path: str = ".") -> dict[str, Any]:
         """The directory `path`: {"path", "entries": [{name, type, size, mode, mtime}]}."""
-        return self._json("GET", self._files_path(session_id, path, list="1"))
+        return self._http.json("GET", self._files_path(session_id, path, list="1"))
 
     @staticmethod
     def _files_path(session_id: str, path: str, **extra: str) -> str:
@@ -318,19 +289,19 @@ class Client:
     ) -> str:
         """A file transfer on a connection of its own (no read timeout); the answer's body
         goes to `out`. Returns its content type."""
-        conn = self._make(None)
+        conn = self._http.stream_connection()
         try:
             try:
-                conn.request(method, path, body=body, headers={**self._headers, **headers})
+                conn.request(method, path, body=body, headers={**self._http.headers, **headers})
                 response = conn.getresponse()
                 if response.status >= 400:
-                    raise _request_error(response.status, response.read())
+                    raise request_error(response.status, response.read())
                 while chunk := response.read(1 << 16):
                     if out is not None:
                         out.write(chunk)
             except (OSError, http.client.HTTPException) as exc:
                 if isinstance(exc, OSError):
-                    raise self._unavailable(exc) from None
+                    raise self._http.unavailable(exc) from None
                 raise DaemonUnavailableError(
                     f"the daemon at {self.where} broke off its answer ({type(exc).__name__})"
                 ) from None
@@ -340,28 +311,22 @@ class Client:
             conn.close()
 
     def metrics(self) -> str:
-        _, body = self._request("GET", "/metrics")
+        _, body = self._http.request("GET", "/metrics")
         return body.decode()
 
     def recent_events(self, since: int = 0) -> dict[str, Any]:
         """The transitions the daemon still keeps after `since`, without following:
         `{"events": [...], "gap": bool}` (gap: some after `since` were already dropped)."""
-        return self._json("GET", f"/v1/events?{urlencode({'since': since, 'follow': 0})}")
+        return self._http.json("GET", f"/v1/events?{urlencode({'since': since, 'follow': 0})}")
 
     def events(self, since: int | None = None) -> Iterator[dict[str, Any]]:
         """Follow the event stream; yields transitions, and {"gap": ...} markers."""
         path = "/v1/events" + (f"?{urlencode({'since': since})}" if since is not None else "")
-        conn = self._make(None)  # a stream of its own, with no read timeout
+        conn = self._http.stream_connection()  # a stream of its own, with no read timeout
         try:
-            try:
-                conn.request("GET", path, headers=self._headers)
-                response = conn.getresponse()
-            except OSError as exc:
-                raise self._unavailable(exc) from None
-            if response.status >= 400:
-                raise _request_error(response.status, response.read())
+            response = self._http.open_stream(conn, path)
             kind = "message"
-            while line := _readline(response, self.where):
+            while line := readline(response, self.where):
                 text = line.decode().rstrip("\r\n")
                 if text.startswith("event:"):
                     kind = text[6:].strip()
@@ -373,107 +338,24 @@ class Client:
         finally:
             conn.close()
 
-    def _json(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-        long: bool = False,
-    ) -> dict[str, Any]:
-        status, raw = self._request(method, path, body, headers=headers, long=long)
+    def logs(
+        self, name: str, *, stream: str = "stdout", lines: int | None = None, follow: bool = False
+    ) -> Iterator[bytes]:
+        """A resource's output as it printed it: its last `lines` lines, then with `follow`
+        each piece it prints, until the daemon ends the stream."""
+        query = {"stream": stream, "follow": int(follow)}
+        query.update({} if lines is None else {"lines": lines})
+        conn = self._http.stream_connection()  # a stream of its own, with no read timeout
         try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise RequestError(status, "bad_response", f"unexpected response from {path}")
-        return data
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-        long: bool = False,
-    ) -> tuple[int, bytes]:
-        """One request; `long` ones (acquire, exec) get a connection with no read timeout."""
-        payload = json.dumps(body).encode() if body is not None else None
-        headers = {**self._headers, **(headers or {})}
-        if payload is not None:
-            headers["content-type"] = "application/json"
-        for attempt in (1, 2):  # a kept-alive connection the server closed: retry once
-            conn = self._connection(long)
-            try:
-                conn.request(method, path, body=payload, headers=headers)
-                response = conn.getresponse()
-                raw = response.read()
-                break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self.close()
-                if attempt == 2:
-                    raise self._unavailable(exc) from None
-            except OSError as exc:
-                self.close()
-                raise self._unavailable(exc) from None
-            except http.client.HTTPException as exc:  # a reply cut short or malformed
-                self.close()
-                raise DaemonUnavailableError(
-                    f"the daemon at {self.where} broke off its answer ({type(exc).__name__})"
-                ) from None
-        if response.status >= 400:
-            raise _request_error(response.status, raw)
-        return response.status, raw
-
-    def _connection(self, long: bool) -> http.client.HTTPConnection:
-        """The kept-alive connection: one with the read timeout, one without (for calls the
-        daemon may hold: acquire waits for a sandbox, exec for its command)."""
-        if long:
-            if self._long is None:
-                self._long = self._make(None)
-            return self._long
-        if self._conn is None:
-            self._conn = self._make()
-        return self._conn
-
-    def _unavailable(self, exc: OSError) -> DaemonUnavailableError:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        return DaemonUnavailableError(
-            f"cannot reach the daemon at {self.where}: {reason} (is it running?)"
-        )
+            path = f"/v1/resources/{quote(name, safe='')}/logs?{urlencode(query)}"
+            response = self._http.open_stream(conn, path)
+            while piece := readline(response, self.where, line=False):
+                yield piece
+        finally:
+            conn.close()
 
 
 def _exec_body(command: list[str] | None, script: str | None, **options: object) -> dict[str, Any]:
     body: dict[str, Any] = {"command": command} if command is not None else {"script": script}
     body.update({key: value for key, value in options.items() if value is not None})
     return body
-
-
-def _readline(response: http.client.HTTPResponse, where: str) -> bytes:
-    try:
-        return response.readline()
-    except (OSError, http.client.HTTPException) as exc:
-        raise DaemonUnavailableError(
-            f"the stream from {where} ended abruptly ({type(exc).__name__})"
-        ) from None
-
-
-def _request_error(status: int, raw: bytes) -> RequestError:
-    try:
-        body = json.loads(raw)
-        error = body["error"]
-        return RequestError(
-            status,
-            error["code"],
-            error["message"],
-            retryable=error.get("retryable", False),
-            body=body,
-        )
-    except (ValueError, KeyError, TypeError):
-        text = raw.decode(errors="replace").strip()[:200]
-        return RequestError(
-            status, "http_error", text or http.client.responses.get(status, "error")
-        )

@@ -15,13 +15,54 @@ from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from supervisor.api import models
 from supervisor.api.edge import StreamSlots
 from supervisor.api.models import reply
 from supervisor.api.requests import SignalRequest, StdinRequest, parse_body, query_int
+from supervisor.api.spec import NDJSON, ApiRoute, Media, Operation, Param
 from supervisor.api.streaming import ResultView, Sink, StreamedExec
+
+_IDS = (
+    Param("id", "path", "the session's id"),
+    Param("cid", "path", "the command's id (from a background exec)"),
+)
+LIST = Operation(
+    "A session's background commands", {200: models.Commands}, errors=(404, 410),
+    params=_IDS[:1],
+)  # fmt: skip
+SHOW = Operation(
+    "A background command and its output so far",
+    {200: models.CommandOutput},
+    errors=(404, 410),
+    params=_IDS,
+)
+OUTPUT = Operation(
+    "Follow a background command's output until it ends",
+    {200: Media((NDJSON,), "the frames of a streamed exec, from piece `since`", frames=models.ExecFrame)},
+    errors=(400, 404, 410, 503),
+    params=(
+        *_IDS,
+        Param("since", "query", "skip this many pieces", {
+            "type": "integer", "minimum": 0, "maximum": 1 << 30,
+        }),
+    ),
+)  # fmt: skip
+STDIN = Operation(
+    "Write to a background command's stdin (`close` ends it)",
+    {204: None},
+    errors=(404, 409, 410),
+    body=StdinRequest,
+    params=_IDS,
+)
+SIGNAL = Operation(
+    "Signal a background command's process group",
+    {202: models.Command},
+    errors=(404, 409, 410),
+    body=SignalRequest,
+    params=_IDS,
+)
 
 
 class CommandView(Protocol):
@@ -47,7 +88,9 @@ class CommandsView(Protocol):
     def all(self) -> Sequence[CommandView]: ...
 
 
-def command_routes(commands: Callable[[str], CommandsView], streams: StreamSlots) -> list[Route]:
+def command_routes(
+    commands: Callable[[str], CommandsView], streams: StreamSlots
+) -> list[BaseRoute]:
     """The routes; `commands(session_id)` is the session's (404/410 for a bad session)."""
 
     def find(request: Request) -> CommandView:
@@ -97,9 +140,9 @@ def command_routes(commands: Callable[[str], CommandsView], streams: StreamSlots
 
     base = "/v1/sessions/{id}/commands"
     return [
-        Route(base, list_commands, methods=["GET"]),
-        Route(base + "/{cid}", show, methods=["GET"]),
-        Route(base + "/{cid}/output", output, methods=["GET"]),
-        Route(base + "/{cid}/stdin", stdin, methods=["POST"]),
-        Route(base + "/{cid}/signal", send_signal, methods=["POST"]),
+        ApiRoute(base, list_commands, "GET", LIST),
+        ApiRoute(base + "/{cid}", show, "GET", SHOW),
+        ApiRoute(base + "/{cid}/output", output, "GET", OUTPUT),
+        ApiRoute(base + "/{cid}/stdin", stdin, "POST", STDIN),
+        ApiRoute(base + "/{cid}/signal", send_signal, "POST", SIGNAL),
     ]

@@ -29,6 +29,7 @@ import contextlib
 import json
 import math
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,10 @@ REJECT = _canned(
 HEAD_TIMEOUT = _canned(
     "408 Request Timeout", "request_timeout", "the request head did not arrive in time"
 )
+PLAIN_ON_TLS = _canned(
+    "400 Bad Request", "tls_required", "this port speaks TLS: use an https:// URL"
+)
+TLS_HANDSHAKE = 0x16  # the first byte of a TLS record carrying a ClientHello
 
 
 class _Http11Only(H11Protocol):
@@ -152,12 +157,13 @@ class _Http11Only(H11Protocol):
 class _Connection(TCPServer):
     """hypercorn's connection handler with a deadline on every request head."""
 
-    def __init__(self, *args: Any, header_timeout: float) -> None:
+    def __init__(self, *args: Any, header_timeout: float, deadline: float) -> None:
         super().__init__(*args)
         self._header_timeout = header_timeout
         self._idle = True
-        # A new connection must send its first request head within the timeout too.
-        self._head_deadline = trio.current_time() + header_timeout
+        # A new connection must send its first request head (after its TLS handshake,
+        # under the same deadline) within the timeout too.
+        self._head_deadline = deadline
 
     async def protocol_send(self, event: Any) -> None:
         if isinstance(event, Updated):
@@ -214,6 +220,7 @@ class Listener:
     app: ASGIApp
     limits: Limits
     name: str
+    tls: ssl.SSLContext | None = None
     active: int = 0
     rejected: int = 0
     _rejecting: int = field(default=0, repr=False)
@@ -269,10 +276,17 @@ class Listener:
     async def _run(
         self, app: Any, config: HypercornConfig, context: WorkerContext, stream: trio.SocketStream
     ) -> None:
+        deadline = trio.current_time() + self.limits.header_timeout
         try:
+            served: trio.abc.Stream = stream
+            if self.tls is not None:
+                secured = await self._handshake(stream, self.tls, deadline)
+                if secured is None:
+                    return  # the finally frees the slot, the abort closes the socket
+                served = secured
             await _Connection(
-                app, config, context, ConnectionState({}), stream,
-                header_timeout=self.limits.header_timeout,
+                app, config, context, ConnectionState({}), served,
+                header_timeout=self.limits.header_timeout, deadline=deadline,
             ).run()  # fmt: skip
         except Exception as exc:
             # Whatever one connection does, it ends only that connection: never the
@@ -281,6 +295,43 @@ class Listener:
             await _abort(stream)
         finally:
             self.active -= 1
+            if self.tls is not None:
+                await _abort(stream)  # the TLS stream may have left it open
+
+    async def _handshake(
+        self, stream: trio.SocketStream, context: ssl.SSLContext, deadline: float
+    ) -> trio.SSLStream[trio.SocketStream] | None:
+        """The TLS stream, once its handshake is done by `deadline`; None (quietly) if not."""
+        with trio.move_on_at(deadline):
+            try:
+                first = await stream.socket.recv(1, socket.MSG_PEEK)
+            except OSError:
+                return None
+            if not first:
+                return None
+            if first[0] != TLS_HANDSHAKE:
+                # Plain HTTP, most likely: say so in plain HTTP rather than hang up.
+                await self._refuse(stream, PLAIN_ON_TLS)
+                return None
+            # https_compatible: no waiting for the client's close_notify at the end.
+            secured = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+            try:
+                await secured.do_handshake()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                reason = exc.__cause__ if exc.__cause__ is not None else exc
+                log.debug("api_tls_handshake_failed", listener=self.name, error=str(reason)[:200])
+                return None
+            return secured
+        log.debug("api_tls_handshake_timeout", listener=self.name)
+        return None
+
+    async def _refuse(self, stream: trio.SocketStream, answer: bytes) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await stream.send_all(answer)
+            await stream.send_eof()
+            with trio.move_on_after(REJECT_LINGER):
+                while await stream.receive_some(MAX_RECV):
+                    pass
 
     async def _reject(self, stream: trio.SocketStream) -> None:
         try:

@@ -34,6 +34,7 @@ from supervisor.errors import (
     FeatureCommandError,
     MisconfiguredError,
     NoCredentialsError,
+    NoOutputError,
     NotFoundError,
     NotRunningError,
     PoolOverloadedError,
@@ -68,6 +69,7 @@ class Answer:
 ERRORS: Mapping[type[SupervisorError], Answer] = {
     NotFoundError: Answer(404, "not_found"),
     NoCredentialsError: Answer(404, "no_credentials"),
+    NoOutputError: Answer(404, "no_output"),
     ConflictError: Answer(409, "conflict"),
     NotRunningError: Answer(409, "not_running", retryable=True),
     SessionExpiredError: Answer(410, "expired"),

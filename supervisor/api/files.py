@@ -20,17 +20,18 @@ import trio
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 from starlette.types import Scope
 
 from supervisor.api import models
 from supervisor.api.errors import ApiError
 from supervisor.api.models import reply
 from supervisor.api.requests import query_bool
+from supervisor.api.spec import OCTETS, TAR, ApiRoute, Media, Operation, Param
 
 SPOOL_MEMORY = 1 << 20
 CHUNK = 1 << 16
-MEDIA = {"application/octet-stream": False, "application/x-tar": True}
+MEDIA = {OCTETS: False, TAR: True}
 _FILES_PATH = re.compile(r"^/v1/sessions/([^/]+)/files$")
 
 
@@ -98,7 +99,31 @@ async def _stream(data: IO[bytes]) -> AsyncIterator[bytes]:
         data.close()
 
 
-def file_routes(sandboxes: FileSandboxes) -> list[Route]:
+_BINARY = {"type": "string", "contentMediaType": OCTETS}
+_SESSION = Param("id", "path", "the session's id")
+_PATH = Param("path", "query", "relative to the sandbox's work directory (default: .)")
+PUT_FILES = Operation(
+    "Upload a file, or a tar extracted under the directory `path`",
+    {204: None},
+    errors=(400, 404, 410, 413, 415),
+    body=Media((OCTETS, TAR), "one file's bytes, or a tar of a directory", _BINARY),
+    params=(_SESSION, _PATH),
+)
+GET_FILES = Operation(
+    "Download a file (its bytes) or a directory (a tar); with list=1, list it",
+    {
+        200: (
+            Media((OCTETS,), "a file's bytes", _BINARY),
+            Media((TAR,), "a directory as a tar", _BINARY),
+            models.FileListing,
+        )
+    },
+    errors=(400, 404, 410, 413),
+    params=(_SESSION, _PATH, Param("list", "query", "list the directory", {"type": "boolean"})),
+)
+
+
+def file_routes(sandboxes: FileSandboxes) -> list[BaseRoute]:
     """The routes, bound to `sandboxes`."""
 
     async def put_files(request: Request) -> Response:
@@ -134,6 +159,6 @@ def file_routes(sandboxes: FileSandboxes) -> list[Route]:
         )
 
     return [
-        Route("/v1/sessions/{id}/files", put_files, methods=["PUT"]),
-        Route("/v1/sessions/{id}/files", get_files, methods=["GET"]),
+        ApiRoute("/v1/sessions/{id}/files", put_files, "PUT", PUT_FILES),
+        ApiRoute("/v1/sessions/{id}/files", get_files, "GET", GET_FILES),
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.responses import JSONResponse
 
 
@@ -239,3 +239,32 @@ class Event(Answer):
     detail: str | None = Field(default=None, exclude_if=lambda v: v is None)
     attempt: int | None = Field(default=None, exclude_if=lambda v: v is None)
     next_delay: float | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
+class OutputFrame(Answer):
+    """A streamed exec's output, as it comes."""
+
+    stream: Literal["stdout", "stderr"]
+    data: str
+
+
+class ExitFrame(Answer):
+    """A streamed exec's last line when the command ran: its result without the output."""
+
+    exit_code: int | None
+    duration_s: float
+    timed_out: bool
+    truncated: bool
+
+
+class ExecFrame(RootModel[OutputFrame | ExitFrame | Error]):
+    """One line of a streamed exec (`application/x-ndjson`); an `Error` ends it too."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class RecentEvents(Answer):
+    """`GET /v1/events?follow=0`: the events the ring keeps after `since`, at once."""
+
+    events: list[Event]
+    gap: bool = Field(description="some events after `since` were already dropped")

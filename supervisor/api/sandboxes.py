@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from supervisor.api import models
 from supervisor.api.commands import CommandsView, command_routes
@@ -33,7 +33,68 @@ from supervisor.api.requests import (
     header_text,
     parse_body,
 )
+from supervisor.api.spec import NDJSON, ApiRoute, Media, Operation, Param
 from supervisor.api.streaming import StreamedExec, wants_stream
+
+ENV = Param("env", "path", "the environment's name (a key of [environments])")
+SESSION = Param("id", "path", "the session's id (from acquire)")
+LIST_ENVIRONMENTS = Operation(
+    "Every environment's status", {200: models.Environments}, access="read"
+)
+GET_ENVIRONMENT = Operation(
+    "One environment's status", {200: models.Environment}, errors=(404,), params=(ENV,),
+    access="read",
+)  # fmt: skip
+RESTART_ENVIRONMENT = Operation(
+    "Rebuild an environment now (its sessions end)",
+    {202: models.Environment},
+    errors=(404,),
+    body=Empty,
+    params=(ENV,),
+)
+ACQUIRE = Operation(
+    "Acquire a session in an environment (201: new; 200: the Idempotency-Key's session)",
+    {201: models.AcquiredSession, 200: models.AcquiredSession},
+    errors=(404, 422, 503),
+    body=AcquireRequest,
+    params=(
+        ENV,
+        Param("Idempotency-Key", "header", "the same key gives the same session", {
+            "type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH,
+        }),
+    ),
+    description="503 (`overloaded`, `offline`, `outage`) comes with `Retry-After`.",
+)  # fmt: skip
+GET_SESSION = Operation("One session", {200: models.Session}, errors=(404, 410), params=(SESSION,))
+RELEASE = Operation(
+    "Release a session (204; 200 with the error when a feature failed to clean up)",
+    {204: None, 200: models.Released},
+    errors=(404, 409, 410),
+    params=(SESSION,),
+)
+HEARTBEAT = Operation(
+    "Renew a session's lease", {200: models.Session}, errors=(404, 410), body=Empty,
+    params=(SESSION,),
+)  # fmt: skip
+EXEC = Operation(
+    "Run a command in the session's sandbox",
+    {
+        200: (
+            models.ExecResult,
+            Media(
+                (NDJSON,),
+                "with `Accept: application/x-ndjson`: output frames as they come, then "
+                "the result (or an error) as the last line",
+                frames=models.ExecFrame,
+            ),
+        ),
+        202: models.Command,
+    },
+    errors=(400, 404, 409, 410, 503),
+    body=ExecRequest,
+    params=(SESSION,),
+    description="`background: true` answers 202 with the command's handle at once.",
+)
 
 
 class JsonView(Protocol):
@@ -92,7 +153,7 @@ class Sandboxes(FileSandboxes, Protocol):
     async def release(self, session_id: str) -> Exception | None: ...
 
 
-def sandbox_routes(sandboxes: Sandboxes, streams: StreamSlots | None = None) -> list[Route]:
+def sandbox_routes(sandboxes: Sandboxes, streams: StreamSlots | None = None) -> list[BaseRoute]:
     """The routes, bound to `sandboxes`; a streamed exec takes a slot of `streams`."""
     streams = StreamSlots(128) if streams is None else streams
 
@@ -166,14 +227,14 @@ def sandbox_routes(sandboxes: Sandboxes, streams: StreamSlots | None = None) -> 
         return Response(status_code=204)
 
     return [
-        Route("/v1/environments", list_environments, methods=["GET"]),
-        Route("/v1/environments/{env}", get_environment, methods=["GET"]),
-        Route("/v1/environments/{env}/sessions", acquire, methods=["POST"]),
-        Route("/v1/environments/{env}/restart", restart, methods=["POST"]),
-        Route("/v1/sessions/{id}", get_session, methods=["GET"]),
-        Route("/v1/sessions/{id}", release, methods=["DELETE"]),
-        Route("/v1/sessions/{id}/heartbeat", heartbeat, methods=["POST"]),
-        Route("/v1/sessions/{id}/exec", exec_in, methods=["POST"]),
+        ApiRoute("/v1/environments", list_environments, "GET", LIST_ENVIRONMENTS),
+        ApiRoute("/v1/environments/{env}", get_environment, "GET", GET_ENVIRONMENT),
+        ApiRoute("/v1/environments/{env}/sessions", acquire, "POST", ACQUIRE),
+        ApiRoute("/v1/environments/{env}/restart", restart, "POST", RESTART_ENVIRONMENT),
+        ApiRoute("/v1/sessions/{id}", get_session, "GET", GET_SESSION),
+        ApiRoute("/v1/sessions/{id}", release, "DELETE", RELEASE),
+        ApiRoute("/v1/sessions/{id}/heartbeat", heartbeat, "POST", HEARTBEAT),
+        ApiRoute("/v1/sessions/{id}/exec", exec_in, "POST", EXEC),
         *file_routes(sandboxes),
         *command_routes(sandboxes.commands, streams),
     ]

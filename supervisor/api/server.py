@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import socket
+import ssl
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 import trio
 from starlette.routing import BaseRoute
 
+from supervisor.api.access import Tokens
 from supervisor.api.app import Control, build_app
 from supervisor.api.edge import Limits, Listener, StreamSlots
 from supervisor.config.schema import split_host_port
@@ -98,13 +100,17 @@ async def serve_api(
     *,
     socket_path: Path | None,
     http: str | None,
-    token: bytes | None,
+    tokens: Tokens | None = None,
+    tls: ssl.SSLContext | None = None,
     limits: Limits | None = None,
     tcp_mounts: Sequence[BaseRoute] = (),
     task_status: trio.TaskStatus[ApiServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `ApiServer.close()`; `started(server)` once every listener is bound.
-    `tcp_mounts` are routes served on TCP only (behind the token)."""
+
+    TCP needs `tokens` for /v1 (`api.access`) and speaks TLS with `tls`; `tcp_mounts`
+    are routes served on TCP only, behind the full token (the daemon's `/mcp`).
+    """
     limits = Limits() if limits is None else limits
     server = ApiServer()
     bound: list[tuple[socket.socket, bool]] = []
@@ -127,14 +133,16 @@ async def serve_api(
                 streams = StreamSlots(limits.streams)
                 app = build_app(
                     control,
-                    token=token,
+                    tokens=tokens,
                     tcp=tcp,
                     closing=server.closing,
                     streams=streams,
                     body_idle=limits.header_timeout,
                     mounts=tcp_mounts if tcp else (),
                 )
-                listener = Listener(sock, app, limits, "tcp" if tcp else "unix")
+                listener = Listener(
+                    sock, app, limits, "tcp" if tcp else "unix", tls=tls if tcp else None
+                )
                 server.listeners.append(listener)
                 await nursery.start(partial(listener.serve, server.closing))
             task_status.started(server)

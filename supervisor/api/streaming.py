@@ -87,7 +87,9 @@ def error_frame(exc: Exception) -> dict[str, Any]:
     response = to_response(exc) if isinstance(exc, SupervisorError) else None
     if response is None:
         name = type(exc).__name__
-        return {"error": {"code": "internal", "message": f"internal error: {name}"}}
+        return {
+            "error": {"code": "internal", "message": f"internal error: {name}", "retryable": True}
+        }
     body: dict[str, Any] = json.loads(bytes(response.body))
     return body
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor.cli.exec import EXIT_EXEC_FAILED, cmd_exec
+from supervisor.cli.logs import cmd_logs
 from supervisor.cli.parser import build_parser
 from supervisor.cli.render import format_environments, format_event, format_status
 from supervisor.config.paths import DEFAULT_CONFIG, default_socket_path
@@ -111,7 +112,9 @@ def connector(args: argparse.Namespace) -> Callable[[], Client]:
 
     if args.url:
         token = args.token_file.read_text().strip() if args.token_file else None
-        return lambda: Client.connect(url=args.url, token=token)
+        return lambda: Client.connect(url=args.url, token=token, ca_file=args.ca_file)
+    if args.ca_file:
+        raise ValueError("--ca-file goes with an https:// --url")
     path: Path | str
     if args.socket:
         path = args.socket
@@ -145,7 +148,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_problems(exc, "cannot read the config")
         return EXIT_FAILURE
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"supervisor mcp: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     configure_logging("json", "warning")
@@ -267,6 +270,7 @@ CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "restart": cmd_verb,
     "reload": cmd_reload,
     "events": cmd_events,
+    "logs": cmd_logs,
 }
 
 

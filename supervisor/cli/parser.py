@@ -8,6 +8,7 @@ from typing import Any
 
 from supervisor import __version__
 from supervisor.cli.exec import add_exec_options
+from supervisor.cli.logs import add_logs_command
 from supervisor.config.paths import DEFAULT_CONFIG
 
 CONFIG_HELP = (
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="supervisor",
         description="Keep processes, containers, Deephaven servers and sandbox pools alive.",
         epilog="Client commands reach the daemon through --socket (default: $SUPERVISOR_SOCKET, "
-        "else daemon.control_socket of the config) or --url with --token-file.",
+        "else daemon.control_socket of the config) or --url with --token-file (and "
+        "--ca-file for an https:// URL whose certificate the system does not trust).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -48,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--socket", type=Path, help="the daemon's control socket")
     where.add_argument("--url", help="the daemon's HTTP address, e.g. http://127.0.0.1:9310")
     where.add_argument("--token-file", type=Path, help="file holding the API token (with --url)")
+    where.add_argument(
+        "--ca-file",
+        type=Path,
+        help="CA certificate (PEM) to verify an https:// --url with (default: the system's)",
+    )
     where.add_argument("-c", "--config", type=Path, help="read the socket path from this config")
 
     status = commands.add_parser(
@@ -96,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Only over the control socket or with the API token: treat the output as a secret.",
     )
     credentials.add_argument("name", help="the resource's name")
+    add_logs_command(commands, client)
     add_session_commands(commands, client)
     environment = commands.add_parser(
         "environment",

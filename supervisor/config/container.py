@@ -13,6 +13,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints, field_validator
 
+from supervisor.config.output import RotationOverrides
 from supervisor.config.types import (
     HOUR,
     IN_PLACE_FIELDS,
@@ -94,6 +95,7 @@ class ContainerConfig(ResourceSpec):
     startup: ContainerProbeConfig | None = None
     health: ContainerProbeConfig | None = None
     restart: RestartOverrides = RestartOverrides()
+    log: RotationOverrides = RotationOverrides()  # over [defaults.log]; `target` is the engine's
 
     @field_validator("ports")
     @classmethod

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from supervisor.config.output import LogOverrides
 from supervisor.config.types import (
     HOUR,
     MIB,
@@ -155,6 +156,9 @@ class DeephavenConfig(ResourceSpec):
     start_timeout: Timeout = 60.0
     stop_timeout: Grace = 10.0
     restart: RestartOverrides = RestartOverrides()
+    # A python-launched server's output, kept as a process's is (`supervisor logs`).
+    log: LogOverrides = LogOverrides()
+    log_output: bool = False  # true: also relay its lines into the daemon's log
 
     @field_validator("port")
     @classmethod

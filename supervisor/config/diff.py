@@ -31,7 +31,18 @@ ENVIRONMENT_RECREATE_FIELDS = frozenset(
 )
 # [daemon] keys the running daemon cannot change without restarting itself.
 DAEMON_RESTART_FIELDS = frozenset(
-    {"control_socket", "http", "api_token_file", "state_dir", "log_format", "log_level", "limits"}
+    {
+        "control_socket",
+        "http",
+        "api_token_file",
+        "api_read_token_file",
+        "tls",
+        "state_dir",
+        "log_dir",
+        "log_format",
+        "log_level",
+        "limits",
+    }
 )
 
 
@@ -127,7 +138,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
             added.append(name)
             continue
         before, after = old.resources[name], new.resources[name]
-        if _needs_restart(before, after):
+        # Output settings are fixed when a resource is built: a change takes a new one.
+        if _needs_restart(before, after) or old.log_for(name) != new.log_for(name):
             restarted.append(name)
         elif before != after or old.restart_for(name) != new.restart_for(name):
             updated.append(name)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from supervisor.config.schema import Config
+from supervisor.config.tls import TlsProblem, server_context
 from supervisor.config.types import Sensitive
 from supervisor.errors import ConfigError, ConfigProblem
 
@@ -98,7 +99,8 @@ def validate(raw: dict[str, Any], *, source: str = "<dict>") -> Config:
         raise ConfigError(source, found) from None
     problems = [ConfigProblem(path, msg) for path, msg in config.problems()]
     problems += _missing_plugins(config)
-    problems += _unusable_token_file(config)
+    problems += _unusable_token_files(config)
+    problems += _unusable_tls(config)
     if problems:
         raise ConfigError(source, problems)
     return config
@@ -247,18 +249,44 @@ def _unquote(dotted: str) -> str:
     return ".".join(part.strip().strip("\"'") for part in dotted.split("."))
 
 
-def _unusable_token_file(config: Config) -> list[ConfigProblem]:
-    """The API token file must hold a token: `check` says so, not the next start."""
-    path = config.daemon.api_token_file
-    if path is None:
+def _unusable_token_files(config: Config) -> list[ConfigProblem]:
+    """The API token files must hold tokens, two different ones: `check` says so, not the
+    next start."""
+    problems: list[ConfigProblem] = []
+    tokens: dict[str, bytes] = {}
+    for key in ("api_token_file", "api_read_token_file"):
+        path = getattr(config.daemon, key)
+        if path is None:
+            continue
+        try:
+            with path.open("rb") as f:
+                token = f.read(4096).strip()
+        except OSError as exc:
+            problems.append(ConfigProblem(f"daemon.{key}", f"cannot read {path}: {exc.strerror}"))
+            continue
+        if not token:
+            problems.append(ConfigProblem(f"daemon.{key}", f"{path} is empty"))
+            continue
+        tokens[key] = token
+    if len(tokens) == 2 and tokens["api_token_file"] == tokens["api_read_token_file"]:
+        problems.append(
+            ConfigProblem(
+                "daemon.api_read_token_file",
+                "holds the same token as api_token_file (the read-only token must differ)",
+            )
+        )
+    return problems
+
+
+def _unusable_tls(config: Config) -> list[ConfigProblem]:
+    """The TLS cert and key must load together (the daemon builds the same context)."""
+    tls = config.daemon.tls
+    if tls is None:
         return []
     try:
-        with path.open("rb") as f:
-            token = f.read(4096).strip()
-    except OSError as exc:
-        return [ConfigProblem("daemon.api_token_file", f"cannot read {path}: {exc.strerror}")]
-    if not token:
-        return [ConfigProblem("daemon.api_token_file", f"{path} is empty")]
+        server_context(tls.cert, tls.key)
+    except TlsProblem as exc:
+        return [ConfigProblem(f"daemon.tls.{exc.key}", str(exc))]
     return []
 
 

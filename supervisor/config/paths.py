@@ -41,3 +41,15 @@ def default_state_dir() -> Path:
         return Path("/var/lib/supervisor-daemon")
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(base) / "supervisor-daemon"
+
+
+def default_log_dir(state_dir: Path) -> Path:
+    """Where programs' output files go when `daemon.log_dir` is not set.
+
+    Under systemd, the unit's LogsDirectory= ($LOGS_DIRECTORY, /var/log/supervisor-daemon);
+    else `logs` in the state directory.
+    """
+    service = os.environ.get("LOGS_DIRECTORY")
+    if service:
+        return Path(service.split(":")[0])
+    return state_dir / "logs"

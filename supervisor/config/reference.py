@@ -101,10 +101,10 @@ def _strip(annotation: Any) -> Any:
 
 
 def bounded_fields() -> list[Bounded]:
-    """Every field with a range, once (a resource's `restart` repeats `defaults.restart`)."""
+    """Every field with a range, once (a resource's `restart` and `log` repeat the defaults)."""
     rows = []
     for path, applies_to, field in fields_of(Config):
-        if ".restart." in path and path.startswith("resources."):
+        if path.startswith("resources.") and (".restart." in path or ".log." in path):
             continue
         for found in ranges_of(field.annotation) or [
             m for m in field.metadata if isinstance(m, Range)

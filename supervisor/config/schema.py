@@ -20,7 +20,8 @@ from supervisor.config.deephaven import DeephavenConfig
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.config.environment import EnvironmentConfig
 from supervisor.config.mcp import McpConfig
-from supervisor.config.paths import default_socket_path, default_state_dir
+from supervisor.config.output import LogConfig, LogOverrides, RotationOverrides
+from supervisor.config.paths import default_log_dir, default_socket_path, default_state_dir
 from supervisor.config.secrets import secret_env_names
 from supervisor.config.types import (
     MINUTE,
@@ -73,7 +74,8 @@ class ProcessConfig(ResourceSpec):
     stop_signal: SignalName = "SIGTERM"
     stop_timeout: Grace = 10.0
     success_exit_codes: list[ExitCode] = [0]
-    log_output: bool = True
+    log_output: bool = False
+    log: LogOverrides = LogOverrides()
     startup: StartupProbeConfig | None = None
     health: HealthProbeConfig | None = None
     restart: RestartOverrides = RestartOverrides()
@@ -102,17 +104,33 @@ class ApiLimitsConfig(Model):
         return self
 
 
+class TlsConfig(Model):
+    """`daemon.tls = { cert, key }`: the TCP listener speaks TLS with this PEM pair."""
+
+    cert: FilePath
+    key: FilePath
+
+
 class DaemonConfig(Model):
     """`[daemon]`: where the daemon listens, keeps state and logs."""
 
     control_socket: FilePath | None = None  # default: see `socket_path`
     http: Annotated[str, AfterValidator(host_port)] | None = "127.0.0.1:9310"
     api_token_file: FilePath | None = None
+    api_read_token_file: FilePath | None = None  # status, events, API description only
+    tls: TlsConfig | None = None
     state_dir: FilePath | None = None  # default: see `state_path`
+    log_dir: FilePath | None = None  # default: see `log_path`
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: Timeout = 60.0
     limits: ApiLimitsConfig = ApiLimitsConfig()
+
+    @model_validator(mode="after")
+    def _tls_needs_tcp(self) -> Self:
+        if self.tls is not None and self.http is None:
+            raise ValueError("tls is set but http is not: TLS is for the TCP listener")
+        return self
 
     @property
     def socket_path(self) -> Path:
@@ -125,6 +143,12 @@ class DaemonConfig(Model):
         """`state_dir`, or the default: /var/lib/supervisor-daemon for root (systemd's
         StateDirectory= under systemd), else under $XDG_STATE_HOME."""
         return self.state_dir or default_state_dir()
+
+    @property
+    def log_path(self) -> Path:
+        """`log_dir`, or the default: systemd's LogsDirectory= under systemd, else `logs`
+        in the state directory."""
+        return self.log_dir or default_log_dir(self.state_path)
 
 
 DOCKER_SDK_MISSING = (
@@ -139,6 +163,7 @@ def docker_sdk_installed() -> bool:
 
 class DefaultsConfig(Model):
     restart: RestartConfig = RestartConfig()
+    log: LogConfig = LogConfig()
 
 
 class Config(Model):
@@ -163,6 +188,12 @@ class Config(Model):
     def restart_for(self, name: str) -> RestartConfig:
         """The effective restart settings of resource `name`."""
         return self.defaults.restart.merged(self.resources[name].restart)
+
+    def log_for(self, name: str) -> LogConfig:
+        """The effective output settings of resource `name`."""
+        # Kinds that keep no output of their own (deephaven-enterprise) have no `log`.
+        overrides: RotationOverrides | None = getattr(self.resources[name], "log", None)
+        return self.defaults.log if overrides is None else self.defaults.log.merged(overrides)
 
     def start_order(self) -> list[str]:
         """Resource names, each after everything it depends on (stable otherwise)."""

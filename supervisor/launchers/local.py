@@ -25,7 +25,7 @@ import pwd
 import resource
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ import trio
 
 from supervisor.errors import MisconfiguredError, StartError
 from supervisor.launchers import guardian
+from supervisor.launchers.relay import ChunkSink, LineSink, relay_both
 from supervisor.supervision.policy import Termination, describe_exit
 
 log = structlog.get_logger("supervisor.launcher")
@@ -46,9 +47,6 @@ log = structlog.get_logger("supervisor.launcher")
 SCRUBBED_ENV = frozenset(
     {"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"}
 )
-MAX_LINE = 8192
-
-LineSink = Callable[[str, str], None]  # (stream name, line)
 
 
 def scrubbed_environment(extra: Mapping[str, str] = {}) -> dict[str, str]:
@@ -176,12 +174,15 @@ class LocalLauncher:
         credentials: Credentials = NO_CREDENTIALS,
         stop_signal: int = signal.SIGTERM,
         on_output: LineSink | None = None,
+        on_chunk: ChunkSink | None = None,
         record_as: str | None = None,
         capture: bool = False,
         pass_fds: Sequence[int] = (),
         stdin: int | None = None,
+        outputs: tuple[int, int] | None = None,
     ) -> ProcessHandle:
-        """Start `argv` in its own session; `on_output` receives its lines (else discarded).
+        """Start `argv` in its own session; `on_output` receives its lines and `on_chunk`
+        its output as read (else it is discarded).
 
         `capture=True` instead leaves the raw output to the caller: `handle.captured` holds
         the read ends of stdout and stderr, which the caller must drain and close.
@@ -190,6 +191,8 @@ class LocalLauncher:
         for the next start to clean up should the daemon and its guardian both die.
         `pass_fds` are left open in the child (a sandbox's bwrap gets its sockets so).
         `stdin` is a file descriptor for its standard input (/dev/null if None).
+        `outputs` are descriptors for its stdout and stderr (journald's streams, say),
+        given to it and closed here: the daemon then reads none of its output.
 
         Raises:
             StartError: the command could not be executed.
@@ -197,7 +200,10 @@ class LocalLauncher:
         out_r = err_r = None
         stdout: int = subprocess.DEVNULL
         stderr: int = subprocess.DEVNULL
-        if on_output is not None or capture:
+        relayed = on_output is not None or on_chunk is not None
+        if outputs is not None:
+            stdout, stderr = outputs
+        elif relayed or capture:
             out_r, stdout = os.pipe()
             err_r, stderr = os.pipe()
 
@@ -255,10 +261,12 @@ class LocalLauncher:
             assert err_r is not None
             handle.captured = (out_r, err_r)
             handle.output_done.set()
-        elif on_output is not None:
+        elif relayed:
             assert out_r is not None
             assert err_r is not None
-            self._nursery.start_soon(_relay_both, handle, out_r, err_r, on_output)
+            self._nursery.start_soon(
+                relay_both, handle.output_done, out_r, err_r, on_output, on_chunk
+            )
         else:
             handle.output_done.set()
         return handle
@@ -393,51 +401,6 @@ async def open_local_launcher(
             with trio.CancelScope(shield=True):
                 await launcher.close()
             nursery.cancel_scope.cancel()
-
-
-async def _relay_both(handle: ProcessHandle, out_fd: int, err_fd: int, sink: LineSink) -> None:
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_relay, trio.lowlevel.FdStream(out_fd), "stdout", sink)
-            nursery.start_soon(_relay, trio.lowlevel.FdStream(err_fd), "stderr", sink)
-    finally:
-        handle.output_done.set()
-
-
-async def _relay(stream: trio.lowlevel.FdStream, name: str, sink: LineSink) -> None:
-    """Forward complete lines to `sink`; cut lines longer than MAX_LINE."""
-    pending = b""
-    skipping = False
-    async with stream:
-        while True:
-            try:
-                chunk = await stream.receive_some(65536)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                chunk = b""
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if skipping:
-                    skipping = False
-                    continue
-                _emit(sink, name, line[:MAX_LINE], truncated=len(line) > MAX_LINE)
-            if len(pending) > MAX_LINE:
-                if not skipping:
-                    _emit(sink, name, pending[:MAX_LINE], truncated=True)
-                    skipping = True
-                pending = b""
-    if pending and not skipping:
-        _emit(sink, name, pending[:MAX_LINE], truncated=len(pending) > MAX_LINE)
-
-
-def _emit(sink: LineSink, name: str, line: bytes, *, truncated: bool = False) -> None:
-    text = line.rstrip(b"\r").decode("utf-8", errors="replace")
-    try:
-        sink(name, text + (" [truncated]" if truncated else ""))
-    except Exception:
-        log.exception("output_sink_failed")
 
 
 def _spawn_error(argv: Sequence[str], cwd: Path | None, exc: OSError) -> str:

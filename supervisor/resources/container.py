@@ -4,25 +4,42 @@ Ready means running, or, when a `startup` (else `health`) probe is set, that pro
 passing inside the container. With `adopt = true` a container left running by an earlier
 daemon of this state directory (same instance id, same resource, same settings hash) is
 taken over instead of replaced, so a daemon restart does not restart the service.
+
+Its output is the engine's: kept by the json-file driver, rotated by `max-size`/`max-file`
+from the resource's `log` settings, and read back through the engine's log stream
+(`supervisor logs`), so the daemon holds none of it. It lives as long as its container:
+one that ended is removed, and its output with it.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import structlog
 import trio
 
 from supervisor.config.container import ContainerConfig, ContainerProbeConfig
-from supervisor.errors import MisconfiguredError, StartError
+from supervisor.config.output import LogConfig
+from supervisor.errors import MisconfiguredError, NotRunningError, StartError
 from supervisor.launchers.docker import (
     CONFIG_HASH_LABEL,
     RESOURCE_LABEL,
     ContainerHandle,
+    ContainerNotFoundError,
     ContainerSpec,
     DockerEngine,
     DockerError,
 )
 from supervisor.supervision.policy import Termination, exit_is_success
-from supervisor.supervision.resource import CheckResult, CheckSettings, Handle, ResourceBase
+from supervisor.supervision.resource import (
+    CheckResult,
+    CheckSettings,
+    Handle,
+    OutputSource,
+    ResourceBase,
+)
 from supervisor.supervision.states import Liveness
 
 PROBE_OUTPUT_LIMIT = 4096
@@ -36,11 +53,19 @@ class ContainerResource(ResourceBase):
 
     kind = "container"
 
-    def __init__(self, name: str, config: ContainerConfig, engine: DockerEngine) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: ContainerConfig,
+        engine: DockerEngine,
+        log: LogConfig | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self._engine = engine
         self._success = frozenset(config.success_exit_codes)
+        self._log = log or LogConfig()
+        self._handle: ContainerHandle | None = None
 
     def reconfigure(self, config: ContainerConfig) -> None:
         """Apply settings that need no new container (probes, exit codes)."""
@@ -62,7 +87,7 @@ class ContainerResource(ResourceBase):
             name=f"supervisor-{self.name}",
             command=c.command,
             env={"SUPERVISOR_RESOURCE": self.name, **c.env},
-            labels={RESOURCE_LABEL: self.name, CONFIG_HASH_LABEL: c.fingerprint()},
+            labels={RESOURCE_LABEL: self.name, CONFIG_HASH_LABEL: self.fingerprint()},
             init=c.init,
             memory=c.memory,
             cpus=c.cpus,
@@ -75,18 +100,45 @@ class ContainerResource(ResourceBase):
             volumes=c.volumes,
             ports=dict(c.ports),
             stop_signal=c.stop_signal,
+            log_max_bytes=self._log.max_bytes,
+            log_files=self._log.backups + 1,
         )
 
+    def fingerprint(self) -> str:
+        """The config's fingerprint, with the output settings when they are not the default
+        (so containers made before `log` existed are still adopted)."""
+        fingerprint = self.config.fingerprint()
+        if (self._log.max_bytes, self._log.backups) == (LogConfig().max_bytes, LogConfig().backups):
+            return fingerprint
+        rotation = f"{fingerprint}/{self._log.max_bytes}/{self._log.backups}"
+        return hashlib.sha256(rotation.encode()).hexdigest()[:16]
+
     async def start(self) -> Handle:
-        if self.config.adopt:
-            adopted = await self._adopt()
-            if adopted is not None:
-                return adopted
-        return await self._engine.run(self.spec())
+        handle = await self._adopt() if self.config.adopt else None
+        if handle is None:
+            handle = await self._engine.run(self.spec())
+        self._handle = handle
+        return handle
+
+    def output(self) -> OutputSource:
+        return self
+
+    async def read(self, stream: str, lines: int, follow: bool) -> AsyncGenerator[bytes, None]:
+        """The output of the running container, from the engine's log stream; a follow
+        ends when the container does."""
+        handle = self._handle
+        if handle is None or handle.exited:
+            raise NotRunningError(f"{self.name} has no running container (its output goes with it)")
+        try:
+            async with aclosing(self._engine.logs(handle.id, stream, lines, follow)) as pieces:
+                async for piece in pieces:
+                    yield piece
+        except ContainerNotFoundError:
+            raise NotRunningError(f"{self.name}: its container is gone") from None
 
     async def _adopt(self) -> ContainerHandle | None:
         """Take over a running container with our settings; remove stale ones of ours."""
-        fingerprint = self.config.fingerprint()
+        fingerprint = self.fingerprint()
         adopted: ContainerHandle | None = None
         try:
             for found in await self._engine.find(self.name):

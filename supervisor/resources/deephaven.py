@@ -58,9 +58,16 @@ from supervisor.launchers.deephaven.output import Redactor
 from supervisor.launchers.deephaven.server import generate_psk, pick_free_port
 from supervisor.launchers.docker import DockerEngine
 from supervisor.launchers.local import LocalLauncher
+from supervisor.observability.output import OutputLog
 from supervisor.resources.deephaven_names import FullName
 from supervisor.supervision.policy import Termination
-from supervisor.supervision.resource import CheckResult, CheckSettings, Handle, ResourceBase
+from supervisor.supervision.resource import (
+    CheckResult,
+    CheckSettings,
+    Handle,
+    OutputSource,
+    ResourceBase,
+)
 from supervisor.supervision.states import HOPELESS, Liveness
 
 
@@ -78,16 +85,20 @@ class DeephavenResource(ResourceBase):
         identity: FullName | None = None,
         docker: DockerEngine | None = None,
         pick_port: Callable[[str], int] = pick_free_port,
+        output: OutputLog | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.identity = identity or FullName.community(name)
+        self._output = output
         self._deephaven = DeephavenLauncher(
             name,
             launcher,
             docker=docker,
             pick_port=pick_port,
             log_context={"resource": name, "deephaven": str(self.identity)},
+            output=output,
+            relay=output is None or config.log_output,
         )
         # Generated once per resource: a restarted server keeps its clients' credentials.
         self._generated_psk = generate_psk()
@@ -104,8 +115,16 @@ class DeephavenResource(ResourceBase):
         live = self.config.liveness
         return CheckSettings(live.interval, live.timeout, live.failures, reason="liveness")
 
+    def output(self) -> OutputSource:
+        """A launched local server's output (redacted), kept as a process's is."""
+        if self._output is None:
+            return super().output()
+        return self._output
+
     async def start(self) -> Handle:
         token = await self._token()
+        if self._output is not None:
+            self._output.started()
         if self.config.launch is not None:
             handle = await self._deephaven.launch(self.config, token)
         else:

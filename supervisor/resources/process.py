@@ -9,11 +9,19 @@ import trio
 
 from supervisor.config.schema import ProcessConfig
 from supervisor.config.types import HealthProbeConfig, StartupProbeConfig
-from supervisor.errors import MisconfiguredError
+from supervisor.errors import MisconfiguredError, NoOutputError
+from supervisor.launchers.journald import journal_streams
 from supervisor.launchers.local import LocalLauncher, resolve_credentials, scrubbed_environment
+from supervisor.observability.output import OutputLog
 from supervisor.resources.probes import run_probe
 from supervisor.supervision.policy import Termination, exit_is_success
-from supervisor.supervision.resource import CheckResult, CheckSettings, Handle, ResourceBase
+from supervisor.supervision.resource import (
+    CheckResult,
+    CheckSettings,
+    Handle,
+    OutputSource,
+    ResourceBase,
+)
 from supervisor.supervision.states import Liveness
 
 
@@ -22,13 +30,31 @@ class ProcessResource(ResourceBase):
 
     kind = "process"
 
-    def __init__(self, name: str, config: ProcessConfig, launcher: LocalLauncher) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: ProcessConfig,
+        launcher: LocalLauncher,
+        output: OutputLog | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self._launcher = launcher
         self._success = frozenset(config.success_exit_codes)
+        self._output = output
 
-        self._output_log = structlog.get_logger("supervisor.output").bind(resource=name)
+    @property
+    def _to_journald(self) -> bool:
+        return self._output is not None and self._output.settings.target == "journald"
+
+    def output(self) -> OutputSource:
+        if self._to_journald:
+            raise NoOutputError(
+                f"{self.name}'s output goes to journald: see `journalctl -t {self.name}`"
+            )
+        if self._output is None:
+            return super().output()
+        return self._output
 
     def _environment(self) -> dict[str, str]:
         # Built when needed, not kept: a copy of the environment per resource was the
@@ -49,14 +75,21 @@ class ProcessResource(ResourceBase):
 
     async def start(self) -> Handle:
         credentials = resolve_credentials(self.config.user, self.config.group)
+        journald = self._to_journald
+        # The daemon reads none of a journald child's output: no tail, no relay.
+        outputs = await journal_streams(self.name) if journald else None
+        if self._output is not None:
+            self._output.started()
         return await self._launcher.spawn(
             self.config.command,
             cwd=self.config.cwd,
             env=self._environment(),
             credentials=credentials,
             stop_signal=signal.Signals[self.config.stop_signal],
-            on_output=self._relay if self.config.log_output else None,
+            on_output=self._relay if self.config.log_output and not journald else None,
+            on_chunk=None if journald else self._output,
             record_as=self.name,
+            outputs=outputs,
         )
 
     async def ready(self, handle: Handle) -> None:
@@ -90,4 +123,7 @@ class ProcessResource(ResourceBase):
         )
 
     def _relay(self, stream: str, line: str) -> None:
-        self._output_log.info("output", stream=stream, line=line)
+        # Only with `log_output = true`, so a bound logger is not kept per resource.
+        structlog.get_logger("supervisor.output").info(
+            "output", resource=self.name, stream=stream, line=line
+        )

@@ -3,14 +3,18 @@ backend and features. Kinds come from `runtime.kinds`; this module only assemble
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import trio
 
+from supervisor.api.access import Tokens
 from supervisor.config.environment import EnvironmentConfig
-from supervisor.config.schema import Config
+from supervisor.config.schema import Config, DaemonConfig
+from supervisor.config.tls import TlsProblem, server_context
 from supervisor.errors import ConfigError, ConfigProblem
 from supervisor.runtime.kinds import BACKENDS, FEATURES, RESOURCES, Context
 from supervisor.sandbox.environment import Environment
@@ -37,7 +41,7 @@ def make_resource(
 ) -> Resource:
     """The resource object for `name` (`built`: the supervisors made so far)."""
     spec = config.resources[name]
-    ctx = Context(ctx.launcher, ctx.engines, ctx.state_path, _ResourcesOf(built))
+    ctx = dataclasses.replace(ctx, resources=_ResourcesOf(built))
     return RESOURCES[spec.kind](name, spec, ctx)
 
 
@@ -112,11 +116,11 @@ def make_environment(
     return Environment(name, config, backend, [*features, *extra], bus=bus)
 
 
-def read_token(path: Path | None) -> bytes | None:
-    """The API bearer token from `api_token_file` (surrounding whitespace ignored).
+def read_token(path: Path | None, key: str = "api_token_file") -> bytes | None:
+    """An API bearer token from its file (surrounding whitespace ignored).
 
     Raises:
-        ConfigError: the file is unreadable or empty.
+        ConfigError: the file is unreadable or empty (`daemon.KEY`).
     """
     if path is None:
         return None
@@ -124,13 +128,31 @@ def read_token(path: Path | None) -> bytes | None:
         token = path.read_bytes().strip()
     except OSError as exc:
         raise ConfigError(
-            str(path), [ConfigProblem("daemon.api_token_file", f"cannot read: {exc.strerror}")]
+            str(path), [ConfigProblem(f"daemon.{key}", f"cannot read: {exc.strerror}")]
         ) from None
     if not token:
-        raise ConfigError(
-            str(path), [ConfigProblem("daemon.api_token_file", "the token file is empty")]
-        )
+        raise ConfigError(str(path), [ConfigProblem(f"daemon.{key}", "the token file is empty")])
     return token
+
+
+def read_tokens(config: DaemonConfig) -> Tokens:
+    """The TCP listener's full and read-only tokens (ConfigError if a file is unusable)."""
+    return Tokens(
+        full=read_token(config.api_token_file),
+        read=read_token(config.api_read_token_file, "api_read_token_file"),
+    )
+
+
+def tls_context(config: DaemonConfig) -> ssl.SSLContext | None:
+    """The TCP listener's TLS context, or None (ConfigError if the pair does not load)."""
+    if config.tls is None:
+        return None
+    try:
+        return server_context(config.tls.cert, config.tls.key)
+    except TlsProblem as exc:
+        raise ConfigError(
+            str(config.tls.cert), [ConfigProblem(f"daemon.tls.{exc.key}", str(exc))]
+        ) from None
 
 
 async def stop_in_order(supervisors: Mapping[str, ResourceSupervisor]) -> None:

@@ -19,6 +19,7 @@ from supervisor.runtime.reload import Reloader
 from supervisor.runtime.resources import ResourceSet
 from supervisor.sandbox.service import SandboxService
 from supervisor.supervision.bus import EventBus
+from supervisor.supervision.resource import OutputSource
 from supervisor.supervision.settings import Snapshot
 
 METRICS_REUSE = 1.0  # seconds a slow /metrics page may be served again
@@ -67,6 +68,9 @@ class ControlSurface:
 
     def credentials(self, name: str) -> dict[str, Any]:
         return self._resources.credentials(name)
+
+    def output(self, name: str) -> OutputSource:
+        return self._resources.get(name).resource.output()
 
     def command(self, name: str, action: str) -> Snapshot:
         if self._lifecycle.stopping:  # what it would start, the shutdown would not stop

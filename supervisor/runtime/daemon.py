@@ -16,6 +16,7 @@ view), `Lifecycle` (ready, stopping).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 
 from supervisor import __version__
+from supervisor.api.access import Tokens
 from supervisor.api.edge import Limits
 from supervisor.api.server import ApiServer, serve_api
 from supervisor.config.load import load_default, load_file
@@ -38,7 +40,7 @@ from supervisor.observability.logging import log_transition
 from supervisor.observability.loop import LoopMonitor
 from supervisor.observability.metrics import Metrics
 from supervisor.runtime.apply import ConfigApplier
-from supervisor.runtime.build import make_environment, read_token
+from supervisor.runtime.build import make_environment, read_tokens, tls_context
 from supervisor.runtime.control import ControlSurface
 from supervisor.runtime.kinds import Context
 from supervisor.runtime.lifecycle import Lifecycle
@@ -122,7 +124,14 @@ class Daemon:
 
     def _context(self) -> Context:
         assert self._launcher is not None
-        return Context(self._launcher, self.engines, self.config.daemon.state_path)
+        config = self.config
+        return Context(
+            self._launcher,
+            self.engines,
+            config.daemon.state_path,
+            log_path=config.daemon.log_path,
+            log_defaults=config.defaults.log,
+        )
 
     def _make_environment(self, name: str, config: Any) -> Environment:
         return make_environment(name, config, self._context(), self.bus)
@@ -154,7 +163,8 @@ class Daemon:
         """Run until `request_stop()` (or a signal, see `serve_signals`)."""
         self.bus.add_listener(log_transition)
         self.bus.add_listener(self.metrics.observe_transition)
-        token = read_token(self.config.daemon.api_token_file)
+        tokens = read_tokens(self.config.daemon)
+        tls = tls_context(self.config.daemon)
         log.info(
             "daemon_starting",
             version=__version__,
@@ -165,14 +175,18 @@ class Daemon:
         state = StateDir(self.config.daemon.state_path)
         state.open()
         try:
-            await self._run(state, token, task_status)
+            await self._run(state, tokens, tls, task_status)
         finally:
             state.close()
         log.info("daemon_stopped")
         self.notifier.close()
 
     async def _run(
-        self, state: StateDir, token: bytes | None, task_status: trio.TaskStatus[None]
+        self,
+        state: StateDir,
+        tokens: Tokens,
+        tls: ssl.SSLContext | None,
+        task_status: trio.TaskStatus[None],
     ) -> None:
         # Before anything starts: whatever a previous run left alive (if it died together
         # with its guardian) is stopped now.
@@ -191,13 +205,15 @@ class Daemon:
             trio.open_nursery() as outer,
         ):
             # The API outlives supervision, so operators can watch the shutdown through it.
-            self.api = await outer.start(self._serve_api, token, mcp_routes)
+            self.api = await outer.start(self._serve_api, tokens, tls, mcp_routes)
             self.api_bound.set()
             log.info(
                 "api_listening",
                 socket=str(self.api.socket_path),
                 http="{}:{}".format(*self.api.http_address) if self.api.http_address else None,
-                tcp_v1="enabled" if token else "disabled (no api_token_file)",
+                tcp_v1="enabled" if tokens.full else "disabled (no api_token_file)",
+                tcp_read_only="enabled" if tokens.read else "disabled",
+                tls=tls is not None,
             )
             async with trio.open_nursery() as root:
                 self._launcher = launcher
@@ -242,7 +258,8 @@ class Daemon:
 
     async def _serve_api(
         self,
-        token: bytes | None,
+        tokens: Tokens,
+        tls: ssl.SSLContext | None,
         mounts: Sequence[BaseRoute],
         *,
         task_status: trio.TaskStatus[ApiServer],
@@ -257,7 +274,8 @@ class Daemon:
             self.control,
             socket_path=daemon.socket_path,
             http=daemon.http,
-            token=token,
+            tokens=tokens,
+            tls=tls,
             limits=limits,
             tcp_mounts=mounts,
             task_status=task_status,

@@ -19,15 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from supervisor.config.output import LogConfig, LogOverrides
 from supervisor.errors import ConfigError, ConfigProblem
 
 if TYPE_CHECKING:
     from supervisor.config.environment import EnvironmentConfig
     from supervisor.launchers.docker import DockerEngine
     from supervisor.launchers.local import LocalLauncher
+    from supervisor.observability.output import OutputLog
     from supervisor.sandbox.features import Feature
     from supervisor.sandbox.instance import Backend
     from supervisor.supervision.resource import Resource
+
+
+DEFAULT_LOG = LogConfig()
 
 
 class Engines(Protocol):
@@ -45,6 +50,17 @@ class Context:
     engines: Engines | None = None
     state_path: Path = Path()
     resources: Mapping[str, Resource] | None = None
+    log_path: Path | None = None  # where programs' output files go (None: memory only)
+    log_defaults: LogConfig = DEFAULT_LOG
+
+    def output_log(self, name: str, overrides: LogOverrides) -> OutputLog:
+        """Where resource `name`'s program output is kept."""
+        from supervisor.observability.output import OutputLog
+
+        settings = self.log_defaults.merged(overrides)
+        if self.log_path is None:
+            settings = settings.model_copy(update={"target": "memory"})
+        return OutputLog(name, self.log_path or Path(), settings)
 
     def engine(self, host: str | None, where: str) -> DockerEngine:
         """The open engine for `host`.
@@ -69,20 +85,24 @@ ResourceBuilder = Callable[[str, Any, Context], "Resource"]
 def _process(name: str, spec: Any, ctx: Context) -> Resource:
     from supervisor.resources.process import ProcessResource
 
-    return ProcessResource(name, spec, ctx.launcher)
+    return ProcessResource(name, spec, ctx.launcher, ctx.output_log(name, spec.log))
 
 
 def _container(name: str, spec: Any, ctx: Context) -> Resource:
     from supervisor.resources.container import ContainerResource
 
-    return ContainerResource(name, spec, ctx.engine(spec.docker_host, f"resources.{name}"))
+    engine = ctx.engine(spec.docker_host, f"resources.{name}")
+    return ContainerResource(name, spec, engine, ctx.log_defaults.merged(spec.log))
 
 
 def _deephaven(name: str, spec: Any, ctx: Context) -> Resource:
     from supervisor.resources.deephaven import DeephavenResource
 
     docker = ctx.engine(None, f"resources.{name}") if spec.launch == "docker" else None
-    return DeephavenResource(name, spec, ctx.launcher, docker=docker)
+    # Only a local server's output passes through the daemon (a container's would need
+    # redacting across the engine's frames): see README, Deephaven.
+    output = ctx.output_log(name, spec.log) if spec.launch == "python" else None
+    return DeephavenResource(name, spec, ctx.launcher, docker=docker, output=output)
 
 
 def _deephaven_enterprise(name: str, spec: Any, ctx: Context) -> Resource:

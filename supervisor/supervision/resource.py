@@ -7,10 +7,16 @@ the resource only knows *how*.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from supervisor.errors import MisconfiguredError, NoCredentialsError, UnauthorizedError
+from supervisor.errors import (
+    MisconfiguredError,
+    NoCredentialsError,
+    NoOutputError,
+    UnauthorizedError,
+)
 from supervisor.supervision.policy import Termination
 from supervisor.supervision.states import Liveness
 
@@ -57,6 +63,14 @@ class Handle(Protocol):
         """End the instance now, without waiting; the last resort on cancellation."""
 
 
+class OutputSource(Protocol):
+    """A resource's kept program output (`supervisor logs`)."""
+
+    def read(self, stream: str, lines: int, follow: bool) -> AsyncGenerator[bytes, None]:
+        """The last `lines` lines of `stream` ("stdout" or "stderr"), then, with `follow`,
+        what it prints next, as it comes."""
+
+
 class Resource(Protocol):
     """A kind of managed thing, as the supervisor sees it."""
 
@@ -77,6 +91,13 @@ class Resource(Protocol):
         Raises:
             NoCredentialsError: its kind has none.
             NotRunningError: it has some, once it is running.
+        """
+
+    def output(self) -> OutputSource:
+        """Its program output.
+
+        Raises:
+            NoOutputError: its kind keeps none.
         """
 
     def reconfigure(self, config: Any) -> None:
@@ -120,6 +141,9 @@ class ResourceBase:
 
     def credentials(self) -> dict[str, Any]:
         raise NoCredentialsError(f"{self.name} is a {self.kind} resource: it has no credentials")
+
+    def output(self) -> OutputSource:
+        raise NoOutputError(f"{self.name} is a {self.kind} resource: it keeps no program output")
 
 
 def hopeless(exc: MisconfiguredError) -> tuple[str, CheckResult]:

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 async def test_no_secret_appears_in_logs_status_events_metrics_or_errors(tmp_path: Path) -> None:
     """API token, a launched server's PSK and a wrong client token: each appears only in
-    the credentials answer, never in logs, status, events, metrics or error messages."""
+    the credentials answer, never in logs, the server's kept output (its files and the
+    logs route), status, events, metrics or error messages."""
     api_token = "api-" + generate_psk()
     psk = generate_psk()
     wrong = "wrong-" + generate_psk()
@@ -30,6 +31,7 @@ async def test_no_secret_appears_in_logs_status_events_metrics_or_errors(tmp_pat
     config = f"""[daemon]
 log_format = "json"
 api_token_file = "{tmp_path}/token"
+log_dir = "{tmp_path}/logs"
 
 [resources.dh]
 kind = "deephaven"
@@ -74,6 +76,15 @@ max_size = 2
             seen.append(answer.text)
             seen.append((await api.delete(f"/v1/sessions/{session['session_id']}")).text)
             seen.append((await api.get("/v1/resources/intruder/credentials")).text)
+            kept = ""
+            for stream in ("stdout", "stderr"):
+                answer = await api.get(
+                    "/v1/resources/dh/logs", params={"stream": stream, "lines": 100_000}
+                )
+                assert answer.status_code == 200, answer.text
+                kept += answer.text
+            assert "Server started on port" in kept  # the server's output is kept and shown
+            seen.append(kept)
         http = next(e for e in d.lines if e.get("event") == "api_listening")["http"]
         async with httpx.AsyncClient(base_url=f"http://{http}", timeout=10) as tcp:
             for header in ({}, {"authorization": f"Bearer {wrong}"}, {"authorization": wrong}):
@@ -91,8 +102,11 @@ max_size = 2
             assert await d.proc.wait() == 0
         await d.until_log("daemon_stopped")
         seen.append("\n".join(json.dumps(line) for line in d.lines))
-    relayed = [e for e in d.lines if e.get("event") == "output" and e.get("resource") == "dh"]
-    assert any("Server started on port" in e["line"] for e in relayed)  # output was relayed
+    files = sorted((tmp_path / "logs").glob("dh.std*.log*"))
+    assert files, "the server's output files are missing"
+    seen.extend(f.read_text(errors="replace") for f in files)
+    # Kept in its files, not relayed into the daemon's log (`log_output` is off).
+    assert not [e for e in d.lines if e.get("event") == "output" and e.get("resource") == "dh"]
     assert any(e.get("event") == "deephaven_server_started" for e in d.lines)
     everything = "\n".join(seen)
     assert len(everything) > 10_000  # a real run's worth of output was scanned

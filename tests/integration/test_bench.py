@@ -25,6 +25,7 @@ def test_benchmarks_run_in_quick_mode() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| restart latency, 5 kills | median (ms) |" in result.stdout
+    assert "| restart latency, 5 kills | quiet | a sibling floods (" in result.stdout
     assert "| idle, N=3 sleepers | CPU s in 3 s |" in result.stdout
     assert "| 1 client, proactive setup on |" in result.stdout
     assert "| 4 clients, fresh connection, 40 cycles |" in result.stdout

@@ -14,12 +14,8 @@ import trio
 
 from supervisor.errors import MisconfiguredError, StartError
 from supervisor.launchers import guardian
-from supervisor.launchers.local import (
-    MAX_LINE,
-    LocalLauncher,
-    resolve_credentials,
-    scrubbed_environment,
-)
+from supervisor.launchers.local import LocalLauncher, resolve_credentials, scrubbed_environment
+from supervisor.launchers.relay import MAX_LINE
 from tests.integration.conftest import alive, process_gone
 
 

@@ -9,6 +9,7 @@ would.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -197,6 +198,33 @@ def test_reload_applies_a_change(systemd: Container) -> None:
     assert '"added"' in after
     assert before.count('"restarts": 0') == 2
     assert after.count('"restarts": 0') == 3
+
+
+JOURNALED = """
+[resources.journaled]
+kind = "process"
+command = ["sh", "-c", "echo to-journal-out; echo to-journal-err >&2; exec sleep 1000"]
+log = { target = "journald" }
+"""
+
+
+def test_journald_target_hands_a_childs_output_to_the_journal(systemd: Container) -> None:
+    """With `log = { target = "journald" }` a child's stdout and stderr reach journald under
+    its name (stdout at info, stderr at err) without the daemon, and `logs` says so."""
+    added = '[resources.added]\nkind = "process"\ncommand = ["sleep", "1000"]\n'
+    systemd.write("/etc/supervisor-daemon/supervisor.toml", CONFIG + added + JOURNALED)
+    systemd.run("systemctl", "reload", UNIT)
+    systemd.until("StatusText", lambda v: v.startswith("4 running, 0 fatal"))
+    query = ["journalctl", "-t", "journaled", "--no-pager", "-o", "json"]
+    deadline = time.monotonic() + 30
+    while len(lines := systemd.run(*query).stdout.splitlines()) < 2:
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.1)
+    entries = {e["MESSAGE"]: e["PRIORITY"] for e in map(json.loads, lines)}
+    assert entries == {"to-journal-out": "6", "to-journal-err": "3"}
+    logs = systemd.run("supervisor", "logs", "journaled", check=False)
+    assert logs.returncode == 1
+    assert "journalctl -t journaled" in logs.stderr
 
 
 def test_a_frozen_daemon_is_killed_by_the_watchdog_and_restarted(systemd: Container) -> None:

@@ -41,7 +41,12 @@ from supervisor.launchers.deephaven.client import (
     start_error,
 )
 from supervisor.launchers.deephaven.container import CONTAINER_PORT, run_server_container
-from supervisor.launchers.deephaven.output import Redactor, ServerOutput, wait_started
+from supervisor.launchers.deephaven.output import (
+    LineKeeper,
+    Redactor,
+    ServerOutput,
+    wait_started,
+)
 from supervisor.launchers.deephaven.server import (
     ServerSpec,
     pick_free_port,
@@ -175,9 +180,14 @@ class DeephavenLauncher:
         docker: DockerEngine | None = None,
         pick_port: Callable[[str], int] = pick_free_port,
         log_context: Mapping[str, str],
+        output: LineKeeper | None = None,
+        relay: bool = True,
     ) -> None:
+        """`output` keeps a local server's output lines; `relay` also logs them."""
         self.name = name
         self._launcher = launcher
+        self._output = output
+        self._relay = relay
         self._docker = docker
         self._pick_port = pick_port
         self._log = structlog.get_logger("supervisor.deephaven").bind(**log_context)
@@ -290,7 +300,7 @@ class DeephavenLauncher:
                 python=python_for(config.python_venv),
                 env=config.env,
             )
-            watch = ServerOutput(redact, self._output_log)
+            watch = ServerOutput(redact, self._output_log if self._relay else None, self._output)
             server = await spawn_server(
                 self._launcher,
                 spec,

@@ -1,9 +1,10 @@
-"""A launched server's output: relayed to the log with secrets redacted, and watched.
+"""A launched server's output: kept and relayed with secrets redacted, and watched.
 
 The output is the only word a local server gives on how its start went: the line
 `Server started on port N` says it serves, a `BindException` that someone took its port
 (the caller then retries on another one), and the last few lines say why it died. Every
-line is redacted before anything else sees it, so no key reaches the log.
+line is redacted before anything else sees it, so no key reaches the daemon's log or the
+resource's output files (`supervisor logs`; tests/faults/test_secrets.py greps both).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Iterable
+from typing import Protocol
 
 import structlog
 import trio
@@ -45,19 +47,34 @@ class Redactor:
         return line
 
 
-class ServerOutput:
-    """Relays a server's output (redacted) and notices start-up and bind failures."""
+class LineKeeper(Protocol):
+    """Where a resource's output lines are kept (an `OutputLog`)."""
 
-    def __init__(self, redact: Redactor, log: structlog.typing.FilteringBoundLogger) -> None:
+    def line(self, stream: str, line: str) -> None: ...
+
+
+class ServerOutput:
+    """Keeps or relays a server's output (redacted); notices start-up and bind failures."""
+
+    def __init__(
+        self,
+        redact: Redactor,
+        log: structlog.typing.FilteringBoundLogger | None,
+        keep: LineKeeper | None = None,
+    ) -> None:
         self.started = trio.Event()
         self.bind_failed = False
         self._redact = redact
         self._log = log
+        self._keep = keep
         self._tail: deque[str] = deque(maxlen=_TAIL)
 
     def line(self, stream: str, line: str) -> None:
         line = self._redact(line)
-        self._log.info("output", stream=stream, line=line)
+        if self._keep is not None:
+            self._keep.line(stream, line)
+        if self._log is not None:
+            self._log.info("output", stream=stream, line=line)
         if line.strip() and not line.startswith(("\tat ", "\t...")):
             self._tail.append(line.strip())
         if is_bind_failure(line):

@@ -34,7 +34,8 @@ from pathlib import Path
 import trio
 
 from supervisor.errors import StartError
-from supervisor.launchers.local import LineSink, LocalLauncher, ProcessHandle
+from supervisor.launchers.local import LocalLauncher, ProcessHandle
+from supervisor.launchers.relay import LineSink
 
 # The variable older releases passed the PSK in; one inherited from the daemon is dropped.
 PSK_ENV = "SUPERVISOR_DEEPHAVEN_PSK"

@@ -70,6 +70,18 @@ class ContainerSpec:
     volumes: Sequence[str] = ()  # "source:/target[:ro]"
     ports: Mapping[str, int | None] = field(default_factory=dict)  # "80/tcp" -> host port
     stop_signal: str | None = None
+    # Output kept by the engine (json-file), rotated at `log_max_bytes` into at most
+    # `log_files` files; None: the engine's own default driver and settings.
+    log_max_bytes: int | None = None
+    log_files: int | None = None
+
+    def log_config(self) -> dict[str, Any] | None:
+        """The host config's `LogConfig`: json-file (which `docker logs` reads back) with
+        `max-size`/`max-file`, so rotation is the engine's and the daemon holds nothing."""
+        if self.log_max_bytes is None:
+            return None
+        options = {"max-size": str(self.log_max_bytes), "max-file": str(self.log_files or 1)}
+        return {"Type": "json-file", "Config": options}
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +228,7 @@ class Containers:
             security_opt=list(spec.security_opt) or None,
             runtime=spec.runtime,
             port_bindings={p: ("127.0.0.1", h or None) for p, h in ports.items()} or None,
+            log_config=spec.log_config(),
         )
         return config
 

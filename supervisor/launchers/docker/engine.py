@@ -1,7 +1,8 @@
 """One Docker engine: run, exec, stop and watch containers through its event stream.
 
 `DockerEngine` is the face of one engine; the work lives beside it: `containers` (run,
-adopt, stop, remove, `ContainerHandle`), `exec` (commands in a container), `events`
+adopt, stop, remove, `ContainerHandle`), `exec` (commands in a container), `logs` (a
+container's output, from the engine's log stream), `events`
 (watches fed by the stream) and `sdk` (the blocking SDK's edges).
 
 Why it is built this way:
@@ -25,7 +26,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ from supervisor.launchers.docker.exec import (
     run_exec_attached,
     run_exec_input,
 )
+from supervisor.launchers.docker.logs import LogReaders
 from supervisor.launchers.docker.sdk import (
     DockerError,
     EngineClient,
@@ -88,6 +90,7 @@ class DockerEngine:
         self._exec_limiter = trio.CapacityLimiter(max_threads)
         self._events_limiter = trio.CapacityLimiter(1)
         self._containers = Containers(self._client, instance_id, nursery)
+        self._logs = LogReaders(self._client, nursery)
         self._events = self._containers.events
         self._stream: Any = None  # the open event stream, for fault-injection tests
 
@@ -222,6 +225,25 @@ class DockerEngine:
             output_limit=output_limit,
             workdir=workdir,
         )
+
+    # ------------------------------------------------------------------ output
+
+    @property
+    def log_streams(self) -> int:
+        """Containers' log streams being read now (follows, and tails under way)."""
+        return self._logs.active
+
+    def logs(
+        self, container_id: str, stream: str, lines: int, follow: bool
+    ) -> AsyncGenerator[bytes, None]:
+        """The last `lines` lines of the container's `stream` ("stdout" or "stderr"); with
+        `follow`, b"" once the engine's stream is open, then each piece as it comes, until
+        the container ends, the caller leaves or the engine closes.
+
+        Raises:
+            DockerError: the container is gone, or the engine refused or did not answer.
+        """
+        return self._logs.read(container_id, stream, lines, follow)
 
     # ------------------------------------------------------------------ event stream
 

@@ -10,7 +10,8 @@ import pytest
 import trio
 from starlette.requests import Request
 
-from supervisor.api.streaming import Frames, Sink, StreamedExec, wants_stream
+from supervisor.api import models
+from supervisor.api.streaming import Frames, Sink, StreamedExec, error_frame, wants_stream
 from supervisor.errors import SandboxStateError, SessionNotFoundError
 from supervisor.sandbox.instance import ExecResult
 
@@ -155,3 +156,10 @@ async def test_a_disconnect_cancels_the_exec() -> None:
     assert cancelled.is_set()
     assert flag == [True]
     assert client.frames() == [{"stream": "stdout", "data": "started\n"}]
+
+
+def test_an_unmapped_error_frame_has_the_documented_error_shape() -> None:
+    """An internal error's last frame carries `retryable` too, as the Error model says."""
+    found = error_frame(RuntimeError("boom"))
+    assert models.ExecFrame.model_validate(found).root == models.Error.model_validate(found)
+    assert found["error"]["retryable"] is True

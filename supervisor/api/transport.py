@@ -1,0 +1,212 @@
+"""The client's wire: kept-alive HTTP/1.1 connections over a unix socket, TCP or TLS.
+
+`Client` (api.client) says what to ask the daemon; `Transport` says how: which
+connection, the bearer header, one retry on a kept-alive connection the server closed,
+and one error for every way of not getting an answer.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from supervisor.errors import DaemonUnavailableError, RequestError
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Transport:
+    """How to reach one daemon; `request` and `json` reuse a kept-alive connection."""
+
+    def __init__(self, make: Any, where: str, headers: dict[str, str]) -> None:
+        self._make = make
+        self._conn: http.client.HTTPConnection | None = None
+        self._long: http.client.HTTPConnection | None = None
+        self.headers = headers
+        self.where = where
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        socket_path: Path | str | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        ca_file: Path | str | None = None,
+        timeout: float = 10.0,
+    ) -> Transport:
+        """A client for the unix socket at `socket_path`, or for `url` (+ `token`); an
+        https:// URL verifies the daemon's certificate against `ca_file`, else the
+        system's trust store."""
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            host, port = parts.hostname, parts.port
+            if parts.scheme == "http":
+                if ca_file is not None:
+                    raise ValueError("a CA file is for https:// URLs")
+                return cls(
+                    lambda t=timeout: http.client.HTTPConnection(host, port, timeout=t),
+                    url,
+                    headers,
+                )
+            context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+            return cls(
+                lambda t=timeout: http.client.HTTPSConnection(
+                    host, port, timeout=t, context=context
+                ),
+                url,
+                headers,
+            )
+        if socket_path is None:
+            raise ValueError("give socket_path or url")
+        path = str(socket_path)
+        return cls(lambda t=timeout: UnixConnection(path, t), f"unix:{path}", {})
+
+    def close(self) -> None:
+        for conn in (self._conn, self._long):
+            if conn is not None:
+                conn.close()
+        self._conn = self._long = None
+
+    def stream_connection(self) -> http.client.HTTPConnection:
+        """A connection of its own, with no read timeout (for streams)."""
+        conn: http.client.HTTPConnection = self._make(None)
+        return conn
+
+    def open_stream(self, conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
+        """GET `path` on `conn`; the response, once its status says it is not an error."""
+        try:
+            conn.request("GET", path, headers=self.headers)
+            response = conn.getresponse()
+        except OSError as exc:
+            raise self.unavailable(exc) from None
+        if response.status >= 400:
+            raise request_error(response.status, response.read())
+        return response
+
+    def json(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        long: bool = False,
+    ) -> dict[str, Any]:
+        status, raw = self.request(method, path, body, headers=headers, long=long)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise RequestError(status, "bad_response", f"unexpected response from {path}")
+        return data
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        long: bool = False,
+    ) -> tuple[int, bytes]:
+        """One request; `long` ones (acquire, exec) get a connection with no read timeout."""
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {**self.headers, **(headers or {})}
+        if payload is not None:
+            headers["content-type"] = "application/json"
+        for attempt in (1, 2):  # a kept-alive connection the server closed: retry once
+            conn = self._connection(long)
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.close()
+                if attempt == 2:
+                    raise self.unavailable(exc) from None
+            except OSError as exc:
+                self.close()
+                raise self.unavailable(exc) from None
+            except http.client.HTTPException as exc:  # a reply cut short or malformed
+                self.close()
+                raise DaemonUnavailableError(
+                    f"the daemon at {self.where} broke off its answer ({type(exc).__name__})"
+                ) from None
+        if response.status >= 400:
+            raise request_error(response.status, raw)
+        return response.status, raw
+
+    def _connection(self, long: bool) -> http.client.HTTPConnection:
+        """The kept-alive connection: one with the read timeout, one without (for calls the
+        daemon may hold: acquire waits for a sandbox, exec for its command)."""
+        if long:
+            if self._long is None:
+                self._long = self._make(None)
+            return self._long
+        if self._conn is None:
+            self._conn = self._make()
+        return self._conn
+
+    def unavailable(self, exc: OSError) -> DaemonUnavailableError:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return DaemonUnavailableError(
+                f"cannot verify the daemon at {self.where}: {exc.verify_message} (give the "
+                "CA that signed its certificate with --ca-file)"
+            )
+        return DaemonUnavailableError(
+            f"cannot reach the daemon at {self.where}: {reason} (is it running?)"
+        )
+
+
+def readline(response: http.client.HTTPResponse, where: str, *, line: bool = True) -> bytes:
+    """The next line of a stream (or, `line=False`, whatever has come of it)."""
+    try:
+        return response.readline() if line else response.read1(1 << 16)
+    except (OSError, http.client.HTTPException) as exc:
+        raise DaemonUnavailableError(
+            f"the stream from {where} ended abruptly ({type(exc).__name__})"
+        ) from None
+
+
+def request_error(status: int, raw: bytes) -> RequestError:
+    try:
+        body = json.loads(raw)
+        error = body["error"]
+        return RequestError(
+            status,
+            error["code"],
+            error["message"],
+            retryable=error.get("retryable", False),
+            body=body,
+        )
+    except (ValueError, KeyError, TypeError):
+        text = raw.decode(errors="replace").strip()[:200]
+        return RequestError(
+            status, "http_error", text or http.client.responses.get(status, "error")
+        )
