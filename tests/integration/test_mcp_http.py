@@ -32,6 +32,7 @@ pytestmark = [
 ]
 
 TOKEN = "mcp-test-token"
+READ_TOKEN = "mcp-read-only-token"
 
 
 @asynccontextmanager
@@ -42,9 +43,11 @@ async def http_daemon(
     it and the `/mcp` URL."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    (tmp_path / "read-token").write_text(READ_TOKEN + "\n")
     text = (
         f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\n'
         f'state_dir = "{tmp_path}/state"\napi_token_file = "{token_file}"\n'
+        f'api_read_token_file = "{tmp_path}/read-token"\n'
         + env_config(lease=lease)
         + ("[mcp]\nhttp = true\n" + mcp if "http =" not in mcp else "[mcp]\n" + mcp)
     )
@@ -115,13 +118,16 @@ async def test_without_an_mcp_session_the_lease_alone_keeps_a_sandbox(tmp_path: 
 
 
 async def test_mcp_needs_the_token_and_a_known_origin(tmp_path: Path) -> None:
-    """No token: 401; a foreign Origin: 403; a listed or the daemon's own origin passes."""
+    """No token: 401; the read-only token or a foreign Origin: 403; a listed or the
+    daemon's own origin passes."""
     origins = 'allowed_origins = ["http://agents.example"]\n'
     async with http_daemon(tmp_path, origins) as (_, url):
         body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
         headers = {"accept": "application/json, text/event-stream"}
         async with httpx.AsyncClient(timeout=10) as http:
             assert (await http.post(url, json=body, headers=headers)).status_code == 401
+            reader = {**headers, "authorization": f"Bearer {READ_TOKEN}"}
+            assert (await http.post(url, json=body, headers=reader)).status_code == 403
             headers["authorization"] = f"Bearer {TOKEN}"
             foreign = await http.post(
                 url, json=body, headers={**headers, "origin": "http://evil.example"}
