@@ -24,6 +24,7 @@ from typing import Any
 from bench import (
     control,
     idle_cpu,
+    mcp_roundtrip,
     peers,
     reload,
     report,
@@ -33,7 +34,7 @@ from bench import (
 )
 
 RESULTS = Path(__file__).with_name("results")
-BENCHMARKS = ("latency", "idle", "control", "reload", "sandbox", "scrape")
+BENCHMARKS = ("latency", "idle", "control", "reload", "sandbox", "scrape", "mcp")
 PEER_BENCHMARKS = ("latency", "idle", "control", "reload")  # the supervisord/circus table
 
 
@@ -87,6 +88,7 @@ class Plan:
     per_env: int
     scrapes: int
     api_calls: int
+    mcp_calls: int
 
 
 QUICK = Plan(
@@ -94,6 +96,7 @@ QUICK = Plan(
     control_n=5, calls=20, cli_calls=5, reload_sizes=[5],
     pool_clients=[1], pool_window=0.3, pool_warmup=0.1, http_clients=[1, 4], http_calls=40,
     isolation_samples=20, scrape_n=5, sandboxes=20, per_env=10, scrapes=5, api_calls=10,
+    mcp_calls=5,
 )  # fmt: skip
 FULL = Plan(
     sizes=[100, 500, 1000], kills=50, window=30.0, kill_settle=0.2, idle_settle=2.0,
@@ -102,6 +105,7 @@ FULL = Plan(
     http_calls=3200, isolation_samples=300,
     # 10,000 process sandboxes come up in one environment in well under a minute.
     scrape_n=1000, sandboxes=10_000, per_env=10_000, scrapes=50, api_calls=200,
+    mcp_calls=200,
 )  # fmt: skip
 
 
@@ -168,6 +172,10 @@ def run_benchmarks(only: Sequence[str], plan: Plan, workdir: Path) -> dict[str, 
             calls=plan.api_calls,
         )
         took()
+    if "mcp" in only:
+        say(f"MCP round trips: {plan.mcp_calls} calls each way ...")
+        results["mcp"] = mcp_roundtrip.run(workdir / "mcp", plan.mcp_calls)
+        took()
     return results
 
 
@@ -192,6 +200,8 @@ def tables(only: Sequence[str], results: dict[str, Any]) -> str:
         out.append(report.isolation_table(results["sandbox_pool"]))
     if "scrape" in only:
         out.append(report.scrape_table(results["scrape"]))
+    if "mcp" in only:
+        out.append(report.mcp_table(results["mcp"]))
     return "\n\n".join(out)
 
 

@@ -214,3 +214,25 @@ def scrape_table(scrape: dict[str, Any]) -> str:
                 f"| {m['calls']} | {m['bytes'] / 1024:,.0f} KiB |"
             )
     return "\n".join(rows)
+
+
+def mcp_table(mcp: dict[str, Any]) -> str:
+    """MCP round trips beside the HTTP API's, one call at a time."""
+    ways = [
+        ("mcp_stdio", "MCP, stdio (`supervisor mcp`)"),
+        ("mcp_http", "MCP, streamable HTTP (`/mcp`)"),
+        ("api_unix", "HTTP API, unix socket"),
+        ("api_tcp", "HTTP API, TCP + token"),
+    ]
+    rows = [
+        f"| MCP vs API, {mcp['calls']} calls each | no-op p50 (ms) | no-op p99 (ms) "
+        "| acquire+exec+release p50 (ms) | p99 (ms) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, label in ways:
+        noop, cycle = mcp[key]["noop"], mcp[key]["cycle"]
+        rows.append(
+            f"| {label} | {noop['median_ms']:.2f} | {noop['p99_ms']:.2f} "
+            f"| {cycle['median_ms']:.2f} | {cycle['p99_ms']:.2f} |"
+        )
+    return "\n".join(rows)

@@ -4,7 +4,8 @@
 `/readyz` stay open so Prometheus and load balancers need no secret (the unix socket is
 trusted by its file permissions and has no guard). The full token (`api_token_file`)
 may call every route; the read-only token (`api_read_token_file`) only the routes whose
-`Operation.access` is "read" (`api.spec`): a route with no declared access is "full".
+`Operation.access` is "read" (`api.spec`): a route with no declared access is "full",
+and so is the daemon's `/mcp` (its tools act on sandboxes).
 Credentials are "full": they are secrets, and a token handed out for dashboards must
 not lead to one. Tokens are compared in constant time, each one every time, so the
 answer's timing does not say which one came close.
@@ -57,7 +58,9 @@ class AccessGuard:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if scope["type"] != "http" or not (
+            scope["path"].startswith("/v1") or scope["path"] == "/mcp"
+        ):
             await self.app(scope, receive, send)
             return
         if self.tokens.full is None and self.tokens.read is None:

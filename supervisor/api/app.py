@@ -111,17 +111,24 @@ RELOAD = Operation(
 EVENTS = Operation(
     "Every state transition, replayed from `since` then followed live",
     {
-        200: Media(
-            (SSE,),
-            "server-sent events: `transition` (data: an Event, id: its seq), `gap` (events "
-            "lost from the ring: {since, first_available, reset?}), `: keepalive` comments",
-            frames=models.Event,
-        )
+        200: (
+            Media(
+                (SSE,),
+                "server-sent events: `transition` (data: an Event, id: its seq), `gap` "
+                "(events lost from the ring: {since, first_available, reset?}), `: keepalive` "
+                "comments",
+                frames=models.Event,
+            ),
+            models.RecentEvents,
+        ),
     },
     errors=(400, 503),
     params=(
         Param("since", "query", "replay events after this sequence number", {
             "type": "integer", "minimum": 0, "maximum": 2**63 - 1,
+        }),
+        Param("follow", "query", "false: answer the kept events as one JSON object", {
+            "type": "boolean",
         }),
         Param("Last-Event-ID", "header", "resume after this sequence number (SSE)", {
             "type": "string", "pattern": "^[0-9]{1,19}$",
@@ -237,15 +244,18 @@ def build_app(
     closing: trio.Event | None = None,
     streams: StreamSlots | None = None,
     body_idle: float = 10.0,
+    mounts: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
-    """The API app for one listener; `tcp=True` guards /v1 with `tokens`
-    (`api.access`); long-lived streams take a slot of `streams`."""
+    """The API app for one listener; `tcp=True` guards /v1 (and /mcp) with `tokens`
+    (`api.access`); long-lived streams take a slot of `streams`; `mounts` are more
+    routes (the daemon's MCP endpoint), outside the API's description."""
     tokens = Tokens() if tokens is None else tokens
     routes = api_routes(
         control,
         closing=trio.Event() if closing is None else closing,
         streams=StreamSlots(128) if streams is None else streams,
     )
+    routes += mounts
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     # A redirect for a trailing slash would build its Location from the Host header.
     app.router.redirect_slashes = False
@@ -285,6 +295,11 @@ def api_routes(control: Control, *, closing: trio.Event, streams: StreamSlots) -
             if not resume.isascii() or not resume.isdigit() or len(resume) > 19:
                 raise ApiError(400, "bad_request", "Last-Event-ID: expected a sequence number")
             since = int(resume)
+        if query_bool(request, "follow") is False:
+            # What the ring holds after `since`, as one JSON answer (agents, scripts).
+            kept, gap = source.replay(0 if since is None else since)
+            recent = [models.Event.model_validate(e.to_json()) for e in kept]
+            return reply(models.RecentEvents(events=recent, gap=gap))
         release = streams.take()
         return _ClosingStream(
             _event_stream(source, source.last_seq if since is None else since, closing),

@@ -340,6 +340,11 @@ class Client:
         _, body = self._http.request("GET", "/metrics")
         return body.decode()
 
+    def recent_events(self, since: int = 0) -> dict[str, Any]:
+        """The transitions the daemon still keeps after `since`, without following:
+        `{"events": [...], "gap": bool}` (gap: some after `since` were already dropped)."""
+        return self._http.json("GET", f"/v1/events?{urlencode({'since': since, 'follow': 0})}")
+
     def events(
         self, since: int | None = None, *, deadline: float | None = None
     ) -> Iterator[dict[str, Any]]:

@@ -293,3 +293,10 @@ class DaemonInfo(Answer):
 
     pid: int
     version: str
+
+
+class RecentEvents(Answer):
+    """`GET /v1/events?follow=0`: the events the ring keeps after `since`, at once."""
+
+    events: list[Event]
+    gap: bool = Field(description="some events after `since` were already dropped")

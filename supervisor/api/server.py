@@ -15,11 +15,13 @@ import os
 import socket
 import ssl
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import trio
+from starlette.routing import BaseRoute
 
 from supervisor.api.access import Tokens
 from supervisor.api.app import Control, build_app
@@ -101,11 +103,13 @@ async def serve_api(
     tokens: Tokens | None = None,
     tls: ssl.SSLContext | None = None,
     limits: Limits | None = None,
+    tcp_mounts: Sequence[BaseRoute] = (),
     task_status: trio.TaskStatus[ApiServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `ApiServer.close()`; `started(server)` once every listener is bound.
 
-    TCP needs `tokens` for /v1 (`api.access`) and speaks TLS with `tls`.
+    TCP needs `tokens` for /v1 (`api.access`) and speaks TLS with `tls`; `tcp_mounts`
+    are routes served on TCP only, behind the full token (the daemon's `/mcp`).
     """
     limits = Limits() if limits is None else limits
     server = ApiServer()
@@ -134,6 +138,7 @@ async def serve_api(
                     closing=server.closing,
                     streams=streams,
                     body_idle=limits.header_timeout,
+                    mounts=tcp_mounts if tcp else (),
                 )
                 listener = Listener(
                     sock, app, limits, "tcp" if tcp else "unix", tls=tls if tcp else None

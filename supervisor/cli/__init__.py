@@ -128,21 +128,58 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 def connect(args: argparse.Namespace) -> Client:
     """A client for the daemon named by --url/--socket, the environment or the config."""
+    return connector(args)()
+
+
+def connector(args: argparse.Namespace) -> Callable[[], Client]:
+    """Makes clients for the daemon named by --url/--socket, the environment or the
+    config (resolved once: `supervisor mcp` makes one client per tool call)."""
     from supervisor.api.client import Client
 
     if args.url:
         token = args.token_file.read_text().strip() if args.token_file else None
-        return Client.connect(url=args.url, token=token, ca_file=args.ca_file)
+        return lambda: Client.connect(url=args.url, token=token, ca_file=args.ca_file)
     if args.ca_file:
         raise ValueError("--ca-file goes with an https:// --url")
+    path: Path | str
     if args.socket:
-        return Client.connect(socket_path=args.socket)
-    if os.environ.get("SUPERVISOR_SOCKET"):
-        return Client.connect(socket_path=os.environ["SUPERVISOR_SOCKET"])
-    if args.config or os.environ.get("SUPERVISOR_CONFIG") or DEFAULT_CONFIG.exists():
+        path = args.socket
+    elif os.environ.get("SUPERVISOR_SOCKET"):
+        path = os.environ["SUPERVISOR_SOCKET"]
+    elif args.config or os.environ.get("SUPERVISOR_CONFIG") or DEFAULT_CONFIG.exists():
         config, _ = resolve_config(args.config)
-        return Client.connect(socket_path=config.daemon.socket_path)
-    return Client.connect(socket_path=default_socket_path())
+        path = config.daemon.socket_path
+    else:
+        path = default_socket_path()
+    return lambda: Client.connect(socket_path=path)
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve MCP over stdio: stdout carries the protocol, so every message goes to stderr."""
+    try:
+        from supervisor.mcp.link import DaemonLink
+        from supervisor.mcp.server import run_stdio
+    except ImportError as exc:
+        print(
+            f"supervisor mcp: the MCP SDK is not installed ({exc.name}): "
+            "pip install 'supervisor-daemon[mcp]'",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    from supervisor.observability.logging import configure_logging
+
+    try:
+        config, _ = resolve_config(args.config)
+        make = connector(args)
+    except ConfigError as exc:
+        print_problems(exc, "cannot read the config")
+        return EXIT_FAILURE
+    except (OSError, ValueError) as exc:
+        print(f"supervisor mcp: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    configure_logging("json", "warning")
+    run_stdio(config.mcp, DaemonLink(make))
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
@@ -302,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(args)
     if args.command == "completion":
         return cmd_completion(args)
+    if args.command == "mcp":
+        return cmd_mcp(args)
     # `session exec` exits with its command's code: its own failures are 125 (cli.exec).
     failed = EXIT_EXEC_FAILED if getattr(args, "session_command", None) == "exec" else None
     try:

@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         "`supervisor completion zsh > ~/.zfunc/_supervisor` (with ~/.zfunc in $fpath).",
     )
     completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
+    commands.add_parser(
+        "mcp",
+        parents=[client],
+        help="serve MCP (for agents) over stdin/stdout",
+        description="Serve the Model Context Protocol over stdin/stdout, for an agent that "
+        "starts this command: sandbox, resource and Deephaven tools, as enabled by [mcp] in "
+        "the config, "
+        "each a call to the running daemon. Sandbox sessions acquired through it are "
+        "released when stdin closes. Needs the mcp extra: pip install "
+        "'supervisor-daemon[mcp]'.",
+    )
     return parser
 
 

@@ -26,6 +26,7 @@ from supervisor.config.instances import (
     expand_resources,
     group_problems,
 )
+from supervisor.config.mcp import McpConfig
 from supervisor.config.output import LogConfig, LogOverrides, RotationOverrides
 from supervisor.config.paths import default_log_dir, default_socket_path, default_state_dir
 from supervisor.config.secrets import secret_env_names
@@ -59,6 +60,7 @@ __all__ = [
     "ContainerConfig",
     "DeephavenConfig",
     "DeephavenEnterpriseConfig",
+    "McpConfig",
     "ProcessConfig",
     "ResourceConfig",
     "split_host_port",
@@ -191,6 +193,7 @@ class Config(Model):
     resources: dict[Name, ResourceConfig] = {}
     environments: dict[Name, EnvironmentConfig] = {}
     groups: dict[Name, list[MemberName]] = {}
+    mcp: McpConfig = McpConfig()
 
     def expanded(self) -> Config:
         """This config as the daemon runs it: instances as resources of their own

@@ -17,7 +17,7 @@ view), `Lifecycle` (ready, stopping).
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 import trio
 from prometheus_client import CollectorRegistry
+from starlette.routing import BaseRoute
 
 from supervisor import __version__
 from supervisor.api.access import Tokens
@@ -43,6 +44,7 @@ from supervisor.runtime.build import make_environment, read_tokens, tls_context
 from supervisor.runtime.control import ControlSurface
 from supervisor.runtime.kinds import Context
 from supervisor.runtime.lifecycle import Lifecycle
+from supervisor.runtime.mcp import open_mcp_routes
 from supervisor.runtime.reload import Reloader, freeze_heap
 from supervisor.runtime.resources import ResourceSet
 from supervisor.runtime.signals import serve_signals
@@ -197,9 +199,13 @@ class Daemon:
             instance=state.instance_id,
             orphans_reaped=len(orphans),
         )
-        async with open_local_launcher(state) as launcher, trio.open_nursery() as outer:
+        async with (
+            open_local_launcher(state) as launcher,
+            open_mcp_routes(self.config) as mcp_routes,
+            trio.open_nursery() as outer,
+        ):
             # The API outlives supervision, so operators can watch the shutdown through it.
-            self.api = await outer.start(self._serve_api, tokens, tls)
+            self.api = await outer.start(self._serve_api, tokens, tls, mcp_routes)
             self.api_bound.set()
             log.info(
                 "api_listening",
@@ -254,6 +260,7 @@ class Daemon:
         self,
         tokens: Tokens,
         tls: ssl.SSLContext | None,
+        mounts: Sequence[BaseRoute],
         *,
         task_status: trio.TaskStatus[ApiServer],
     ) -> None:
@@ -270,6 +277,7 @@ class Daemon:
             tokens=tokens,
             tls=tls,
             limits=limits,
+            tcp_mounts=mounts,
             task_status=task_status,
         )
 

@@ -31,3 +31,4 @@ def test_benchmarks_run_in_quick_mode() -> None:
     assert "| 4 clients, fresh connection, 40 cycles |" in result.stdout
     assert "| one exec of `true` | median (ms) |" in result.stdout  # isolation's costs
     assert "| `GET /metrics`, fresh render (1.1 s apart) |" in result.stdout
+    assert "| MCP, streamable HTTP (`/mcp`) |" in result.stdout

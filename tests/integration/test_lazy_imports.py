@@ -32,6 +32,7 @@ from tests.integration.test_docker import IMAGE, docker_cli
 # kinds; the Deephaven client stack, only ever in helper processes.
 DOCKER = frozenset({"docker", "requests"})
 DEEPHAVEN = frozenset({"pydeephaven", "grpc", "pyarrow", "deephaven_core", "deephaven_server"})
+MCP = frozenset({"mcp", "mcp_types"})  # only with [mcp] http = true
 WAIT = 60.0
 
 pytestmark = pytest.mark.slow
@@ -170,7 +171,7 @@ async def test_a_processes_only_daemon_never_loads_docker_or_deephaven_libraries
         assert await trio.to_thread.run_sync(session) == "hello\n"
         await daemon.stop()
     assert "supervisor.cli" in daemon.modules  # the lines are there, and read
-    assert daemon.top_level & (DOCKER | DEEPHAVEN) == set()
+    assert daemon.top_level & (DOCKER | DEEPHAVEN | MCP) == set()
 
 
 async def test_a_container_resource_loads_the_docker_sdk_and_nothing_more(

@@ -157,7 +157,8 @@ def test_defaults_apply_and_overrides_merge_key_by_key() -> None:
         ("[environments.e]\nbackend = 'vm'", "environments.e.backend: Input should be"),
         (
             "[nonsense]\nx = 1",
-            "nonsense: unknown key (allowed: daemon, defaults, environments, groups, resources)",
+            "nonsense: unknown key (allowed: daemon, defaults, environments, groups, mcp, "
+            "resources)",
         ),
         ("x = ", "not valid TOML"),
     ],
