@@ -134,6 +134,12 @@ class Session(Answer):
     state: Literal["active", "ended"]
 
 
+class Sessions(Answer):
+    """`GET /v1/environments/{env}/sessions`."""
+
+    sessions: list[Session]
+
+
 class AcquiredSession(Session):
     """`POST /v1/environments/{env}/sessions`: the session and how to reach its sandbox."""
 
@@ -261,3 +267,4 @@ class ExecFrame(RootModel[OutputFrame | ExitFrame | Error]):
     """One line of a streamed exec (`application/x-ndjson`); an `Error` ends it too."""
 
     model_config = ConfigDict(frozen=True)
+
