@@ -268,3 +268,9 @@ class ExecFrame(RootModel[OutputFrame | ExitFrame | Error]):
 
     model_config = ConfigDict(frozen=True)
 
+
+class ConsoleSignIn(Answer):
+    """`/console/session`: what the signed-in browser may do, and its CSRF token."""
+
+    access: Literal["full", "read"]
+    csrf: str = Field(description="send it as X-CSRF-Token with every request but GET")

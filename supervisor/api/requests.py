@@ -299,3 +299,9 @@ def header_text(request: Request, name: str, *, max_length: int) -> str | None:
     if raw is not None and not 0 < len(raw) <= max_length:
         raise ApiError(400, "bad_request", f"{name} must be 1-{max_length} characters")
     return raw
+
+
+class SignInRequest(RequestModel):
+    """`POST /console/session`: the API token (full or read-only)."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]

@@ -134,6 +134,7 @@ async def serve_api(
                     closing=server.closing,
                     streams=streams,
                     body_idle=limits.header_timeout,
+                    secure=tcp and tls is not None,
                 )
                 listener = Listener(
                     sock, app, limits, "tcp" if tcp else "unix", tls=tls if tcp else None
