@@ -228,3 +228,25 @@ def test_a_generated_token_file_is_private_and_kept(daemon: DaemonProcess) -> No
     assert path.name == "api-token"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert daemon.call("GET", "/v1/resources")["resources"][0]["name"] == "flaky"
+
+
+@pytest.mark.timeout(300)
+def test_a_burst_of_events_repaints_at_most_four_times_a_second(
+    daemon: DaemonProcess, browser: Browser
+) -> None:
+    """Ten restarts in a row (dozens of events in about half a second) are painted at most
+    four times a second."""
+    # CSP bypassed here only, so that the test may evaluate its waits in the page.
+    page = browser.new_context(bypass_csp=True).new_page()
+    sign_in(page, daemon, daemon.token)
+    expect(page.locator("tr[data-name=flaky] .state")).to_have_text("RUNNING", timeout=WAIT)
+    start = page.evaluate("[performance.now(), window.consoleStats.repaints]")
+    events = page.evaluate("window.consoleStats.events")
+    for _ in range(10):
+        daemon.call("POST", "/v1/resources/flaky/restart", {})
+    page.wait_for_function(f"window.consoleStats.events >= {events + 12}", timeout=WAIT)
+    expect(page.locator("tr[data-name=flaky] .state")).to_have_text("RUNNING", timeout=WAIT)
+    end = page.evaluate("[performance.now(), window.consoleStats.repaints]")
+    seconds = (end[0] - start[0]) / 1000
+    assert end[1] - start[1] <= 4 * seconds + 1, (end[1] - start[1], seconds)
+    assert page.evaluate("window.consoleStats.events") - events >= 12
