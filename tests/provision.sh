@@ -6,6 +6,8 @@
 #   - a Docker engine (Debian's docker.io; dockerd is started when none answers);
 #   - stress-ng, for `make test-loaded` (the suite beside `stress-ng --cpu 2`);
 #   - bubblewrap, which isolates `process` sandboxes (Debian's package);
+#   - chromium, which tests/integration/test_console.py drives through Playwright (the
+#     system browser: Playwright's own browser download is never used);
 #   - for the private engines of tests/private_dockerd.py: containerd, ip (a bridge each)
 #     and iptables-save (to check they add no rule);
 #   - the local test images, built without any registry (`docker import` of a rootfs):
@@ -59,6 +61,10 @@ fi
 if ! have stress-ng; then
   echo "provision: installing stress-ng (the suite must pass with CPU load beside it)"
   apt_install stress-ng
+fi
+if ! have chromium; then
+  echo "provision: installing chromium (the web console's browser tests drive it headless)"
+  apt_install chromium
 fi
 if ! have bwrap; then
   echo "provision: installing bubblewrap (isolated process sandboxes)"
@@ -114,5 +120,6 @@ bash "$(dirname "$0")/provision_deephaven_image.sh"
 promtool --version >/dev/null
 systemd-analyze --version >/dev/null
 bwrap --version >/dev/null
+chromium --version >/dev/null
 docker image inspect "$SYSTEMD_IMAGE" "$SANDBOX_IMAGE" >/dev/null
 echo "provision: ok (promtool, prometheus, systemd tools, bwrap, docker, $SYSTEMD_IMAGE, $SANDBOX_IMAGE)"

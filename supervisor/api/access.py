@@ -9,6 +9,11 @@ and so is the daemon's `/mcp` (its tools act on sandboxes).
 Credentials are "full": they are secrets, and a token handed out for dashboards must
 not lead to one. Tokens are compared in constant time, each one every time, so the
 answer's timing does not say which one came close.
+
+A browser signed in to the console (`api.cookies`) presents its session cookie instead
+of a token: it grants what the token it signed in with granted, and a request that
+changes anything must also pass the CSRF check. A bearer token, when sent, wins; `/mcp`
+takes tokens only (an agent is no browser).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from supervisor.api.cookies import ConsoleSessions, cookie_value, csrf_problem
 from supervisor.api.errors import error_response
 from supervisor.api.spec import Access, ApiRoute
 
@@ -52,10 +59,17 @@ def route_access(routes: Sequence[BaseRoute], scope: Scope) -> Access | None:
 class AccessGuard:
     """ASGI middleware for the TCP listener: bearer tokens and their scopes on /v1."""
 
-    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], tokens: Tokens) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Sequence[BaseRoute],
+        tokens: Tokens,
+        sessions: ConsoleSessions | None = None,
+    ) -> None:
         self.app = app
         self.routes = routes
         self.tokens = tokens
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not (
@@ -72,15 +86,9 @@ class AccessGuard:
             )
             await response(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, presented = header.partition(b" ")
-        granted = self.tokens.access(presented.strip()) if scheme.lower() == b"bearer" else None
-        if granted is None:
-            message = "missing bearer token" if not header else "invalid bearer token"
-            response = error_response(
-                401, "unauthorized", message, headers={"www-authenticate": "Bearer"}
-            )
-            await response(scope, receive, send)
+        granted = self._granted(scope)
+        if not isinstance(granted, str):
+            await granted(scope, receive, send)
             return
         if granted == "read" and route_access(self.routes, scope) == "full":
             path = scope["path"][:200]
@@ -93,3 +101,25 @@ class AccessGuard:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _granted(self, scope: Scope) -> Access | Response:
+        """What the request's token (or console session) grants, or the refusal."""
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        console = self.sessions is not None and scope["path"] != "/mcp"  # /mcp: tokens only
+        if not header and console and (key := cookie_value(scope)):
+            assert self.sessions is not None
+            session = self.sessions.find(key)
+            if session is None:
+                return _unauthorized("the console session has ended: sign in again")
+            if problem := csrf_problem(scope, session):
+                return error_response(403, "csrf", problem)
+            return session.access
+        scheme, _, presented = header.partition(b" ")
+        granted = self.tokens.access(presented.strip()) if scheme.lower() == b"bearer" else None
+        if granted is None:
+            return _unauthorized("missing bearer token" if not header else "invalid bearer token")
+        return granted
+
+
+def _unauthorized(message: str) -> Response:
+    return error_response(401, "unauthorized", message, headers={"www-authenticate": "Bearer"})

@@ -25,6 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.api import models
 from supervisor.api.access import AccessGuard, Tokens
+from supervisor.api.console import console_routes
+from supervisor.api.cookies import ConsoleSessions
 from supervisor.api.edge import BodyLimit, StreamSlots
 from supervisor.api.errors import EXCEPTION_HANDLERS, ApiError, error_response
 from supervisor.api.files import body_limit
@@ -245,26 +247,37 @@ def build_app(
     streams: StreamSlots | None = None,
     body_idle: float = 10.0,
     mounts: Sequence[BaseRoute] = (),
+    secure: bool = False,
 ) -> ASGIApp:
     """The API app for one listener; `tcp=True` guards /v1 (and /mcp) with `tokens`
-    (`api.access`); long-lived streams take a slot of `streams`; `mounts` are more
-    routes (the daemon's MCP endpoint), outside the API's description."""
+    (`api.access`) and serves the web console (`api.console`; its cookie is `secure`
+    on TLS); long-lived streams take a slot of `streams`; `mounts` are more routes (the
+    daemon's MCP endpoint), outside the API's description."""
     tokens = Tokens() if tokens is None else tokens
+    sessions = ConsoleSessions(secure=secure)
     routes = api_routes(
         control,
         closing=trio.Event() if closing is None else closing,
         streams=StreamSlots(128) if streams is None else streams,
+        console=console_routes(tokens, sessions) if tcp else (),
     )
     routes += mounts
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     # A redirect for a trailing slash would build its Location from the Host header.
     app.router.redirect_slashes = False
-    guarded = AccessGuard(app, app.routes, tokens) if tcp else app
+    guarded = AccessGuard(app, app.routes, tokens, sessions) if tcp else app
     return BodyLimit(guarded, body_limit(control.sandboxes, MAX_JSON_BODY), body_idle)
 
 
-def api_routes(control: Control, *, closing: trio.Event, streams: StreamSlots) -> list[BaseRoute]:
-    """Every route of the API, `/v1/openapi.json` (describing them all) included."""
+def api_routes(
+    control: Control,
+    *,
+    closing: trio.Event,
+    streams: StreamSlots,
+    console: Sequence[BaseRoute] = (),
+) -> list[BaseRoute]:
+    """Every route of the API, `/v1/openapi.json` (describing them all) included, and the
+    `console`'s routes (TCP only)."""
 
     async def healthz(request: Request) -> Response:
         return reply(models.Status(status="ok"))
@@ -318,6 +331,7 @@ def api_routes(control: Control, *, closing: trio.Event, streams: StreamSlots) -
         ApiRoute("/v1/reload", reload, "POST", RELOAD),
         ApiRoute("/v1/events", events, "GET", EVENTS),
         *(sandbox_routes(control.sandboxes, streams) if control.sandboxes is not None else ()),
+        *console,
     ]
     return [*routes, openapi_route(routes)]
 

@@ -134,6 +134,12 @@ class Session(Answer):
     state: Literal["active", "ended"]
 
 
+class Sessions(Answer):
+    """`GET /v1/environments/{env}/sessions`."""
+
+    sessions: list[Session]
+
+
 class AcquiredSession(Session):
     """`POST /v1/environments/{env}/sessions`: the session and how to reach its sandbox."""
 
@@ -300,3 +306,10 @@ class RecentEvents(Answer):
 
     events: list[Event]
     gap: bool = Field(description="some events after `since` were already dropped")
+
+
+class ConsoleSignIn(Answer):
+    """`/console/session`: what the signed-in browser may do, and its CSRF token."""
+
+    access: Literal["full", "read"]
+    csrf: str = Field(description="send it as X-CSRF-Token with every request but GET")

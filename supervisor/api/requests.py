@@ -316,3 +316,9 @@ class ResourceSignalRequest(RequestModel):
     """`POST /v1/resources/{name}/signal`: a signal by name ("HUP", "SIGUSR1") or number."""
 
     signal: Annotated[str, BeforeValidator(signal_name)]
+
+
+class SignInRequest(RequestModel):
+    """`POST /console/session`: the API token (full or read-only)."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]

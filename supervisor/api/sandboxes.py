@@ -65,6 +65,12 @@ ACQUIRE = Operation(
     ),
     description="503 (`overloaded`, `offline`, `outage`) comes with `Retry-After`.",
 )  # fmt: skip
+LIST_SESSIONS = Operation(
+    "An environment's sessions in progress, with their lease times",
+    {200: models.Sessions},
+    errors=(404,),
+    params=(ENV,),
+)
 GET_SESSION = Operation("One session", {200: models.Session}, errors=(404, 410), params=(SESSION,))
 RELEASE = Operation(
     "Release a session (204; 200 with the error when a feature failed to clean up)",
@@ -116,6 +122,7 @@ class Sandboxes(FileSandboxes, Protocol):
     def environment(self, name: str) -> EnvironmentView: ...
     def restart(self, name: str) -> dict[str, Any]: ...
     def session(self, session_id: str) -> SessionView: ...
+    def sessions(self, name: str) -> Sequence[JsonView]: ...
     def heartbeat(self, session_id: str) -> SessionView: ...
     async def acquire(
         self,
@@ -180,6 +187,10 @@ def sandbox_routes(sandboxes: Sandboxes, streams: StreamSlots | None = None) -> 
         data = {**session.to_json(), "connection": session.connection()}
         return reply(models.AcquiredSession.model_validate(data), 201 if created else 200)
 
+    async def list_sessions(request: Request) -> Response:
+        found = sandboxes.sessions(request.path_params["env"])
+        return reply(models.Sessions.model_validate({"sessions": [s.to_json() for s in found]}))
+
     async def get_session(request: Request) -> Response:
         return reply(
             models.Session.model_validate(sandboxes.session(request.path_params["id"]).to_json())
@@ -230,6 +241,7 @@ def sandbox_routes(sandboxes: Sandboxes, streams: StreamSlots | None = None) -> 
         ApiRoute("/v1/environments", list_environments, "GET", LIST_ENVIRONMENTS),
         ApiRoute("/v1/environments/{env}", get_environment, "GET", GET_ENVIRONMENT),
         ApiRoute("/v1/environments/{env}/sessions", acquire, "POST", ACQUIRE),
+        ApiRoute("/v1/environments/{env}/sessions", list_sessions, "GET", LIST_SESSIONS),
         ApiRoute("/v1/environments/{env}/restart", restart, "POST", RESTART_ENVIRONMENT),
         ApiRoute("/v1/sessions/{id}", get_session, "GET", GET_SESSION),
         ApiRoute("/v1/sessions/{id}", release, "DELETE", RELEASE),

@@ -139,6 +139,7 @@ async def serve_api(
                     streams=streams,
                     body_idle=limits.header_timeout,
                     mounts=tcp_mounts if tcp else (),
+                    secure=tcp and tls is not None,
                 )
                 listener = Listener(
                     sock, app, limits, "tcp" if tcp else "unix", tls=tls if tcp else None

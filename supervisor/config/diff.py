@@ -36,6 +36,7 @@ DAEMON_RESTART_FIELDS = frozenset(
         "http",
         "api_token_file",
         "api_read_token_file",
+        "generate_api_token",
         "tls",
         "state_dir",
         "log_dir",

@@ -130,6 +130,9 @@ class TlsConfig(Model):
     key: FilePath
 
 
+GENERATED_TOKEN = "api-token"  # noqa: S105 (a file name, not a token)
+
+
 class DaemonConfig(Model):
     """`[daemon]`: where the daemon listens, keeps state and logs."""
 
@@ -137,6 +140,8 @@ class DaemonConfig(Model):
     http: Annotated[str, AfterValidator(host_port)] | None = "127.0.0.1:9310"
     api_token_file: FilePath | None = None
     api_read_token_file: FilePath | None = None  # status, events, API description only
+    # Without api_token_file: the token is STATE_DIR/api-token, made at first start.
+    generate_api_token: bool = False
     tls: TlsConfig | None = None
     state_dir: FilePath | None = None  # default: see `state_path`
     log_dir: FilePath | None = None  # default: see `log_path`
@@ -156,6 +161,14 @@ class DaemonConfig(Model):
         """`control_socket`, or the default: /run/supervisor-daemon/control.sock for root,
         else under $XDG_RUNTIME_DIR (or /tmp/supervisor-daemon-UID) for everyone else."""
         return self.control_socket or default_socket_path()
+
+    @property
+    def token_path(self) -> Path | None:
+        """Where the full API token is: `api_token_file`, or with `generate_api_token` the
+        `api-token` file in the state directory (made at the first start), or nowhere."""
+        if self.api_token_file is None and self.generate_api_token:
+            return self.state_path / GENERATED_TOKEN
+        return self.api_token_file
 
     @property
     def state_path(self) -> Path:

@@ -4,7 +4,9 @@ backend and features. Kinds come from `runtime.kinds`; this module only assemble
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import secrets
 import ssl
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -135,10 +137,31 @@ def read_token(path: Path | None, key: str = "api_token_file") -> bytes | None:
     return token
 
 
+def generate_token(config: DaemonConfig) -> Path | None:
+    """With `generate_api_token` and no `api_token_file`: make the state directory's token
+    file (0600) if it is not there yet; its path, or None if no token is generated."""
+    if config.api_token_file is not None or not config.generate_api_token:
+        return None
+    path = config.token_path
+    assert path is not None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return path
+    except OSError as exc:
+        raise ConfigError(
+            str(path),
+            [ConfigProblem("daemon.generate_api_token", f"cannot create: {exc.strerror}")],
+        ) from None
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
 def read_tokens(config: DaemonConfig) -> Tokens:
     """The TCP listener's full and read-only tokens (ConfigError if a file is unusable)."""
     return Tokens(
-        full=read_token(config.api_token_file),
+        full=read_token(config.token_path),
         read=read_token(config.api_read_token_file, "api_read_token_file"),
     )
 

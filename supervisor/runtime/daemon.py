@@ -40,7 +40,7 @@ from supervisor.observability.logging import log_transition
 from supervisor.observability.loop import LoopMonitor
 from supervisor.observability.metrics import Metrics
 from supervisor.runtime.apply import ConfigApplier
-from supervisor.runtime.build import make_environment, read_tokens, tls_context
+from supervisor.runtime.build import generate_token, make_environment, read_tokens, tls_context
 from supervisor.runtime.control import ControlSurface
 from supervisor.runtime.kinds import Context
 from supervisor.runtime.lifecycle import Lifecycle
@@ -163,7 +163,6 @@ class Daemon:
         """Run until `request_stop()` (or a signal, see `serve_signals`)."""
         self.bus.add_listener(log_transition)
         self.bus.add_listener(self.metrics.observe_transition)
-        tokens = read_tokens(self.config.daemon)
         tls = tls_context(self.config.daemon)
         log.info(
             "daemon_starting",
@@ -175,6 +174,11 @@ class Daemon:
         state = StateDir(self.config.daemon.state_path)
         state.open()
         try:
+            # After the state directory: a generated token lives there.
+            generated = generate_token(self.config.daemon)
+            if generated is not None:
+                log.info("api_token_file", path=str(generated), generated=True)
+            tokens = read_tokens(self.config.daemon)
             await self._run(state, tokens, tls, task_status)
         finally:
             state.close()
@@ -212,6 +216,8 @@ class Daemon:
                 socket=str(self.api.socket_path),
                 http="{}:{}".format(*self.api.http_address) if self.api.http_address else None,
                 tcp_v1="enabled" if tokens.full else "disabled (no api_token_file)",
+                console=self._console_url(tokens),
+                token_file=str(self.config.daemon.token_path) if tokens.full else None,
                 tcp_read_only="enabled" if tokens.read else "disabled",
                 tls=tls is not None,
             )
@@ -255,6 +261,14 @@ class Daemon:
                 await self._shutdown()
                 root.cancel_scope.cancel()
             self.api.close()
+
+    def _console_url(self, tokens: Tokens) -> str | None:
+        """Where the web console is, when it can be signed in to."""
+        if self.api is None or self.api.http_address is None or tokens.full is None:
+            return None
+        host, port = self.api.http_address
+        scheme = "https" if self.config.daemon.tls is not None else "http"
+        return f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}/"
 
     async def _serve_api(
         self,

@@ -282,6 +282,10 @@ class Environment:
         """The session in progress with this id, if any."""
         return self.pool.session(session_id)
 
+    def sessions(self) -> list[Session]:
+        """The sessions in progress."""
+        return [s for s in self.pool.live_sessions() if not s.ended]
+
     # -- life --------------------------------------------------------------------------
 
     async def start(self, nursery: trio.Nursery) -> None:

@@ -246,6 +246,10 @@ class Pool:
     def session(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
+    def live_sessions(self) -> list[Session]:
+        """The sessions in progress, oldest first."""
+        return list(self._sessions.values())
+
     def session_started(self, session: Session) -> None:
         self._sessions[session.id] = session
 

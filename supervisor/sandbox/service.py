@@ -181,6 +181,11 @@ class SandboxService:
         """
         return self._keeper(name)
 
+    def sessions(self, name: str) -> list[Session]:
+        """Environment `name`'s sessions in progress (EnvironmentNotFoundError)."""
+        env = self._keeper(name).env
+        return [] if env is None else env.sessions()
+
     def _current(self, name: str) -> Environment:
         env = self._keeper(name).env
         if env is None:

@@ -183,7 +183,8 @@ def exercise(operation: Any, known: dict[str, str], mode: GenerationMode) -> Non
             checks=CHECKS,
             timeout=30,
         )
-        if case.operation.path.endswith("/sessions") and response.status_code in (200, 201):
+        acquired = case.method.upper() == "POST" and case.operation.path.endswith("/sessions")
+        if acquired and response.status_code in (200, 201):
             # Give the sandbox back, so the pool is not full for every later case.
             gone = requests.delete(
                 f"{known['url']}/v1/sessions/{response.json()['session_id']}",

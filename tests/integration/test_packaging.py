@@ -56,6 +56,14 @@ def test_the_wheel_carries_the_licence_and_the_embedded_default(wheel: Path) -> 
     assert "Provides-Extra: enterprise" not in metadata  # an empty extra promised nothing
 
 
+def test_the_wheel_carries_the_web_console(wheel: Path) -> None:
+    """The console's page, modules and CSS are package data: served from the wheel."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    for name in ("index.html", "app.js", "api.js", "console.css", "environments.js"):
+        assert f"supervisor/api/static/{name}" in names
+
+
 def test_the_wheel_alone_runs_the_embedded_default(clean_venv: Path, tmp_path: Path) -> None:
     """`pip install` of the wheel, then `supervisor run`: web and heartbeat come up."""
     env = fresh_env(tmp_path)
