@@ -243,7 +243,7 @@ def test_a_slow_request_head_is_cut_off(live: Live) -> None:
         ("OPTIONS", "/v1/reload"),
         ("PUT", "/v1/sessions/x"),
         ("POST", "/v1/sessions/%2e%2e/exec"),
-        ("GET", "/v1/environments/box/sessions"),
+        ("PUT", "/v1/environments/box/sessions"),  # GET lists them (the console)
         ("DELETE", "/v1/sessions/" + "ü" * 200),
     ],
 )
