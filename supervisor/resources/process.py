@@ -21,14 +21,20 @@ class ProcessResource(ResourceBase):
     """Starts `command` with its env, user and working directory; probes it if asked."""
 
     kind = "process"
+    __slots__ = ("_launcher", "_output_logger", "config", "name")  # one per resource
 
     def __init__(self, name: str, config: ProcessConfig, launcher: LocalLauncher) -> None:
         self.name = name
         self.config = config
         self._launcher = launcher
-        self._success = frozenset(config.success_exit_codes)
+        self._output_logger: structlog.typing.FilteringBoundLogger | None = None
 
-        self._output_log = structlog.get_logger("supervisor.output").bind(resource=name)
+    @property
+    def _output_log(self) -> structlog.typing.FilteringBoundLogger:
+        # Bound at the first line: most resources never log output (log_output = false).
+        if self._output_logger is None:
+            self._output_logger = structlog.get_logger("supervisor.output").bind(resource=self.name)
+        return self._output_logger
 
     def _environment(self) -> dict[str, str]:
         # Built when needed, not kept: a copy of the environment per resource was the
@@ -38,7 +44,6 @@ class ProcessResource(ResourceBase):
     def reconfigure(self, config: ProcessConfig) -> None:
         """Apply settings that need no new process (probes, exit codes, stop signal)."""
         self.config = config
-        self._success = frozenset(config.success_exit_codes)
 
     @property
     def check_settings(self) -> CheckSettings | None:
@@ -78,7 +83,7 @@ class ProcessResource(ResourceBase):
         return await self._probe(self.config.health)
 
     def is_success(self, term: Termination) -> bool:
-        return exit_is_success(term, self._success)
+        return exit_is_success(term, self.config.success_exit_codes)
 
     async def _probe(self, spec: StartupProbeConfig | HealthProbeConfig) -> CheckResult:
         return await run_probe(
