@@ -207,15 +207,12 @@ class LocalLauncher:
             out_r, stdout = os.pipe()
             err_r, stderr = os.pipe()
 
-        environment = {
-            k: v for k, v in (os.environ if env is None else env).items() if k not in self._withheld
-        }
-
         def fork() -> subprocess.Popen[bytes]:
+            source = os.environ if env is None else env
             return subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env=environment,
+                env={k: v for k, v in source.items() if k not in self._withheld},
                 stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=stdout,
                 stderr=stderr,
@@ -230,6 +227,10 @@ class LocalLauncher:
             if credentials == NO_CREDENTIALS:
                 # vfork + exec: back in ~0.15 ms, cheaper than handing off to a thread.
                 result: outcome.Outcome[subprocess.Popen[bytes]] = outcome.capture(fork)
+                # The child has its copy: a start must not hold the environment across the
+                # checkpoint, or 1,000 concurrent starts keep 1,000 copies alive (a peak
+                # that leaves ~7 KB of freed heap per resource behind).
+                env = None
                 await trio.lowlevel.cancel_shielded_checkpoint()  # a cancel must not orphan it
             else:
                 # A user switch makes CPython fork the whole daemon: keep it off the loop.
