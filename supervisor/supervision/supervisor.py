@@ -18,7 +18,6 @@ Why the loop is shaped this way:
 
 from __future__ import annotations
 
-import enum
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -34,51 +33,23 @@ from supervisor.supervision.policy import RestartIntensity, Termination, decide
 from supervisor.supervision.resource import CheckResult, Handle, Resource, hopeless
 from supervisor.supervision.settings import Settings, Snapshot
 from supervisor.supervision.states import ALLOWED, HOPELESS, Liveness, State, Transition
+from supervisor.supervision.waits import Goal, Waits
 
 _AT_REST = frozenset({State.STOPPED, State.EXITED})
 _SHARED_RNG = random.Random()
 
 
-class _Goal(enum.Enum):
-    RUN = "run"
-    STOP = "stop"
-
-
-class ResourceSupervisor:
+class ResourceSupervisor(Waits):
     """Keeps one resource in the state its goal asks for."""
 
     # One per resource: slots, a logger bound on use and events made only when waited on
     # keep a supervisor small (the bench's 1,000-resource memory figure).
-    __slots__ = (
-        "_bus",
-        "_changed",
-        "_failures",
-        "_goal",
-        "_handle",
-        "_intensity",
-        "_interrupt",
-        "_on_check",
-        "_poke",
-        "_restart_requested",
-        "_rng",
-        "_running_since",
-        "_skip_wait",
-        "_start_reason",
-        "_stop_reason",
-        "_task_status",
-        "_wake_at",
-        "attempted",
-        "checks",
-        "depends_on",
-        "detail",
-        "liveness",
-        "name",
-        "resource",
-        "restarts",
-        "settings",
-        "since",
-        "state",
-    )
+    __slots__ = (  # and those of Waits
+        "_bus", "_changed", "_failures", "_handle", "_intensity", "_on_check", "_rng",
+        "_running_since", "_skip_wait", "_start_reason", "_stop_reason", "_task_status",
+        "_wake_at", "attempted", "checks", "depends_on", "detail", "liveness", "name",
+        "resource", "restarts", "settings", "since", "state",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -108,7 +79,7 @@ class ResourceSupervisor:
         self.attempted = False  # the first start attempt is over (or cannot begin yet)
         self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 
-        self._goal = _Goal.RUN if settings.autostart else _Goal.STOP
+        self._goal = Goal.RUN if settings.autostart else Goal.STOP
         self._start_reason = "autostart"
         self._stop_reason = "operator"
         self._restart_requested = False
@@ -128,25 +99,25 @@ class ResourceSupervisor:
 
     def start(self, reason: str = "operator") -> None:
         """Start now: from STOPPED, EXITED or FATAL at once, from BACKOFF without the wait."""
-        if self._goal is _Goal.RUN and self.state in (
+        if self._goal is Goal.RUN and self.state in (
             State.STARTING,
             State.RUNNING,
             State.STOPPING,
         ):
             return
-        if self._goal is _Goal.STOP and self.state in (State.STARTING, State.RUNNING):
-            self._goal = _Goal.RUN  # a stop not yet acted on is simply withdrawn
+        if self._goal is Goal.STOP and self.state in (State.STARTING, State.RUNNING):
+            self._goal = Goal.RUN  # a stop not yet acted on is simply withdrawn
             self._wake()
             return
         self._fresh_start()
-        self._goal = _Goal.RUN
+        self._goal = Goal.RUN
         self._start_reason = reason
         self._skip_wait = True
         self._wake()
 
     def stop(self, reason: str = "operator") -> None:
         """Stop and stay stopped until started again."""
-        self._goal = _Goal.STOP
+        self._goal = Goal.STOP
         self._stop_reason = reason
         self._wake()
 
@@ -155,7 +126,7 @@ class ResourceSupervisor:
         if self.state not in (State.RUNNING, State.STARTING):
             self.start(reason)
             return
-        self._goal = _Goal.RUN
+        self._goal = Goal.RUN
         self._restart_requested = True
         self._start_reason = reason
         self._wake()
@@ -226,7 +197,7 @@ class ResourceSupervisor:
     async def stop_and_wait(self, reason: str = "shutdown") -> None:
         """Stop the resource and return once it is down."""
         self.stop(reason)
-        await self.wait_for(lambda _: self._goal is _Goal.STOP and self.state in _AT_REST)
+        await self.wait_for(lambda _: self._goal is Goal.STOP and self.state in _AT_REST)
 
     # ----------------------------------------------------------------------- the loop
 
@@ -247,7 +218,7 @@ class ResourceSupervisor:
     async def _supervise(self) -> None:
         while True:
             self._poke = trio.Event()
-            if self._goal is _Goal.STOP:
+            if self._goal is Goal.STOP:
                 if self.state in (State.BACKOFF, State.FATAL, State.STOPPING):
                     self._transition(State.STOPPED, self._stop_reason)
                 self._attempted()
@@ -371,61 +342,6 @@ class ResourceSupervisor:
 
         return await self._until_outcome(watch)
 
-    async def _until_exit_or_command(self, handle: Handle) -> tuple[str, Any]:
-        """Await the exit in this very task, under a scope an operator verb cancels.
-
-        Most resources have no health check: for them a nursery and a second task per
-        running resource (what `_until_outcome` needs) cost about 2.5 KB each at 1,000
-        resources, and one scheduler round more per restart.
-        """
-        while not self._commanded():
-            with trio.CancelScope() as scope:
-                self._interrupt = scope
-                try:
-                    termination = await handle.wait()
-                finally:
-                    self._interrupt = None
-            if not scope.cancelled_caught:
-                return ("exited", termination)
-        return ("command", None)
-
-    def _commanded(self) -> bool:
-        return self._goal is _Goal.STOP or self._restart_requested
-
-    def _wake(self) -> None:
-        """Wake the loop wherever it waits (an operator verb or new settings)."""
-        self._poke.set()
-        if self._interrupt is not None and self._commanded():
-            self._interrupt.cancel()
-
-    async def _until_outcome(
-        self,
-        work: Callable[[Callable[[tuple[str, Any]], None], trio.Nursery], Awaitable[None]],
-    ) -> tuple[str, Any]:
-        """Run `work` until it reports an outcome, or an operator asks to stop or restart.
-
-        Everything reports through `finish`, which also wakes this loop through the poke
-        event: one event and one nursery per phase keep a restart to a few scheduler
-        rounds (see bench/: restart latency against a bare trio loop).
-        """
-        outcome: list[tuple[str, Any]] = []
-
-        def finish(result: tuple[str, Any]) -> None:
-            if not outcome:
-                outcome.append(result)
-                self._poke.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(work, finish, nursery)
-            while not outcome:
-                self._poke = trio.Event()
-                if self._commanded():
-                    finish(("command", None))
-                    break
-                await self._poke.wait()
-            nursery.cancel_scope.cancel()
-        return outcome[0]
-
     def _checked(self, result: CheckResult, duration: float, consecutive: int) -> None:
         self.checks += 1
         if self._on_check is not None:
@@ -444,7 +360,7 @@ class ResourceSupervisor:
         self._set_liveness(result.liveness, f"{result.detail} ({consecutive}/{check.failures})")
 
     async def _end_on_command(self) -> None:
-        if self._restart_requested and self._goal is _Goal.RUN:
+        if self._restart_requested and self._goal is Goal.RUN:
             # STOPPING -> STARTING: the next loop turn starts again without waiting.
             self._restart_requested = False
             self.restarts += 1
@@ -479,7 +395,7 @@ class ResourceSupervisor:
         )  # fmt: skip
         self._failures = verdict.failures
         if verdict.next is State.EXITED:
-            self._goal = _Goal.STOP
+            self._goal = Goal.STOP
             self._transition(State.EXITED, reason, detail=detail, liveness=Liveness.OFFLINE)
             return
         if verdict.next is State.FATAL:
@@ -543,19 +459,12 @@ class ResourceSupervisor:
             self._attempted()
         self._bus.publish(
             Transition(
-                subject="resource",
-                name=self.name,
-                kind=self.resource.kind,
-                from_state=previous.value,
-                to_state=to.value,
-                reason=reason,
-                detail=detail,
-                attempt=attempt,
-                next_delay=next_delay,
-                restart=restart,
+                subject="resource", name=self.name, kind=self.resource.kind,
+                from_state=previous.value, to_state=to.value, reason=reason, detail=detail,
+                attempt=attempt, next_delay=next_delay, restart=restart,
                 identity=self.resource.full_name,
             )
-        )
+        )  # fmt: skip
         self._changed_now()
 
     def _set_liveness(self, liveness: Liveness, detail: str) -> None:
