@@ -11,8 +11,11 @@ Why it is built this way:
   never would.
 - Every child leads its own session and process group, so a stop reaches its whole tree;
   when the leader exits, whatever is left of its group is killed too: nothing leaks.
-- Exits are awaited on a pidfd (no polling, no thread per child), and each child's output
-  is read continuously so a chatty child never blocks on a full pipe.
+- Exits are awaited on pidfds (no polling, no thread per child) by one reaper task for
+  all children: every pidfd sits in one epoll set whose descriptor the reaper awaits, so
+  a child costs a kernel registration, not a trio task, its frames and its wait (about
+  1.7 KB each at 1,000 children). Each child's output is read continuously so a chatty
+  child never blocks on a full pipe.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import grp
 import os
 import pwd
 import resource
+import select
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -155,6 +159,8 @@ class LocalLauncher:
         self._guardian_done = trio.Event()
         self._closing = False
         self._withheld: frozenset[str] = frozenset()
+        self._exits: select.epoll | None = None  # the children's pidfds, once one spawned
+        self._watched: dict[int, ProcessHandle] = {}  # by pidfd
 
     @property
     def children(self) -> Mapping[int, ProcessHandle]:
@@ -207,15 +213,12 @@ class LocalLauncher:
             out_r, stdout = os.pipe()
             err_r, stderr = os.pipe()
 
-        environment = {
-            k: v for k, v in (os.environ if env is None else env).items() if k not in self._withheld
-        }
-
         def fork() -> subprocess.Popen[bytes]:
+            source = os.environ if env is None else env
             return subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env=environment,
+                env={k: v for k, v in source.items() if k not in self._withheld},
                 stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=stdout,
                 stderr=stderr,
@@ -230,6 +233,10 @@ class LocalLauncher:
             if credentials == NO_CREDENTIALS:
                 # vfork + exec: back in ~0.15 ms, cheaper than handing off to a thread.
                 result: outcome.Outcome[subprocess.Popen[bytes]] = outcome.capture(fork)
+                # The child has its copy: a start must not hold the environment across the
+                # checkpoint, or 1,000 concurrent starts keep 1,000 copies alive (a peak
+                # that leaves ~7 KB of freed heap per resource behind).
+                env = None
                 await trio.lowlevel.cancel_shielded_checkpoint()  # a cancel must not orphan it
             else:
                 # A user switch makes CPython fork the whole daemon: keep it off the loop.
@@ -254,8 +261,7 @@ class LocalLauncher:
             self._guardian.announce(f"+{popen.pid}")
         if self._records is not None and record_as is not None:
             self._records.record(popen.pid, record_as)
-        pidfd = os.pidfd_open(popen.pid)
-        self._nursery.start_soon(self._reap, handle, pidfd)
+        self._watch_exit(handle)
         if capture:
             assert out_r is not None
             assert err_r is not None
@@ -271,12 +277,32 @@ class LocalLauncher:
             handle.output_done.set()
         return handle
 
-    async def _reap(self, handle: ProcessHandle, pidfd: int) -> None:
+    def _watch_exit(self, handle: ProcessHandle) -> None:
+        """Add the child's pidfd to the exit set; the first child starts the reaper."""
+        if self._exits is None:
+            self._exits = select.epoll()
+            self._nursery.start_soon(self._reap_all, self._exits)
+        pidfd = os.pidfd_open(handle.pid)
+        self._watched[pidfd] = handle
+        self._exits.register(pidfd, select.EPOLLIN)
+
+    async def _reap_all(self, exits: select.epoll) -> None:
+        """Reap every child as it exits, until cancelled with the launcher."""
         try:
-            await trio.lowlevel.wait_readable(pidfd)
+            while True:
+                await trio.lowlevel.wait_readable(exits.fileno())
+                for pidfd, _ in exits.poll(0):
+                    exits.unregister(pidfd)
+                    os.close(pidfd)
+                    self._reaped(self._watched.pop(pidfd))
         finally:
-            trio.lowlevel.notify_closing(pidfd)
-            os.close(pidfd)
+            trio.lowlevel.notify_closing(exits.fileno())
+            for pidfd in self._watched:
+                os.close(pidfd)
+            self._watched.clear()
+            exits.close()
+
+    def _reaped(self, handle: ProcessHandle) -> None:
         returncode = handle.popen.poll()
         if returncode is None:  # pragma: no cover - pidfd readable means it exited
             returncode = handle.popen.wait()

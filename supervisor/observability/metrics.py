@@ -25,11 +25,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from supervisor import __version__
 from supervisor.supervision.settings import Snapshot
 from supervisor.supervision.states import (
-    RESTART_REASONS,
     Event,
     HookRun,
     Liveness,
@@ -111,6 +112,47 @@ _LIVENESS_HEADER = (
 )
 
 
+class ResourceCounters(Collector):
+    """The per-resource counters (transitions, restarts) as plain ints, rendered at scrape
+    exactly as prometheus_client `Counter`s would be: a child per label set (a lock and a
+    value object each) cost about 1.3 KB per resource at 1,000 resources."""
+
+    def __init__(self) -> None:
+        self.transitions: dict[tuple[str, str, str, str], int] = {}
+        self.restarts: dict[tuple[str, str, str], int] = {}
+
+    def count(self, event: Transition) -> None:
+        key = (event.name, event.kind, event.from_state, event.to_state)
+        self.transitions[key] = self.transitions.get(key, 0) + 1
+        if event.restart:
+            reason = (event.name, event.kind, event.reason)
+            self.restarts[reason] = self.restarts.get(reason, 0) + 1
+
+    def forget(self, name: str, kind: str) -> None:
+        owner = (name, kind)
+        self.transitions = {k: n for k, n in self.transitions.items() if k[:2] != owner}
+        self.restarts = {k: n for k, n in self.restarts.items() if k[:2] != owner}
+
+    def collect(self) -> list[CounterMetricFamily]:
+        """Both families; runs in the render thread, so it reads copies (`dict.copy` is
+        atomic under the GIL while the event loop counts)."""
+        transitions = CounterMetricFamily(
+            "supervisor_resource_transitions_total",
+            "Resource state transitions.",
+            labels=["resource", "kind", "from_state", "to_state"],
+        )
+        for key, n in self.transitions.copy().items():
+            transitions.add_metric(key, float(n))
+        restarts = CounterMetricFamily(
+            "supervisor_resource_restarts_total",
+            "Resource restarts, by bounded reason.",
+            labels=["resource", "kind", "reason"],
+        )
+        for reason, n in self.restarts.copy().items():
+            restarts.add_metric(reason, float(n))
+        return [transitions, restarts]
+
+
 class Metrics:
     """Every metric of the contract, registered on one registry."""
 
@@ -120,18 +162,8 @@ class Metrics:
         Gauge("supervisor_build_info", "Build information.", ["version"], registry=r).labels(
             __version__
         ).set(1)
-        self.transitions = Counter(
-            "supervisor_resource_transitions_total",
-            "Resource state transitions.",
-            ["resource", "kind", "from_state", "to_state"],
-            registry=r,
-        )
-        self.restarts = Counter(
-            "supervisor_resource_restarts_total",
-            "Resource restarts, by bounded reason.",
-            ["resource", "kind", "reason"],
-            registry=r,
-        )
+        self.resource_counters = ResourceCounters()
+        r.register(self.resource_counters)
         self.start_duration = Histogram(
             "supervisor_resource_start_duration_seconds",
             "Time from STARTING to RUNNING.",
@@ -238,9 +270,7 @@ class Metrics:
                 self.housekeeping_duration.labels(event.name).observe(event.duration)
 
     def _observe_resource(self, event: Transition) -> None:
-        self.transitions.labels(event.name, event.kind, event.from_state, event.to_state).inc()
-        if event.restart:
-            self.restarts.labels(event.name, event.kind, event.reason).inc()
+        self.resource_counters.count(event)
         if event.to_state == State.STARTING:
             self._starting_at[event.name] = event.time
         elif event.to_state == State.RUNNING and event.name in self._starting_at:
@@ -253,15 +283,7 @@ class Metrics:
 
     def forget(self, name: str, kind: str) -> None:
         """Drop the series of a resource that no longer exists (after a reload)."""
-        for collector, label_sets in (
-            (self.transitions, [(f, t) for f in State for t in State]),
-            (self.restarts, [(reason,) for reason in RESTART_REASONS]),
-        ):
-            for labels in label_sets:
-                try:
-                    collector.remove(name, kind, *labels)
-                except KeyError:
-                    continue
+        self.resource_counters.forget(name, kind)
         self._starting_at.pop(name, None)
 
     def forget_environment(self, name: str) -> None:

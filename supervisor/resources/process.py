@@ -29,6 +29,7 @@ class ProcessResource(ResourceBase):
     """Starts `command` with its env, user and working directory; probes it if asked."""
 
     kind = "process"
+    __slots__ = ("_launcher", "_output", "config", "name")  # one per resource
 
     def __init__(
         self,
@@ -40,7 +41,6 @@ class ProcessResource(ResourceBase):
         self.name = name
         self.config = config
         self._launcher = launcher
-        self._success = frozenset(config.success_exit_codes)
         self._output = output
 
     @property
@@ -64,7 +64,6 @@ class ProcessResource(ResourceBase):
     def reconfigure(self, config: ProcessConfig) -> None:
         """Apply settings that need no new process (probes, exit codes, stop signal)."""
         self.config = config
-        self._success = frozenset(config.success_exit_codes)
 
     @property
     def check_settings(self) -> CheckSettings | None:
@@ -111,7 +110,7 @@ class ProcessResource(ResourceBase):
         return await self._probe(self.config.health)
 
     def is_success(self, term: Termination) -> bool:
-        return exit_is_success(term, self._success)
+        return exit_is_success(term, self.config.success_exit_codes)
 
     async def _probe(self, spec: StartupProbeConfig | HealthProbeConfig) -> CheckResult:
         return await run_probe(

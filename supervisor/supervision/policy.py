@@ -11,6 +11,7 @@ like Erlang/OTP supervisors: more than `max_restarts` restarts within `within` i
 from __future__ import annotations
 
 import signal
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,6 +54,8 @@ def backoff_delay(failures: int, settings: BackoffSettings, rand: float) -> floa
 
 class RestartIntensity:
     """A sliding window of restart times; `record` says whether the limit is exceeded."""
+
+    __slots__ = ("_times", "max_restarts", "within")
 
     def __init__(self, max_restarts: int, within: float) -> None:
         self.max_restarts = max_restarts
@@ -103,7 +106,7 @@ def describe_exit(returncode: int) -> Termination:
     return Termination("exit_code", f"exited with code {returncode}", exit_code=returncode)
 
 
-def exit_is_success(term: Termination, success_exit_codes: frozenset[int]) -> bool:
+def exit_is_success(term: Termination, success_exit_codes: Collection[int]) -> bool:
     """An exit is a success only by an expected exit code (never by a signal)."""
     return term.exit_code is not None and term.exit_code in success_exit_codes
 

@@ -128,6 +128,8 @@ class Resource(Protocol):
 class ResourceBase:
     """The answers of a kind without an endpoint, a full name or credentials."""
 
+    __slots__ = ()  # so that a kind with many instances can use slots
+
     kind: str
     name: str
 

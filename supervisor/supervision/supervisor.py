@@ -18,7 +18,6 @@ Why the loop is shaped this way:
 
 from __future__ import annotations
 
-import enum
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -34,18 +33,23 @@ from supervisor.supervision.policy import RestartIntensity, Termination, decide
 from supervisor.supervision.resource import CheckResult, Handle, Resource, hopeless
 from supervisor.supervision.settings import Settings, Snapshot
 from supervisor.supervision.states import ALLOWED, HOPELESS, Liveness, State, Transition
+from supervisor.supervision.waits import Goal, Waits
 
 _AT_REST = frozenset({State.STOPPED, State.EXITED})
 _SHARED_RNG = random.Random()
 
 
-class _Goal(enum.Enum):
-    RUN = "run"
-    STOP = "stop"
-
-
-class ResourceSupervisor:
+class ResourceSupervisor(Waits):
     """Keeps one resource in the state its goal asks for."""
+
+    # One per resource: slots, a logger bound on use and events made only when waited on
+    # keep a supervisor small (the bench's 1,000-resource memory figure).
+    __slots__ = (  # and those of Waits
+        "_bus", "_changed", "_failures", "_handle", "_intensity", "_on_check", "_rng",
+        "_running_since", "_skip_wait", "_start_reason", "_stop_reason", "_task_status",
+        "_wake_at", "attempted", "checks", "depends_on", "detail", "liveness", "name",
+        "resource", "restarts", "settings", "since", "state",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -65,9 +69,6 @@ class ResourceSupervisor:
         self._bus = bus
         self._rng = rng or _SHARED_RNG  # jitter only: one generator serves them all
         self._on_check = on_check
-        self._log = structlog.get_logger("supervisor.resource").bind(
-            resource=name, kind=resource.kind
-        )
 
         self.state = State.STOPPED
         self.liveness = Liveness.UNKNOWN
@@ -75,16 +76,17 @@ class ResourceSupervisor:
         self.restarts = 0
         self.checks = 0
         self.since = trio.current_time()
-        self.first_attempt = trio.Event()
+        self.attempted = False  # the first start attempt is over (or cannot begin yet)
         self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 
-        self._goal = _Goal.RUN if settings.autostart else _Goal.STOP
+        self._goal = Goal.RUN if settings.autostart else Goal.STOP
         self._start_reason = "autostart"
         self._stop_reason = "operator"
         self._restart_requested = False
         self._skip_wait = False
         self._poke = trio.Event()
-        self._changed = trio.Event()
+        self._interrupt: trio.CancelScope | None = None  # see _until_exit_or_command
+        self._changed: trio.Event | None = None  # made by the first waiter after a change
         self._handle: Handle | None = None
         self._failures = 0
         self._running_since: float | None = None
@@ -97,44 +99,44 @@ class ResourceSupervisor:
 
     def start(self, reason: str = "operator") -> None:
         """Start now: from STOPPED, EXITED or FATAL at once, from BACKOFF without the wait."""
-        if self._goal is _Goal.RUN and self.state in (
+        if self._goal is Goal.RUN and self.state in (
             State.STARTING,
             State.RUNNING,
             State.STOPPING,
         ):
             return
-        if self._goal is _Goal.STOP and self.state in (State.STARTING, State.RUNNING):
-            self._goal = _Goal.RUN  # a stop not yet acted on is simply withdrawn
-            self._poke.set()
+        if self._goal is Goal.STOP and self.state in (State.STARTING, State.RUNNING):
+            self._goal = Goal.RUN  # a stop not yet acted on is simply withdrawn
+            self._wake()
             return
         self._fresh_start()
-        self._goal = _Goal.RUN
+        self._goal = Goal.RUN
         self._start_reason = reason
         self._skip_wait = True
-        self._poke.set()
+        self._wake()
 
     def stop(self, reason: str = "operator") -> None:
         """Stop and stay stopped until started again."""
-        self._goal = _Goal.STOP
+        self._goal = Goal.STOP
         self._stop_reason = reason
-        self._poke.set()
+        self._wake()
 
     def restart(self, reason: str = "operator") -> None:
         """Stop if running, then start again at once."""
         if self.state not in (State.RUNNING, State.STARTING):
             self.start(reason)
             return
-        self._goal = _Goal.RUN
+        self._goal = Goal.RUN
         self._restart_requested = True
         self._start_reason = reason
-        self._poke.set()
+        self._wake()
 
     def update(self, settings: Settings) -> None:
         """Apply settings that need no restart (policy, backoff, timeouts) in place."""
         self.settings = settings
         self._intensity.max_restarts = settings.restart.intensity.max_restarts
         self._intensity.within = settings.restart.intensity.within
-        self._poke.set()
+        self._wake()
 
     def reconfigure(self, config: Any, settings: Settings) -> None:
         """A changed config that needs no new instance; FATAL is retried at once."""
@@ -175,17 +177,27 @@ class ResourceSupervisor:
     async def wait_for(self, predicate: Callable[[ResourceSupervisor], bool]) -> None:
         """Return once `predicate(self)` holds (checked after every transition)."""
         while not predicate(self):
-            await self._changed.wait()
+            await self.next_change()()
 
     def next_change(self) -> Callable[[], Awaitable[None]]:
         """A wait that returns at the first change after this call (bound now, so a change
         between this call and the wait is not missed)."""
+        if self._changed is None:
+            self._changed = trio.Event()
         return self._changed.wait
+
+    @property
+    def _log(self) -> structlog.typing.FilteringBoundLogger:
+        # Bound on use: it logs rarely (crashes, checks at debug), and a bound logger per
+        # resource cost about 0.5 KB.
+        return structlog.get_logger("supervisor.resource").bind(  # type: ignore[no-any-return]
+            resource=self.name, kind=self.resource.kind
+        )
 
     async def stop_and_wait(self, reason: str = "shutdown") -> None:
         """Stop the resource and return once it is down."""
         self.stop(reason)
-        await self.wait_for(lambda _: self._goal is _Goal.STOP and self.state in _AT_REST)
+        await self.wait_for(lambda _: self._goal is Goal.STOP and self.state in _AT_REST)
 
     # ----------------------------------------------------------------------- the loop
 
@@ -206,7 +218,7 @@ class ResourceSupervisor:
     async def _supervise(self) -> None:
         while True:
             self._poke = trio.Event()
-            if self._goal is _Goal.STOP:
+            if self._goal is Goal.STOP:
                 if self.state in (State.BACKOFF, State.FATAL, State.STOPPING):
                     self._transition(State.STOPPED, self._stop_reason)
                 self._attempted()
@@ -239,7 +251,7 @@ class ResourceSupervisor:
             if not waiting:
                 return True
             self.detail = "waiting for " + ", ".join(d.name for d in waiting)
-            if all(d.first_attempt.is_set() for d in waiting):
+            if all(d.attempted for d in waiting):
                 self._attempted()
             waits = [d.next_change() for d in waiting]
             poked = await race(*(tagged(w, False) for w in waits), tagged(self._poke.wait, True))
@@ -316,6 +328,8 @@ class ResourceSupervisor:
         """Wait for an exit, a failed health check, or a stop/restart."""
         handle = self._handle
         assert handle is not None
+        if self.resource.check_settings is None:
+            return await self._until_exit_or_command(handle)
 
         async def watch(finish: Callable[[tuple[str, Any]], None], nursery: trio.Nursery) -> None:
             if self.resource.check_settings is not None:
@@ -327,34 +341,6 @@ class ResourceSupervisor:
             finish(("exited", await handle.wait()))
 
         return await self._until_outcome(watch)
-
-    async def _until_outcome(
-        self,
-        work: Callable[[Callable[[tuple[str, Any]], None], trio.Nursery], Awaitable[None]],
-    ) -> tuple[str, Any]:
-        """Run `work` until it reports an outcome, or an operator asks to stop or restart.
-
-        Everything reports through `finish`, which also wakes this loop through the poke
-        event: one event and one nursery per phase keep a restart to a few scheduler
-        rounds (see bench/: restart latency against a bare trio loop).
-        """
-        outcome: list[tuple[str, Any]] = []
-
-        def finish(result: tuple[str, Any]) -> None:
-            if not outcome:
-                outcome.append(result)
-                self._poke.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(work, finish, nursery)
-            while not outcome:
-                self._poke = trio.Event()
-                if self._goal is _Goal.STOP or self._restart_requested:
-                    finish(("command", None))
-                    break
-                await self._poke.wait()
-            nursery.cancel_scope.cancel()
-        return outcome[0]
 
     def _checked(self, result: CheckResult, duration: float, consecutive: int) -> None:
         self.checks += 1
@@ -374,7 +360,7 @@ class ResourceSupervisor:
         self._set_liveness(result.liveness, f"{result.detail} ({consecutive}/{check.failures})")
 
     async def _end_on_command(self) -> None:
-        if self._restart_requested and self._goal is _Goal.RUN:
+        if self._restart_requested and self._goal is Goal.RUN:
             # STOPPING -> STARTING: the next loop turn starts again without waiting.
             self._restart_requested = False
             self.restarts += 1
@@ -409,7 +395,7 @@ class ResourceSupervisor:
         )  # fmt: skip
         self._failures = verdict.failures
         if verdict.next is State.EXITED:
-            self._goal = _Goal.STOP
+            self._goal = Goal.STOP
             self._transition(State.EXITED, reason, detail=detail, liveness=Liveness.OFFLINE)
             return
         if verdict.next is State.FATAL:
@@ -446,8 +432,8 @@ class ResourceSupervisor:
 
     def _attempted(self) -> None:
         """The first start attempt is over (or cannot begin yet): `serve` has started."""
-        if not self.first_attempt.is_set():
-            self.first_attempt.set()
+        if not self.attempted:
+            self.attempted = True
             self._task_status.started()
             self._changed_now()  # a dependent waiting for our first attempt looks again
 
@@ -474,19 +460,12 @@ class ResourceSupervisor:
             self._attempted()
         self._bus.publish(
             Transition(
-                subject="resource",
-                name=self.name,
-                kind=self.resource.kind,
-                from_state=previous.value,
-                to_state=to.value,
-                reason=reason,
-                detail=detail,
-                attempt=attempt,
-                next_delay=next_delay,
-                restart=restart,
+                subject="resource", name=self.name, kind=self.resource.kind,
+                from_state=previous.value, to_state=to.value, reason=reason, detail=detail,
+                attempt=attempt, next_delay=next_delay, restart=restart,
                 identity=self.resource.full_name,
             )
-        )
+        )  # fmt: skip
         self._changed_now()
 
     def _set_liveness(self, liveness: Liveness, detail: str) -> None:
@@ -496,5 +475,6 @@ class ResourceSupervisor:
             self._changed_now()
 
     def _changed_now(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None

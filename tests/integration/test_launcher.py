@@ -183,3 +183,26 @@ def test_the_guardian_forgets_reaped_children_and_ignores_noise() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def tasks_in_run() -> int:
+    """Every task of this trio run, counted from the root down."""
+
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    return count(trio.lowlevel.current_root_task())
+
+
+async def test_one_reaper_task_serves_every_child(launcher: LocalLauncher) -> None:
+    """Children add no trio task each: one reaper awaits all their exits."""
+    first = await launcher.spawn(["sleep", "100"])
+    tasks = tasks_in_run()
+    more = [await launcher.spawn(["sleep", "100"]) for _ in range(20)]
+    assert tasks_in_run() == tasks
+    for handle in [first, *more]:
+        handle.kill()
+    with trio.fail_after(10):
+        terms = [await handle.wait() for handle in [first, *more]]
+    assert {term.signal for term in terms} == {signal.SIGKILL}
+    assert launcher.children == {}

@@ -336,7 +336,8 @@ async def test_a_dependent_of_a_stopped_resource_still_ends_its_first_attempt(
         await trio.sleep(1)  # dep is now waiting for base, which has not run yet
         await nursery.start(base_sup.serve)
         with trio.fail_after(10):
-            await dep_sup.first_attempt.wait()
+            while not dep_sup.attempted:
+                await dep_sup.next_change()()
         assert dep_sup.state is State.STOPPED
         assert dep_sup.detail == "waiting for base"
         nursery.cancel_scope.cancel()
@@ -393,3 +394,33 @@ async def test_a_resource_identity_rides_on_every_event(autojump_clock: trio.abc
     assert events
     assert all(e.identity == "community:config:r" for e in events)
     assert events[-1].to_json()["deephaven"] == "community:config:r"
+
+
+def tasks_in_run() -> int:
+    """Every task of this trio run, counted from the root down."""
+
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    return count(trio.lowlevel.current_root_task())
+
+
+async def test_a_running_resource_without_checks_costs_one_task(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Without health checks a RUNNING resource is awaited in its supervisor's own task."""
+    before = tasks_in_run()
+    async with supervising(FakeResource()) as (sup, _):
+        await in_state(sup, State.RUNNING)
+        await trio.sleep(1)
+        # The test's nursery, and serve() alone: no watcher, no nursery of its own.
+        assert tasks_in_run() == before + 1
+        sup.stop()
+        await in_state(sup, State.STOPPED)
+
+
+async def test_a_supervisor_has_no_instance_dict() -> None:
+    """One per resource: slots, not a dict per instance (the bench's memory per resource)."""
+    settings = Settings(restart=DEFAULT_RESTART)  # type: ignore[arg-type]
+    sup = ResourceSupervisor("r", FakeResource(), settings, bus=EventBus())
+    assert not hasattr(sup, "__dict__")
