@@ -26,6 +26,8 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("supervisor.docker")
 
 # Pinned by tests/unit/launchers/docker/test_engine.py: 0, 0.1, 0.2, 0.4 ... 5 s.
+MAX_CATCH_UP = 2048  # events read back after a gap (the router remembers as many)
 RECONNECT_BACKOFF = BackoffConfig(initial=0.1, factor=2.0, max=5.0, jitter=0.0)
 
 
@@ -251,6 +254,30 @@ class DockerEngine:
         """Wait for the removals still under way (at close)."""
         await self._containers.finish_removals()
 
+    async def _catch_up(self, filters: Mapping[str, str], since: str | None) -> None:
+        """After a gap in the event stream: apply the events missed while away (read up
+        to now, so they come before anything else), then ask about every container still
+        awaited. The stream replays the same events too; the router drops them as seen.
+        Without this, an inspect could settle a container killed during the gap before
+        its replayed `kill` event arrived: exit code 137 instead of SIGKILL."""
+        if since is not None:
+            until = f"{time.time():.9f}"
+
+            def read() -> list[Any]:
+                events = self._client.api.events(
+                    decode=True, filters=filters, since=since, until=until
+                )
+                return list(itertools.islice(events, MAX_CATCH_UP))
+
+            try:
+                missed = await self._client.call("replay events", read)
+            except DockerError as exc:  # the inspects below still settle what ended
+                log.warning("docker_event_replay_failed", error=str(exc))
+                missed = []
+            for event in missed:
+                self._events.dispatch(event)
+        await self._containers.recheck()
+
     async def serve_events(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -265,7 +292,7 @@ class DockerEngine:
             connected = True
             failures = 0
             if self._events.connected():
-                self._nursery.start_soon(self._containers.recheck)
+                self._nursery.start_soon(self._catch_up, filters, since)
             task_status.started()
             task_status = trio.TASK_STATUS_IGNORED
 
@@ -276,6 +303,7 @@ class DockerEngine:
 
         while True:
             connected = False
+            since = self._events.since
             open_events = partial(
                 self._events_api.events, decode=True, filters=filters, since=self._events.since
             )
