@@ -242,3 +242,56 @@ def test_client_commands_never_load_the_mcp_sdk() -> None:
     modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "supervisor.cli" in modules
     assert {m.split(".")[0] for m in modules} & {"mcp", "mcp_types"} == set()
+
+
+PRINTER = """
+[resources.printer]
+kind = "process"
+command = ["sh", "-c", "i=0; while [ $i -lt 1500 ]; do i=$((i+1)); printf 'line-%04d %0100d\\\\n' $i 0; done; echo oops >&2; exec sleep 600"]
+[resources.quiet]
+kind = "process"
+command = ["sleep", "600"]
+log = { target = "journald" }
+"""
+
+
+async def test_resource_logs_returns_a_bounded_tail_and_no_output_is_a_tool_error(
+    tmp_path: Path,
+) -> None:
+    """resource_logs gives the newest lines of one stream, at most 64 KiB from a line's
+    start; a resource that keeps no output, or none at all, is a tool error."""
+    async with daemon_with(tmp_path, PRINTER), agent(tmp_path) as client:
+        # Each read is a round trip to the daemon, as an agent's would be (bounded).
+        with trio.fail_after(30):
+            while (
+                "oops"
+                not in (await call(client, "resource_logs", name="printer", stream="stderr"))[
+                    "text"
+                ]
+            ):
+                pass
+        few = await call(client, "resource_logs", name="printer", lines=3)
+        assert [line[:9] for line in few["text"].splitlines()] == [
+            "line-1498",
+            "line-1499",
+            "line-1500",
+        ]
+        assert few["truncated"] is False
+        many = await call(client, "resource_logs", name="printer", lines=1000)
+        text = many["text"]
+        assert many["truncated"] is True
+        assert len(text.encode()) <= 64 << 10
+        assert text.startswith("line-")
+        assert text.endswith("line-1500 " + "0" * 100 + "\n")
+        assert (await call(client, "resource_logs", name="printer", stream="stderr"))[
+            "text"
+        ] == "oops\n"
+
+        quiet = await client.call_tool("resource_logs", {"name": "quiet"})
+        assert quiet.is_error
+        assert "journalctl" in quiet.content[0].text  # type: ignore[union-attr]
+        assert "no_output" in quiet.content[0].text  # type: ignore[union-attr]
+        ghost = await client.call_tool("resource_logs", {"name": "ghost"})
+        assert ghost.is_error
+        too_many = await client.call_tool("resource_logs", {"name": "printer", "lines": 10**6})
+        assert too_many.is_error
