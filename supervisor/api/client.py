@@ -60,6 +60,11 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def abort(self) -> None:
+        """Give up on the calls in progress, from any thread: their connections are shut
+        down (the daemon sees the client leave), and later calls fail."""
+        self._http.abort()
+
     # ----------------------------------------------------------------------- requests
 
     def health(self) -> dict[str, Any]:
@@ -351,12 +356,8 @@ class Client:
         """Follow the event stream; yields transitions, and {"gap": ...} markers. With a
         `deadline` (time.monotonic()), raises TimeoutError once it passes."""
         path = "/v1/events" + (f"?{urlencode({'since': since})}" if since is not None else "")
-        conn = self._http.stream_connection()  # a stream of its own, with no read timeout
+        conn = self._http.stream_connection()  # a stream of its own, connected, no timeout
         try:
-            try:
-                conn.connect()
-            except OSError as exc:
-                raise self._http.unavailable(exc) from None
             sock = conn.sock  # kept: the response may outlive the connection's reference
             response = self._http.open_stream(conn, path)
             kind = "message"

@@ -4,9 +4,9 @@ take to arrive, and how big a body may be, before any route runs.
 hypercorn parses HTTP; we own the accept loop instead of `hypercorn.trio.serve` so that
 each listener (the unix socket, TCP) has its own cap on open connections: past it, a
 connection gets a canned 503 and is closed, at the cost of one accept and one write, so
-a flood never reaches the routes or slows supervision. Long-lived streams (events, and
-later log follow, streaming exec, MCP) take a slot of their own under a smaller cap, so
-they can never hold every connection: the rest is a reserve for short requests, which
+a flood never reaches the routes or slows supervision. Long-lived streams (events, log
+follow, streaming exec, an MCP session's GET stream) take a slot of their own under a
+smaller cap, so they can never hold every connection: the rest is a reserve for short requests, which
 is what keeps the CLI working over the control socket under any number of watchers.
 
 A request head must be complete within `header_timeout` of its first byte (or of the

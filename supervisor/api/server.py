@@ -15,7 +15,7 @@ import os
 import socket
 import ssl
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,6 +28,9 @@ from supervisor.api.app import Control, build_app
 from supervisor.api.edge import Limits, Listener, StreamSlots
 from supervisor.config.schema import split_host_port
 from supervisor.errors import SupervisorError
+
+# Routes mounted on the TCP listener, made once its stream slots exist (for their streams).
+Mounts = Callable[[StreamSlots], Sequence[BaseRoute]]
 
 
 class ApiBindError(SupervisorError):
@@ -103,13 +106,14 @@ async def serve_api(
     tokens: Tokens | None = None,
     tls: ssl.SSLContext | None = None,
     limits: Limits | None = None,
-    tcp_mounts: Sequence[BaseRoute] = (),
+    tcp_mounts: Mounts | None = None,
     task_status: trio.TaskStatus[ApiServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `ApiServer.close()`; `started(server)` once every listener is bound.
 
     TCP needs `tokens` for /v1 (`api.access`) and speaks TLS with `tls`; `tcp_mounts`
-    are routes served on TCP only, behind the full token (the daemon's `/mcp`).
+    makes routes served on TCP only, behind the full token (the daemon's `/mcp`), given
+    the TCP listener's stream slots for their long-lived streams.
     """
     limits = Limits() if limits is None else limits
     server = ApiServer()
@@ -138,7 +142,7 @@ async def serve_api(
                     closing=server.closing,
                     streams=streams,
                     body_idle=limits.header_timeout,
-                    mounts=tcp_mounts if tcp else (),
+                    mounts=tcp_mounts(streams) if tcp and tcp_mounts is not None else (),
                     secure=tcp and tls is not None,
                 )
                 listener = Listener(

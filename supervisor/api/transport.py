@@ -3,14 +3,23 @@
 `Client` (api.client) says what to ask the daemon; `Transport` says how: which
 connection, the bearer header, one retry on a kept-alive connection the server closed,
 and one error for every way of not getting an answer.
+
+`abort()` may be called from another thread: a caller that gave up on a call (an MCP tool
+call cancelled by its agent) shuts the connections down, which wakes the thread blocked
+on them and tells the daemon the client left (a streamed exec's command is killed). Each
+connection is opened here and checked against the abort under one lock, so a connection
+opened while an abort runs is either shut down by it or refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
 import ssl
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +50,9 @@ class Transport:
         self._make = make
         self._conn: http.client.HTTPConnection | None = None
         self._long: http.client.HTTPConnection | None = None
+        self._open: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._aborted = False
         self.headers = headers
         self.where = where
 
@@ -90,10 +102,38 @@ class Transport:
                 conn.close()
         self._conn = self._long = None
 
+    def abort(self) -> None:
+        """Shut down every connection, now and later (thread-safe): calls blocked on one
+        fail, and so does every call after."""
+        with self._lock:
+            self._aborted = True
+            socks = [conn.sock for conn in self._open if conn.sock is not None]
+        for sock in socks:
+            with contextlib.suppress(OSError):  # closed already
+                sock.shutdown(socket.SHUT_RDWR)
+
     def stream_connection(self) -> http.client.HTTPConnection:
-        """A connection of its own, with no read timeout (for streams)."""
-        conn: http.client.HTTPConnection = self._make(None)
+        """A connection of its own, with no read timeout (for streams), connected."""
+        return self._connected(self._make(None))
+
+    def _connected(self, conn: http.client.HTTPConnection) -> http.client.HTTPConnection:
+        """`conn`, connected, unless `abort()` came first."""
+        with self._lock:
+            self._refuse_if_aborted(conn)
+            self._open.add(conn)
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise self.unavailable(exc) from None
+        with self._lock:
+            self._refuse_if_aborted(conn)
         return conn
+
+    def _refuse_if_aborted(self, conn: http.client.HTTPConnection) -> None:
+        if self._aborted:
+            conn.close()
+            raise DaemonUnavailableError(f"the call to {self.where} was abandoned")
 
     def open_stream(self, conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
         """GET `path` on `conn`; the response, once its status says it is not an error."""
@@ -166,10 +206,10 @@ class Transport:
         daemon may hold: acquire waits for a sandbox, exec for its command)."""
         if long:
             if self._long is None:
-                self._long = self._make(None)
+                self._long = self._connected(self._make(None))
             return self._long
         if self._conn is None:
-            self._conn = self._make()
+            self._conn = self._connected(self._make())
         return self._conn
 
     def unavailable(self, exc: OSError) -> DaemonUnavailableError:

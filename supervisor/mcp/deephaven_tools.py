@@ -21,7 +21,7 @@ from pydantic import Field
 from supervisor.mcp.holds import Holds
 from supervisor.mcp.link import DaemonLink
 from supervisor.mcp.sandbox_tools import MAX_OUTPUT, Script, clip, environment_view
-from supervisor.mcp.tools import ADD, CHANGE, READ, Name, SessionId, Timeout, refusals
+from supervisor.mcp.tools import ADD, CHANGE, READ, Name, SessionId, Timeout, refusals, release
 
 TableName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")]
 MAX_ROWS = 1000
@@ -202,7 +202,9 @@ def add_session_tools(
             raise ToolError(f"no deephaven environment named {environment!r}")
         holds = holds_for(ctx)
         with refusals():
-            session = await link.call(lambda c: c.acquire(environment, ttl=ttl_seconds))
+            session = await link.call(
+                lambda c: c.acquire(environment, ttl=ttl_seconds), undo=release
+            )
         if holds is not None:
             holds.hold(session)
         return {

@@ -26,6 +26,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from supervisor.api.edge import StreamSlots
 from supervisor.config.mcp import McpConfig
 from supervisor.mcp.holds import Holds
 from supervisor.mcp.link import DaemonLink
@@ -85,12 +86,30 @@ class HttpSessions:
 
 
 class McpEndpoint:
-    """The ASGI app at `/mcp`: the Origin check, session bookkeeping, then the SDK."""
+    """The ASGI app at `/mcp`: the Origin check, session bookkeeping, then the SDK.
 
-    def __init__(self, handle: ASGIApp, sessions: HttpSessions, origins: list[str]) -> None:
+    A GET is the stream a client keeps open for the server's own messages, as long as its
+    MCP session lasts: it takes a slot of the listener's `StreamSlots`, as /v1/events
+    does (past the cap, 503 `too_many_streams`), so MCP clients can never hold every
+    connection. A POST is one request (its answer may stream progress, but ends with its
+    call), like a JSON exec on /v1: it takes none.
+    """
+
+    def __init__(
+        self,
+        handle: ASGIApp,
+        sessions: HttpSessions,
+        origins: list[str],
+        streams: StreamSlots | None = None,
+    ) -> None:
         self.handle = handle
         self.sessions = sessions
         self.origins = set(origins)
+        self.streams = StreamSlots(128) if streams is None else streams
+
+    def on(self, streams: StreamSlots) -> McpEndpoint:
+        """This endpoint, its GET streams counted in `streams` (a listener's)."""
+        return McpEndpoint(self.handle, self.sessions, list(self.origins), streams)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,11 +119,14 @@ class McpEndpoint:
         if origin is not None and not self._allowed(origin.decode("latin-1"), headers):
             await _forbidden(send, "Origin not allowed: add it to [mcp] allowed_origins")
             return
+        release = self.streams.take() if scope["method"] == "GET" else None
         sid = headers.get(SESSION_HEADER, b"").decode("latin-1")
         self.sessions.seen(sid)
         try:
             await self.handle(scope, receive, send)
         finally:
+            if release is not None:
+                release()
             self.sessions.seen(sid)  # a long stream ended: idle counts from now
             if scope["method"] == "DELETE" and sid:
                 self.sessions.end(sid)

@@ -1,12 +1,16 @@
-"""Resource tools: list and status, recent events (read); start, stop, restart (control).
+"""Resource tools: list and status, recent events, log tail (read); start, stop, restart
+(control).
 
 The two groups are registered separately: `[mcp] resources_control` is off by default,
-and an agent without it never sees a tool that could stop a service.
+and an agent without it never sees a tool that could stop a service. The log tail is
+bounded twice for the agent's context: at most `MAX_LOG_LINES` lines are asked for, and
+only the last `MAX_LOG` bytes of the answer are kept as it arrives.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from pydantic import Field
@@ -14,9 +18,27 @@ from pydantic import Field
 from supervisor.mcp.link import DaemonLink
 from supervisor.mcp.tools import CHANGE, READ, Name, refusals
 
+MAX_LOG = 64 << 10  # bytes of a log tail handed to the agent
+MAX_LOG_LINES = 1000
+
+
+def last_bytes(pieces: Iterable[bytes], limit: int = MAX_LOG) -> tuple[bytes, bool]:
+    """The last `limit` bytes of `pieces`, read to the end, from a line's start if any were
+    cut; whether any were."""
+    kept = bytearray()
+    cut = False
+    for piece in pieces:
+        kept += piece
+        if len(kept) > limit:
+            del kept[: len(kept) - limit]
+            cut = True
+    if cut and (newline := kept.find(b"\n", 0, len(kept) - 1)) >= 0:
+        del kept[: newline + 1]  # no half line at the top
+    return bytes(kept), cut
+
 
 def add_resource_read_tools(server: MCPServer, link: DaemonLink) -> None:
-    """Register resources_list, resource_status and resource_events on `server`."""
+    """Register resources_list, resource_status, resource_events and resource_logs."""
 
     @server.tool(annotations=READ)
     async def resources_list() -> dict[str, Any]:
@@ -40,6 +62,25 @@ def add_resource_read_tools(server: MCPServer, link: DaemonLink) -> None:
             answer = await link.call(lambda c: c.recent_events())
         events = [e for e in answer["events"] if name is None or e.get("name") == name]
         return {"events": events[-limit:]}
+
+    @server.tool(annotations=READ)
+    async def resource_logs(
+        name: Name,
+        stream: Literal["stdout", "stderr"] = "stdout",
+        lines: Annotated[int, Field(ge=1, le=MAX_LOG_LINES)] = 100,
+    ) -> dict[str, Any]:
+        """The last lines a resource's program printed on stdout or stderr (at most 64 KiB,
+        the newest kept)."""
+        with refusals():
+            data, cut = await link.call(
+                lambda c: last_bytes(c.logs(name, stream=stream, lines=lines))
+            )
+        return {
+            "name": name,
+            "stream": stream,
+            "text": data.decode(errors="replace"),
+            "truncated": cut,
+        }
 
 
 def add_resource_control_tools(server: MCPServer, link: DaemonLink) -> None:

@@ -19,7 +19,17 @@ from pydantic import Field
 
 from supervisor.mcp.holds import Holds
 from supervisor.mcp.link import DaemonLink
-from supervisor.mcp.tools import ADD, CHANGE, IDEMPOTENT, READ, Name, SessionId, Timeout, refusals
+from supervisor.mcp.tools import (
+    ADD,
+    CHANGE,
+    IDEMPOTENT,
+    READ,
+    Name,
+    SessionId,
+    Timeout,
+    refusals,
+    release,
+)
 
 MAX_OUTPUT = 64 << 10  # characters of stdout / stderr returned per stream
 MAX_FILE = 1 << 20  # bytes of a file returned by sandbox_read_file
@@ -130,7 +140,8 @@ def add_session_tools(
         holds = holds_for(ctx)
         with refusals():
             session = await link.call(
-                lambda c: c.acquire(environment, ttl=ttl_seconds, wait=wait_seconds, labels=labels)
+                lambda c: c.acquire(environment, ttl=ttl_seconds, wait=wait_seconds, labels=labels),
+                undo=release,
             )
         if holds is not None:
             holds.hold(session)

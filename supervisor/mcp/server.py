@@ -18,6 +18,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from supervisor import __version__
 from supervisor.config.mcp import McpConfig
 from supervisor.mcp.deephaven_tools import add_deephaven_tools
+from supervisor.mcp.documents import add_environment_documents, add_resource_documents
 from supervisor.mcp.holds import Holds
 from supervisor.mcp.link import DaemonLink
 from supervisor.mcp.resource_tools import add_resource_control_tools, add_resource_read_tools
@@ -29,7 +30,9 @@ INSTRUCTIONS = (
     "Tools of a supervisor-daemon. sandbox_*: acquire a session in an environment, run "
     "commands and move files in its sandbox, release it when done (sessions still held "
     "are released when this connection ends). resource_*: the daemon's managed services. "
-    "session_* and sessions_list: Deephaven Community sessions from deephaven environments."
+    "session_* and sessions_list: Deephaven Community sessions from deephaven environments. "
+    "Resources supervisor://environments and supervisor://resources[/NAME] hold the same "
+    "lists as JSON."
 )
 
 
@@ -42,8 +45,10 @@ def build_server(
     )
     if config.sandboxes:
         add_sandbox_tools(server, link, holds_for)
+        add_environment_documents(server, link)
     if config.resources_read:
         add_resource_read_tools(server, link)
+        add_resource_documents(server, link)
     if config.resources_control:
         add_resource_control_tools(server, link)
     if config.deephaven:

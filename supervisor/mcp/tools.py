@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
+from supervisor.api.client import Client
 from supervisor.errors import DaemonUnavailableError, RequestError
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
@@ -39,3 +40,9 @@ def refusals() -> Iterator[None]:
         raise ToolError(f"{exc.message} ({exc.code})") from None
     except DaemonUnavailableError as exc:
         raise ToolError(str(exc)) from None
+
+
+def release(client: Client, session: dict[str, Any]) -> None:
+    """Release the session an acquire answered (the undo of an acquire that was cancelled
+    after the daemon granted it)."""
+    client.release(str(session["session_id"]))

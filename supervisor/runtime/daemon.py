@@ -17,7 +17,7 @@ view), `Lifecycle` (ready, stopping).
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,11 @@ from typing import Any
 import structlog
 import trio
 from prometheus_client import CollectorRegistry
-from starlette.routing import BaseRoute
 
 from supervisor import __version__
 from supervisor.api.access import Tokens
 from supervisor.api.edge import Limits
-from supervisor.api.server import ApiServer, serve_api
+from supervisor.api.server import ApiServer, Mounts, serve_api
 from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
 from supervisor.launchers.docker import DockerEngines, DockerError, OwnedContainer
@@ -274,7 +273,7 @@ class Daemon:
         self,
         tokens: Tokens,
         tls: ssl.SSLContext | None,
-        mounts: Sequence[BaseRoute],
+        mounts: Mounts | None,
         *,
         task_status: trio.TaskStatus[ApiServer],
     ) -> None:

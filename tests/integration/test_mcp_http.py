@@ -37,10 +37,10 @@ READ_TOKEN = "mcp-read-only-token"
 
 @asynccontextmanager
 async def http_daemon(
-    tmp_path: Path, mcp: str = "", lease: str = "600s"
+    tmp_path: Path, mcp: str = "", lease: str = "600s", streams: int = 128
 ) -> AsyncIterator[tuple[Daemon, str]]:
-    """A daemon with a token on TCP and `[mcp] http = true` (then the `mcp` lines); yields
-    it and the `/mcp` URL."""
+    """A daemon with a token on TCP and `[mcp] http = true` (then the `mcp` lines), and
+    `streams` long-lived streams per listener; yields it and the `/mcp` URL."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     (tmp_path / "read-token").write_text(READ_TOKEN + "\n")
@@ -48,6 +48,7 @@ async def http_daemon(
         f'[daemon]\ncontrol_socket = "{tmp_path}/control.sock"\nhttp = "127.0.0.1:0"\n'
         f'state_dir = "{tmp_path}/state"\napi_token_file = "{token_file}"\n'
         f'api_read_token_file = "{tmp_path}/read-token"\n'
+        f"[daemon.limits]\nstreams = {streams}\n"
         + env_config(lease=lease)
         + ("[mcp]\nhttp = true\n" + mcp if "http =" not in mcp else "[mcp]\n" + mcp)
     )
@@ -152,3 +153,58 @@ async def test_mcp_over_http_can_be_switched_off(tmp_path: Path) -> None:
     ):
         answer = await http.post(url, json={}, headers={"authorization": f"Bearer {TOKEN}"})
         assert answer.status_code == 404
+
+
+async def test_an_mcp_get_stream_takes_a_slot_of_the_listeners_stream_cap(
+    tmp_path: Path,
+) -> None:
+    """The GET stream of an MCP session holds a stream slot, as /v1/events does: past the
+    cap both are 503 too_many_streams, tool calls (POST) still pass, and the slot comes
+    back when the stream ends."""
+    async with (
+        http_daemon(tmp_path, streams=2) as (_, url),
+        httpx.AsyncClient(timeout=10, headers={"authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        events = url.replace("/mcp", "/v1/events")
+        accept = {"accept": "application/json, text/event-stream"}
+        hello = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "cap-test", "version": "1"},
+            },
+        }
+        started = await http.post(url, json=hello, headers=accept)
+        assert started.status_code == 200, started.text
+        session = {
+            **accept,
+            "mcp-session-id": started.headers["mcp-session-id"],
+            "mcp-protocol-version": "2025-06-18",
+        }
+        done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await http.post(url, json=done, headers=session)).status_code == 202
+        listen = {**session, "accept": "text/event-stream"}
+        async with (
+            http.stream("GET", url, headers=listen) as mcp_stream,
+            http.stream("GET", events) as event_stream,
+        ):
+            assert (mcp_stream.status_code, event_stream.status_code) == (200, 200)
+            for refused in (
+                await http.get(url, headers=listen),
+                await http.get(events, params={"since": 0, "follow": 1}),
+            ):
+                assert refused.status_code == 503
+                assert refused.json()["error"]["code"] == "too_many_streams"
+                assert refused.headers["retry-after"]
+            async with http_agent(url) as client:  # POSTs take no slot
+                assert (await call(client, "sandbox_environments"))["environments"]
+            await mcp_stream.aclose()
+            # The daemon sees the close a moment later; each try is a round trip (bounded).
+            with trio.fail_after(10):
+                while True:
+                    async with http.stream("GET", events) as again:
+                        if again.status_code == 200:
+                            break

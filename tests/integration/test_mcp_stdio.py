@@ -3,6 +3,7 @@ talks to a real daemon (in this process) over its control socket."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,8 @@ import pytest
 import trio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
 from supervisor.runtime.daemon import Daemon
 from tests.integration.conftest import children_of
@@ -242,3 +245,87 @@ def test_client_commands_never_load_the_mcp_sdk() -> None:
     modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "supervisor.cli" in modules
     assert {m.split(".")[0] for m in modules} & {"mcp", "mcp_types"} == set()
+
+
+PRINTER = """
+[resources.printer]
+kind = "process"
+command = ["sh", "-c", "i=0; while [ $i -lt 1500 ]; do i=$((i+1)); printf 'line-%04d %0100d\\\\n' $i 0; done; echo oops >&2; exec sleep 600"]
+[resources.quiet]
+kind = "process"
+command = ["sleep", "600"]
+log = { target = "journald" }
+"""
+
+
+async def test_resource_logs_returns_a_bounded_tail_and_no_output_is_a_tool_error(
+    tmp_path: Path,
+) -> None:
+    """resource_logs gives the newest lines of one stream, at most 64 KiB from a line's
+    start; a resource that keeps no output, or none at all, is a tool error."""
+    async with daemon_with(tmp_path, PRINTER), agent(tmp_path) as client:
+        # Each read is a round trip to the daemon, as an agent's would be (bounded).
+        with trio.fail_after(30):
+            while (
+                "oops"
+                not in (await call(client, "resource_logs", name="printer", stream="stderr"))[
+                    "text"
+                ]
+            ):
+                pass
+        few = await call(client, "resource_logs", name="printer", lines=3)
+        assert [line[:9] for line in few["text"].splitlines()] == [
+            "line-1498",
+            "line-1499",
+            "line-1500",
+        ]
+        assert few["truncated"] is False
+        many = await call(client, "resource_logs", name="printer", lines=1000)
+        text = many["text"]
+        assert many["truncated"] is True
+        assert len(text.encode()) <= 64 << 10
+        assert text.startswith("line-")
+        assert text.endswith("line-1500 " + "0" * 100 + "\n")
+        assert (await call(client, "resource_logs", name="printer", stream="stderr"))[
+            "text"
+        ] == "oops\n"
+
+        quiet = await client.call_tool("resource_logs", {"name": "quiet"})
+        assert quiet.is_error
+        assert "journalctl" in quiet.content[0].text  # type: ignore[union-attr]
+        assert "no_output" in quiet.content[0].text  # type: ignore[union-attr]
+        ghost = await client.call_tool("resource_logs", {"name": "ghost"})
+        assert ghost.is_error
+        too_many = await client.call_tool("resource_logs", {"name": "printer", "lines": 10**6})
+        assert too_many.is_error
+
+
+async def test_environments_and_resources_are_readable_as_mcp_resources(tmp_path: Path) -> None:
+    """supervisor://environments and supervisor://resources[/NAME] are JSON read live from
+    the daemon; an unknown name is resource-not-found; a group that is off has none."""
+    async with daemon_with(tmp_path, env_config() + PRINTER), agent(tmp_path) as client:
+        uris = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert uris == {"supervisor://environments", "supervisor://resources"}
+        templates = (await client.list_resource_templates()).resource_templates
+        assert [t.uri_template for t in templates] == ["supervisor://resources/{name}"]
+
+        async def read(uri: str) -> Any:
+            [content] = (await client.read_resource(uri)).contents
+            assert content.mime_type == "application/json"
+            return json.loads(content.text)  # type: ignore[union-attr]
+
+        [box] = (await read("supervisor://environments"))["environments"]
+        assert box["free"] == 2
+        await call(client, "sandbox_acquire", environment="box")
+        [box] = (await read("supervisor://environments"))["environments"]
+        assert box["free"] == 1  # read again from the daemon, not cached
+        names = {r["name"] for r in (await read("supervisor://resources"))["resources"]}
+        assert names == {"printer", "quiet"}
+        assert (await read("supervisor://resources/printer"))["kind"] == "process"
+        with pytest.raises(MCPError) as missing:
+            await client.read_resource("supervisor://resources/ghost")
+        assert missing.value.code == INVALID_PARAMS
+        assert "ghost" in missing.value.error.message
+    off = "[mcp]\nsandboxes = false\nresources_read = false\n"
+    async with daemon_with(tmp_path, env_config() + off), agent(tmp_path) as client:
+        assert (await client.list_resources()).resources == []
