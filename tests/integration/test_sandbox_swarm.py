@@ -7,12 +7,14 @@ own instance id, and the swarm is emptied after each test, so nothing leaks.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from supervisor.config.environment import EnvironmentConfig
@@ -21,7 +23,10 @@ from supervisor.sandbox.backends.docker import ENVIRONMENT_LABEL, SANDBOX_LABEL
 from supervisor.sandbox.backends.swarm import SwarmBackend
 from supervisor.sandbox.environment import Environment, open_environment
 from tests.conftest import PRIVATE_ENGINE_IMAGE
+from tests.integration.test_daemon import daemon
 from tests.private_swarm import PrivateSwarm
+
+pytestmark = pytest.mark.slow
 
 WAIT = 90.0  # generous: two CPU hogs may run beside this
 
@@ -144,3 +149,50 @@ async def test_a_killed_task_container_is_replaced_on_the_swarm(
             assert session.connection()["service"] != connection["service"]
             assert (await session.exec(["true"])).exit_code == 0
         assert services(private_swarm) == [session.connection()["service"]]
+
+
+def task_containers(swarm: PrivateSwarm) -> set[str]:
+    """The swarm service each task container on any node belongs to."""
+    names = set()
+    for node in swarm.nodes:
+        out = node.docker(
+            "ps", "--all", "--format", '{{.Label "com.docker.swarm.service.name"}}'
+        )  # fmt: skip
+        names |= set(out.split())
+    return names
+
+
+async def test_after_a_sigkill_the_next_run_leaves_nothing_of_the_last_on_any_node(
+    private_swarm: PrivateSwarm, tmp_path: Path
+) -> None:
+    """A daemon SIGKILLed with a swarm pool up leaves services behind; its next start
+    removes them and their containers on every node before its own pool comes up, and a
+    SIGTERM then leaves no service and no container anywhere."""
+    nodes = ", ".join(f'{{ host = "{node.host}" }}' for node in private_swarm.nodes)
+    config = (
+        "[daemon]\n"
+        "[environments.pool]\n"
+        'backend = "swarm"\nmin_ready = 2\nmax_size = 2\n'
+        "[environments.pool.swarm]\n"
+        f'image = "{PRIVATE_ENGINE_IMAGE}"\n'
+        f'manager = {{ host = "{private_swarm.manager.host}" }}\n'
+        f"nodes = [{nodes}]\n"
+    )
+    async with daemon(tmp_path, config) as first:
+        await first.until_log("daemon_ready", timeout=WAIT)
+        old = set(services(private_swarm))
+        assert len(old) == 2
+        first.proc.kill()
+        await first.proc.wait()
+    assert set(services(private_swarm)) == old  # nobody removed them
+    async with daemon(tmp_path, config) as second:
+        await second.until_log("daemon_ready", timeout=WAIT)
+        new = set(services(private_swarm))
+        assert len(new) == 2
+        assert not new & old
+        assert task_containers(private_swarm) == new
+        second.proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(WAIT):
+            assert await second.proc.wait() == 0
+    assert services(private_swarm) == []
+    assert task_containers(private_swarm) == set()
