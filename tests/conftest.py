@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.private_dockerd import PrivateDockerd, save_image, sweep_stale
+from tests.private_swarm import PrivateSwarm, sweep_stale_swarms
 
 # These machines are shared and noisy: properties are what we test, not generation speed.
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,3 +56,23 @@ def private_dockerds(private_engine_image: Path) -> Iterator[Callable[[], Privat
 def private_dockerd(private_dockerds: Callable[[], PrivateDockerd]) -> PrivateDockerd:
     """One private Docker engine (`host` for DOCKER_HOST; `stop`, `start`, `restart`)."""
     return private_dockerds()
+
+
+@pytest.fixture(scope="session")
+def private_swarm_once(private_engine_image: Path) -> Iterator[PrivateSwarm]:
+    """A real 2-node swarm (see tests/private_swarm.py), built once a test run, the sandbox
+    image loaded on each node; everything of it is removed at the end of the run."""
+    sweep_stale_swarms()
+    swarm = PrivateSwarm.create(2)
+    try:
+        swarm.load(private_engine_image)
+        yield swarm
+    finally:
+        swarm.close()
+
+
+@pytest.fixture
+def private_swarm(private_swarm_once: PrivateSwarm) -> Iterator[PrivateSwarm]:
+    """The run's swarm, emptied of services after each test, whatever the test did."""
+    yield private_swarm_once
+    private_swarm_once.reset()

@@ -76,7 +76,7 @@ class PrivateDockerd:
                 break
         # (the mode of a new directory is masked by umask; dockerd needs o+x on its root)
         base.chmod(0o711)
-        (base / "owner").write_text(_process_identity(os.getpid()))
+        (base / "owner").write_text(process_identity(os.getpid()))
         try:
             bridge, subnet = _claim_bridge(base)
             engine = cls(base, bridge, subnet)
@@ -306,13 +306,13 @@ def _terminate(pid: int, timeout: float) -> bool:
     return False
 
 
-def _process_identity(pid: int) -> str:
+def process_identity(pid: int) -> str:
     """`pid` and its start time: a reused pid does not pass for a live owner."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     return f"{pid} {stat.rpartition(')')[2].split()[19]}"
 
 
-def _orphaned(base: Path) -> bool:
+def orphaned(base: Path) -> bool:
     """Whether `base` is an engine directory whose test run is gone (by its owner file)."""
     if not re.fullmatch(rf"{PREFIX}[0-9a-f]{{8}}", base.name) or not base.is_dir():
         return False
@@ -321,7 +321,7 @@ def _orphaned(base: Path) -> bool:
     except FileNotFoundError:
         return False  # not ours, or being created right now
     try:
-        return _process_identity(int(owner.split()[0])) != owner
+        return process_identity(int(owner.split()[0])) != owner
     except (OSError, ValueError, IndexError):
         return True
 
@@ -502,7 +502,7 @@ def _close_stale(base: Path) -> None:
 
 def sweep_stale() -> list[Path]:
     """Close the engines of test runs that died without tearing down; return their dirs."""
-    stale = [p for p in TMP.glob(f"{PREFIX}*") if _orphaned(p)]
+    stale = [p for p in TMP.glob(f"{PREFIX}*") if orphaned(p)]
     for base in stale:
         _close_stale(base)
     return stale

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from supervisor.config.deephaven import Heap
+from supervisor.config.swarm import EngineTls, SwarmSandboxConfig
 from supervisor.config.types import (
     DAY,
     GIB,
@@ -195,7 +196,7 @@ class DeephavenSandboxConfig(Model):
 class EnvironmentConfig(Model):
     """A pool of `min_ready`..`max_size` sandboxes handed out as leased sessions."""
 
-    backend: Literal["process", "docker", "deephaven"] = "process"
+    backend: Literal["process", "docker", "deephaven", "swarm"] = "process"
     min_ready: PoolSize = 1
     max_size: PoolSize = 8
     acquire_timeout: Annotated[float, Seconds(0, HOUR)] = 30.0
@@ -222,6 +223,7 @@ class EnvironmentConfig(Model):
     cgroup: CgroupLimits = CgroupLimits()
     docker: DockerSandboxConfig | None = None
     deephaven: DeephavenSandboxConfig | None = None
+    swarm: SwarmSandboxConfig | None = None
     features: list[FeatureConfig] = []
 
     @model_validator(mode="after")
@@ -235,6 +237,11 @@ class EnvironmentConfig(Model):
         if self.backend != "docker" and self.docker is not None:
             raise ValueError(
                 f'a [docker] table only applies to backend "docker", not {self.backend!r}'
+            )
+        if (self.backend == "swarm") != (self.swarm is not None):
+            raise ValueError(
+                'backend "swarm" needs a [swarm] table (manager, nodes, image), '
+                "and only it takes one"
             )
         process_only = PROCESS_ISOLATION_FIELDS & self.model_fields_set
         if self.backend != "process" and process_only:
@@ -256,7 +263,15 @@ class EnvironmentConfig(Model):
             return [self.docker.docker_host]
         if self.deephaven is not None and self.deephaven.launch == "docker":
             return [None]
+        if self.swarm is not None:
+            return [e.host for e in self.swarm.endpoints()]
         return []
+
+    def docker_tls(self) -> dict[str, EngineTls]:
+        """Client TLS for the engines it names with their own (by host)."""
+        if self.swarm is None:
+            return {}
+        return {e.host: e.tls for e in self.swarm.endpoints() if e.tls is not None}
 
     def feature_names(self) -> list[str]:
         """Each feature's name: its `name`, else its kind (numbered when repeated)."""

@@ -30,6 +30,7 @@ from supervisor.config.mcp import McpConfig
 from supervisor.config.output import LogConfig, LogOverrides, RotationOverrides
 from supervisor.config.paths import default_log_dir, default_socket_path, default_state_dir
 from supervisor.config.secrets import secret_env_names
+from supervisor.config.swarm import EngineTls
 from supervisor.config.types import (
     MINUTE,
     Between,
@@ -220,6 +221,14 @@ class Config(Model):
         hosts = [h for res in self.resources.values() for h in res.docker_hosts()]
         hosts += [h for env in self.environments.values() for h in env.docker_hosts()]
         return list(dict.fromkeys(hosts))
+
+    def docker_tls(self) -> dict[str, EngineTls]:
+        """Client TLS by engine host, for the engines configured with their own."""
+        found: dict[str, EngineTls] = {}
+        for env in self.environments.values():
+            for host, tls in env.docker_tls().items():
+                found.setdefault(host, tls)
+        return found
 
     def secret_env_names(self) -> set[str]:
         """Environment variables that hold secrets (a `token_env`, a `password_env`)."""

@@ -32,7 +32,7 @@ from supervisor.api.edge import Limits
 from supervisor.api.server import ApiServer, Mounts, serve_api
 from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
-from supervisor.launchers.docker import DockerEngines, DockerError, OwnedContainer
+from supervisor.launchers.docker import DockerEngines, DockerError, OwnedContainer, TLSFiles
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.observability.health import health_problem, summary
 from supervisor.observability.logging import log_transition
@@ -301,7 +301,11 @@ class Daemon:
         anything starts, except those of `adopt = true` resources (taken over as they are).
         """
         assert self.engines is not None
-        new = await self.engines.open_for(config.docker_hosts())
+        tls = {
+            host: TLSFiles(str(t.cert), str(t.key), str(t.ca) if t.ca else None)
+            for host, t in config.docker_tls().items()
+        }
+        new = await self.engines.open_for(config.docker_hosts(), tls)
         if not reap:
             return
         # By name: one engine can be reached under several host strings.

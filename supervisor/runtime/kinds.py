@@ -177,6 +177,28 @@ def _docker_backend(
     return backend, []
 
 
+def _swarm_backend(
+    env: str, config: EnvironmentConfig, ctx: Context
+) -> tuple[Backend, list[Feature]]:
+    from supervisor.sandbox.backends import UnavailableBackend
+    from supervisor.sandbox.backends.swarm import SwarmBackend
+
+    assert config.swarm is not None  # the schema requires the table
+    engines = ctx.engines
+    manager = engines.get(config.swarm.manager.host) if engines is not None else None
+    nodes = [engines.get(n.host) for n in config.swarm.nodes] if engines is not None else []
+    if manager is None or any(n is None for n in nodes):
+        return UnavailableBackend("swarm", "the swarm's engines are not open"), []
+    backend = SwarmBackend(
+        manager,
+        [n for n in nodes if n is not None],
+        config.swarm,
+        environment=env,
+        output_limit=config.output_limit,
+    )
+    return backend, []
+
+
 def _deephaven_backend(
     env: str, config: EnvironmentConfig, ctx: Context
 ) -> tuple[Backend, list[Feature]]:
@@ -202,6 +224,7 @@ BACKENDS: Mapping[str, BackendBuilder] = {
     "process": _process_backend,
     "docker": _docker_backend,
     "deephaven": _deephaven_backend,
+    "swarm": _swarm_backend,
 }
 
 

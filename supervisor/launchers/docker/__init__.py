@@ -2,7 +2,7 @@
 
 One module per responsibility: `engine` (one engine: its requests and its event-stream
 reader), `engines` (the daemon's engines, one per `docker_host`), `containers` (run,
-adopt, stop, remove, labels), `exec` (commands in a container), `events` (per-container
+adopt, stop, remove, labels), `exec` (commands in a container), `services` (Swarm services on a manager), `events` (per-container
 watches fed by the stream), `sdk` (the blocking SDK's edges: threads, deadlines, error
 mapping) and `unix_adapter` (a fix to the SDK's transport).
 
@@ -29,6 +29,7 @@ from supervisor.launchers.docker.sdk import (
     EngineUnavailableError,
     TLSFiles,
 )
+from supervisor.launchers.docker.services import OwnedService, Services, ServiceSpec, Task
 
 __all__ = [
     "CONFIG_HASH_LABEL",
@@ -43,6 +44,10 @@ __all__ = [
     "EngineUnavailableError",
     "ExecResult",
     "OwnedContainer",
+    "OwnedService",
+    "ServiceSpec",
+    "Services",
     "TLSFiles",
+    "Task",
     "open_docker_engine",
 ]

@@ -60,6 +60,7 @@ from supervisor.launchers.docker.sdk import (
     docker_errors,
     make_clients,
 )
+from supervisor.launchers.docker.services import Services
 from supervisor.supervision.policy import backoff_delay
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class DockerEngine:
         self._exec_limiter = trio.CapacityLimiter(max_threads)
         self._events_limiter = trio.CapacityLimiter(1)
         self._containers = Containers(self._client, instance_id, nursery)
+        self.services = Services(self._client, instance_id)  # when it is a swarm manager
         self._logs = LogReaders(self._client, nursery)
         self._events = self._containers.events
         self._stream: Any = None  # the open event stream, for fault-injection tests

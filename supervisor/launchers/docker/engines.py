@@ -10,12 +10,13 @@ container, docker sandbox or docker-launched Deephaven server) never loads it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import trio
 
 from supervisor.launchers.docker.containers import OwnedContainer
 from supervisor.launchers.docker.engine import DockerEngine, open_docker_engine
+from supervisor.launchers.docker.sdk import TLSFiles
 
 
 class DockerEngines:
@@ -35,15 +36,25 @@ class DockerEngines:
     def __len__(self) -> int:
         return len(self._engines)
 
-    async def open_for(self, hosts: Iterable[str | None]) -> list[str | None]:
-        """Open an engine for each of `hosts` not open yet; returns the new ones."""
+    async def open_for(
+        self, hosts: Iterable[str | None], tls: Mapping[str, TLSFiles] | None = None
+    ) -> list[str | None]:
+        """Open an engine for each of `hosts` not open yet (with its client TLS from
+        `tls`, by host); returns the new ones."""
         new = [h for h in dict.fromkeys(hosts) if h not in self._engines]
         for host in new:
-            self._engines[host] = await self._nursery.start(self._hold, host)
+            files = (tls or {}).get(host) if host is not None else None
+            self._engines[host] = await self._nursery.start(self._hold, host, files)
         return new
 
-    async def _hold(self, host: str | None, *, task_status: trio.TaskStatus[DockerEngine]) -> None:
-        async with open_docker_engine(host, self._instance_id) as engine:
+    async def _hold(
+        self,
+        host: str | None,
+        tls: TLSFiles | None,
+        *,
+        task_status: trio.TaskStatus[DockerEngine],
+    ) -> None:
+        async with open_docker_engine(host, self._instance_id, tls=tls) as engine:
             task_status.started(engine)
             await trio.sleep_forever()
 

@@ -62,6 +62,11 @@ class SandboxConfigError(SandboxError):
     """A sandbox cannot be made with these settings (missing image, bad limits)."""
 
 
+def safe_name(sandbox_id: str) -> str:
+    """`sandbox_id` as it may appear in a container's (or a service's) name."""
+    return _UNSAFE_NAME.sub("-", sandbox_id).strip("-.")
+
+
 def _http_status(exc: BaseException | None) -> int | None:
     """The engine's HTTP status somewhere on `exc`'s cause chain, if it answered at all."""
     while exc is not None:
@@ -133,13 +138,23 @@ def _tar(source: Path, arcname: str) -> bytes:
 class DockerInstance:
     """One docker sandbox: a running container and its workdir."""
 
-    def __init__(self, backend: DockerBackend, handle: ContainerHandle, sandbox_id: str) -> None:
-        self._backend = backend
+    def __init__(
+        self,
+        engine: DockerEngine,
+        handle: ContainerHandle,
+        sandbox_id: str,
+        *,
+        workdir: str,
+        output_limit: int,
+        stop_timeout: float,
+    ) -> None:
         self.sandbox_id = sandbox_id
-        self._engine = backend.engine
+        self._engine = engine
         self.handle = handle
-        self.workdir = backend.config.workdir
-        self._files = DockerFiles(backend.engine, handle.id, self.workdir, backend.output_limit)
+        self.workdir = workdir
+        self.output_limit = output_limit
+        self.stop_timeout = stop_timeout
+        self._files = DockerFiles(engine, handle.id, workdir, output_limit)
         self._stopping = False
 
     @property
@@ -163,7 +178,7 @@ class DockerInstance:
                 self.handle.id,
                 argv,
                 timeout=timeout,
-                output_limit=self._backend.output_limit,
+                output_limit=self.output_limit,
                 workdir=workdir,
                 env=options.env,
                 stdin=options.stdin,
@@ -207,7 +222,7 @@ class DockerInstance:
                 [*argv, directory],
                 data,
                 timeout=PUT_TIMEOUT,
-                output_limit=self._backend.output_limit,
+                output_limit=self.output_limit,
             )
         if raw.exit_code != 0:
             detail = raw.stderr.decode(errors="replace").strip()[-500:]
@@ -251,7 +266,7 @@ class DockerInstance:
 
     async def stop(self) -> None:
         self._stopping = True
-        await self.handle.stop(self._backend.stop_timeout)
+        await self.handle.stop(self.stop_timeout)
 
     def connection(self) -> dict[str, Any]:
         return {"container_id": self.handle.id, "workdir": self.workdir}
@@ -289,7 +304,7 @@ class DockerBackend:
             tmpfs[CONTAINER_TMP] = f"rw,nosuid,nodev,size={config.tmpfs_size},mode=1777"
         return ContainerSpec(
             image=config.image,
-            name="sandbox-" + _UNSAFE_NAME.sub("-", sandbox_id).strip("-."),
+            name="sandbox-" + safe_name(sandbox_id),
             command=list(config.command),
             env={"HOME": config.workdir},
             labels={ENVIRONMENT_LABEL: self.environment, SANDBOX_LABEL: sandbox_id},
@@ -321,32 +336,48 @@ class DockerBackend:
             handle = await self.engine.run(self.spec(sandbox_id))
         except StartError as exc:
             raise classify(exc, what) from exc
-        instance = DockerInstance(self, handle, sandbox_id)
+        instance = DockerInstance(
+            self.engine,
+            handle,
+            sandbox_id,
+            workdir=self.config.workdir,
+            output_limit=self.output_limit,
+            stop_timeout=self.stop_timeout,
+        )
         try:
-            await self._probe(instance, what)
+            await prove_exec(instance, what, self.config.command, self.config.image)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await instance.stop()
             raise
         return instance
 
-    async def _probe(self, instance: DockerInstance, what: str) -> None:
-        try:
-            result = await instance.exec(["true"], timeout=PROBE_TIMEOUT)
-        except SandboxStateError:
-            if not instance.handle.exited:
-                raise
-            result = None
-        if result is None or instance.handle.exited:
-            with trio.move_on_after(1.0):
-                await instance.handle.wait()
-            raise SandboxConfigError(
-                f"{what}: the container exited right after it started "
-                f"(command {list(self.config.command)}); it must keep running"
-            )
-        if result.exit_code != 0:
-            detail = (result.stderr or result.stdout).strip()[-300:]
-            raise SandboxConfigError(
-                f"{what}: a probe command failed in image {self.config.image} "
-                f"(exit {result.exit_code}: {detail}); the image needs sh and coreutils"
-            )
+
+async def prove_exec(
+    instance: DockerInstance, what: str, command: Sequence[str], image: str
+) -> None:
+    """Raise unless a command runs in `instance`'s container (a sandbox is ready only then).
+
+    Raises:
+        SandboxStateError: the engine failed.
+        SandboxConfigError: the container exited at once, or its image cannot run `true`.
+    """
+    try:
+        result = await instance.exec(["true"], timeout=PROBE_TIMEOUT)
+    except SandboxStateError:
+        if not instance.handle.exited:
+            raise
+        result = None
+    if result is None or instance.handle.exited:
+        with trio.move_on_after(1.0):
+            await instance.handle.wait()
+        raise SandboxConfigError(
+            f"{what}: the container exited right after it started "
+            f"(command {list(command)}); it must keep running"
+        )
+    if result.exit_code != 0:
+        detail = (result.stderr or result.stdout).strip()[-300:]
+        raise SandboxConfigError(
+            f"{what}: a probe command failed in image {image} "
+            f"(exit {result.exit_code}: {detail}); the image needs sh and coreutils"
+        )

@@ -32,7 +32,7 @@ KIND_CLASSES = {
     "CommandFeatureConfig", "FilesFeatureConfig", "DeephavenScriptFeatureConfig",
     "PluginFeatureConfig", "ProcessResource", "ContainerResource", "DeephavenResource",
     "EnterpriseFactoryResource", "EnterpriseSessionResource", "ProcessBackend",
-    "DockerBackend", "DeephavenBackend",
+    "DockerBackend", "DeephavenBackend", "SwarmBackend", "SwarmSandboxConfig",
 }  # fmt: skip
 
 
