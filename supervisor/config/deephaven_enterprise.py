@@ -192,6 +192,9 @@ class DeephavenEnterpriseConfig(ResourceSpec):
             )
         ]
 
+    def makes_enterprise_workers(self) -> bool:
+        return self.is_factory
+
     @property
     def is_factory(self) -> bool:
         return self.connection_json_url is not None

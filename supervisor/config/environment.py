@@ -28,6 +28,7 @@ from supervisor.config.types import (
     Interval,
     Lifetime,
     Model,
+    Name,
     PidsLimit,
     Seconds,
     Sensitive,
@@ -193,10 +194,21 @@ class DeephavenSandboxConfig(Model):
     start_timeout: Timeout = 120.0
 
 
+class DeephavenEnterpriseSandboxConfig(Model):
+    """How a `deephaven-enterprise` sandbox's worker is made, through a factory's login."""
+
+    factory: Name  # a deephaven-enterprise resource with connection_json_url
+    heap: Heap = "4g"
+    jvm_args: list[str] = []
+    # The server deletes a worker whose session is gone this long (our last resort).
+    auto_delete_timeout: Annotated[float, Seconds(60, WEEK)] = 600.0
+    start_timeout: Timeout = 120.0
+
+
 class EnvironmentConfig(Model):
     """A pool of `min_ready`..`max_size` sandboxes handed out as leased sessions."""
 
-    backend: Literal["process", "docker", "deephaven", "swarm"] = "process"
+    backend: Literal["process", "docker", "deephaven", "deephaven-enterprise", "swarm"] = "process"
     min_ready: PoolSize = 1
     max_size: PoolSize = 8
     acquire_timeout: Annotated[float, Seconds(0, HOUR)] = 30.0
@@ -223,8 +235,16 @@ class EnvironmentConfig(Model):
     cgroup: CgroupLimits = CgroupLimits()
     docker: DockerSandboxConfig | None = None
     deephaven: DeephavenSandboxConfig | None = None
+    deephaven_enterprise: DeephavenEnterpriseSandboxConfig | None = None
     swarm: SwarmSandboxConfig | None = None
     features: list[FeatureConfig] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_session_per_worker(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("backend") == "deephaven-enterprise":
+            data = {"max_sessions_per_sandbox": 1, **data}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -254,6 +274,19 @@ class EnvironmentConfig(Model):
         if self.backend != "deephaven" and self.deephaven is not None:
             raise ValueError(
                 f'a [deephaven] table only applies to backend "deephaven", not {self.backend!r}'
+            )
+        if (self.backend == "deephaven-enterprise") != (self.deephaven_enterprise is not None):
+            raise ValueError(
+                'backend "deephaven-enterprise" needs a [deephaven_enterprise] table '
+                "(factory, heap), and only it takes one"
+            )
+        if self.backend == "deephaven-enterprise" and self.max_sessions_per_sandbox not in (
+            None,
+            1,
+        ):
+            raise ValueError(
+                "max_sessions_per_sandbox: a deephaven-enterprise worker serves one session "
+                "(it is deleted on release); leave it out"
             )
         return self
 

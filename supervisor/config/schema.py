@@ -288,12 +288,29 @@ class Config(Model):
                     path = f"resources.{name}.restart" + (f".{loc}" if loc else "")
                     found.append((path, err["msg"].removeprefix("Value error, ")))
         found += group_problems(self.resources, self.groups)
+        found += self._enterprise_factories()
         cycle = self._dependency_cycle()
         if cycle:
             found.append(
                 (f"resources.{cycle[0]}.depends_on", "dependency cycle: " + " -> ".join(cycle))
             )
         return found + self._missing_docker_sdk()
+
+    def _enterprise_factories(self) -> list[tuple[str, str]]:
+        """Each deephaven-enterprise environment's factory must be a configured factory."""
+        found = []
+        for name, env in self.environments.items():
+            factory = env.deephaven_enterprise.factory if env.deephaven_enterprise else None
+            spec = self.resources.get(factory) if factory is not None else None
+            if factory is not None and not (spec is not None and spec.makes_enterprise_workers()):
+                found.append(
+                    (
+                        f"environments.{name}.deephaven_enterprise.factory",
+                        f"{factory!r} is not a deephaven-enterprise factory resource "
+                        "(one with connection_json_url)",
+                    )
+                )
+        return found
 
     def _missing_docker_sdk(self) -> list[tuple[str, str]]:
         """Each docker-using resource and environment, when the docker SDK is not installed."""

@@ -443,6 +443,10 @@ class ResourceSpec(Model):
         """Whether a running instance left by a previous run may be taken over."""
         return False
 
+    def makes_enterprise_workers(self) -> bool:
+        """Whether it is a Deephaven Enterprise factory (a sandbox backend logs in with it)."""
+        return False
+
     def instance_count(self) -> int | None:
         """`instances`, for kinds that run several copies of themselves; else None."""
         return None

@@ -27,39 +27,25 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Any
 
 import structlog
 import trio
 
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
-from supervisor.errors import (
-    DeephavenClientError,
-    HelperGoneError,
-    MisconfiguredError,
-    StartError,
-)
+from supervisor.errors import DeephavenClientError, HelperGoneError
 from supervisor.launchers.deephaven.client import (
     DeephavenClient,
     lost_session_result,
-    open_client,
     start_error,
 )
-from supervisor.launchers.deephaven.output import Redactor
-from supervisor.launchers.deephaven.server import python_for
-from supervisor.launchers.local import LocalLauncher, scrubbed_environment
+from supervisor.launchers.deephaven.enterprise import login_request, open_logged_in
+from supervisor.launchers.local import LocalLauncher
 from supervisor.resources.deephaven_names import FullName
 from supervisor.supervision.policy import Termination
 from supervisor.supervision.resource import CheckResult, CheckSettings, Handle, ResourceBase
 from supervisor.supervision.states import Liveness
 
-# Found, not imported: the daemon itself must never load the Core+ client.
-_WORKER_SPEC = importlib.util.find_spec("supervisor.launchers.deephaven.enterprise_worker")
-assert _WORKER_SPEC is not None
-assert _WORKER_SPEC.origin is not None
-WORKER = _WORKER_SPEC.origin
 KIND = "deephaven-enterprise"
 # What a new worker's session needs beyond the worker's own start-up.
 _SESSION_MARGIN = 15.0
@@ -145,40 +131,13 @@ class _EnterpriseResource(ResourceBase):
         return self._handle.client if self._handle is not None else None
 
     async def _logged_in_client(self, factory: EnterpriseFactoryResource) -> DeephavenClient:
-        """A new helper, logged in to `factory`'s system.
-
-        Raises:
-            StartError: the system did not answer; UnauthorizedError or MisconfiguredError
-                when retrying cannot help.
-        """
-        login = await factory.login_request()
-        redact = Redactor([str(login.get("password") or "")])
-        log = self._output_log
-
-        def relay(stream: str, line: str) -> None:
-            log.info("output", stream=stream, line=redact(line))
-
-        python = python_for(factory.config.python_venv)
-        if not await trio.Path(python).is_file():
-            raise MisconfiguredError(f"python_venv: no Python at {python}")
-        env = scrubbed_environment()
-        if factory.config.password_env is not None:
-            env.pop(factory.config.password_env, None)
-        try:
-            client = await open_client(
-                self._launcher, on_output=relay, worker=WORKER, python=python, env=env
-            )
-        except HelperGoneError as exc:
-            raise StartError(str(exc)) from None  # its own output says why; no traceback here
-        try:
-            await client.call("login", factory.config.connection_timeout, **login)
-        except DeephavenClientError as exc:
-            client.kill()
-            raise start_error(exc) from None
-        except BaseException:
-            client.kill()
-            raise
-        return client
+        """A new helper, logged in to `factory`'s system (see `open_logged_in`)."""
+        return await open_logged_in(
+            self._launcher,
+            factory.config,
+            f"supervisor-daemon {factory.identity}",
+            self._output_log,
+        )
 
     async def _probe(self, handle: Handle, op: str, **fields: object) -> CheckResult:
         assert isinstance(handle, EnterpriseHandle)
@@ -219,43 +178,8 @@ class EnterpriseFactoryResource(_EnterpriseResource):
         return await self._probe(handle, "ping")
 
     async def login_request(self) -> dict[str, Any]:
-        """The helper's `login` request; the password is read now, never stored.
-
-        Raises:
-            MisconfiguredError: the password variable is unset or its file unreadable.
-        """
-        config = self.config
-        request: dict[str, Any] = {
-            "connection_json_url": config.connection_json_url,
-            "connection_timeout": config.connection_timeout,
-            "truststore": None if config.truststore is None else str(config.truststore),
-            "auth": config.auth,
-            "client_name": f"supervisor-daemon {self.identity}",
-        }
-        if config.auth == "password":
-            request["username"] = config.username
-            request["password"] = await self._password()
-        else:
-            request["private_key_file"] = str(config.private_key_file)
-        return request
-
-    async def _password(self) -> str:
-        config = self.config
-        if config.password_env is not None:
-            value = os.environ.get(config.password_env, "")
-            if not value:
-                raise MisconfiguredError(f"password_env: ${config.password_env} is unset or empty")
-            return value
-        assert config.password_file is not None
-        try:
-            value = (await trio.Path(config.password_file).read_text()).rstrip("\r\n")
-        except OSError as exc:
-            raise MisconfiguredError(
-                f"password_file: cannot read {config.password_file}: {exc.strerror}"
-            ) from None
-        if not value:
-            raise MisconfiguredError(f"password_file: {config.password_file} is empty")
-        return value
+        """The helper's `login` request; the password is read now, never stored."""
+        return await login_request(self.config, f"supervisor-daemon {self.identity}")
 
 
 class EnterpriseSessionResource(_EnterpriseResource):

@@ -107,6 +107,7 @@ class Daemon:
         self.api_bound = trio.Event()
         self.engines: DockerEngines | None = None
         self._launcher: LocalLauncher | None = None
+        self._instance_id = ""  # the state directory's, once it is open
 
     @property
     def config(self) -> Config:
@@ -130,6 +131,8 @@ class Daemon:
             config.daemon.state_path,
             log_path=config.daemon.log_path,
             log_defaults=config.defaults.log,
+            resource_configs=config.resources,
+            instance=self._instance_id,
         )
 
     def _make_environment(self, name: str, config: Any) -> Environment:
@@ -222,6 +225,7 @@ class Daemon:
             )
             async with trio.open_nursery() as root:
                 self._launcher = launcher
+                self._instance_id = state.instance_id
                 launcher.withhold(self.config.secret_env_names())
                 await root.start(self.loop.serve)
                 self.engines = DockerEngines(root, state.instance_id)

@@ -52,6 +52,10 @@ class Context:
     resources: Mapping[str, Resource] | None = None
     log_path: Path | None = None  # where programs' output files go (None: memory only)
     log_defaults: LogConfig = DEFAULT_LOG
+    # The configured resources' settings (an Enterprise environment logs in with its
+    # factory's), and the daemon's instance id (what names its leftovers).
+    resource_configs: Mapping[str, Any] | None = None
+    instance: str = ""
 
     def output_log(self, name: str, overrides: LogOverrides) -> OutputLog:
         """Where resource `name`'s program output is kept."""
@@ -220,11 +224,31 @@ def _deephaven_backend(
     return backend, [ScopeResetFeature()]
 
 
+def _deephaven_enterprise_backend(
+    env: str, config: EnvironmentConfig, ctx: Context
+) -> tuple[Backend, list[Feature]]:
+    from supervisor.sandbox.backends.deephaven_enterprise import DeephavenEnterpriseBackend
+
+    spec = config.deephaven_enterprise
+    assert spec is not None  # the schema requires the table
+    factory = (ctx.resource_configs or {}).get(spec.factory)
+    backend = DeephavenEnterpriseBackend(
+        ctx.launcher,
+        spec,
+        factory if factory is not None and factory.makes_enterprise_workers() else None,
+        environment=env,
+        instance=ctx.instance,
+        output_limit=config.output_limit,
+    )
+    return backend, []
+
+
 BACKENDS: Mapping[str, BackendBuilder] = {
     "process": _process_backend,
     "docker": _docker_backend,
     "deephaven": _deephaven_backend,
     "swarm": _swarm_backend,
+    "deephaven-enterprise": _deephaven_enterprise_backend,
 }
 
 

@@ -11,7 +11,7 @@ It fetches `connection.json` itself (stdlib, under `connection_timeout`) and han
 to `SessionManager(json=...)`, so an unreachable or wrong URL is classified here instead
 of surfacing as an untyped error from the client's own HTTP call. Failures the daemon
 cannot classify by gRPC status are raised as `Failure(type)` with type `settings`,
-`unauthorized` or `offline`.
+`unauthorized`, `offline`, or `script` (the console refused a script).
 
 Without the client in this interpreter the helper still starts and answers `login` with a
 one-line `settings` failure saying what to install where: an import error here would be a
@@ -34,6 +34,9 @@ from typing import Any
 
 # What the README's python_venv instructions install.
 CLIENT_REQUIREMENT = "deephaven-coreplus-client>=2026.1.62"
+# Error messages end up in status details: short, but a script's traceback may be longer.
+_MESSAGE_LIMIT = 500
+_SCRIPT_MESSAGE_LIMIT = 4000
 
 # Not a dependency of the daemon's own venv: found only where the helper runs.
 try:
@@ -122,8 +125,9 @@ class Worker:
             return config
 
         auto_delete = req.get("auto_delete_timeout")
+        name = req["name"] if req.get("exact_name") else f"{req['name']}-{secrets.token_hex(3)}"
         self.session = manager.connect_to_new_worker(
-            name=f"{req['name']}-{secrets.token_hex(3)}",
+            name=name,
             heap_size_gb=float(req["heap_gb"]),
             extra_jvm_args=list(req.get("jvm_args") or []),
             auto_delete_timeout=None if auto_delete is None else int(auto_delete),
@@ -147,6 +151,37 @@ class Worker:
 
     def op_run_script(self, req: dict[str, Any]) -> object:
         self._session().run_script(req["script"])
+        return None
+
+    def op_run_captured(self, req: dict[str, Any]) -> object:
+        """Run a program that may bind a result table `req["result"]`; return its JSON.
+
+        As the community helper's: a DndSession is a pydeephaven Session, whose console
+        answer says which variables changed; the result is read with `open_table`.
+        """
+        session = self._session()
+        response = session.console_service.run_script(req["program"])
+        if response.error_message:
+            raise Failure("script", python_part(response.error_message))
+        name = req["result"]
+        changed = [*response.changes.created, *response.changes.updated]
+        if not any(field.field_name == name for field in changed):
+            return None  # nothing was bound: a silent success
+        chunks = session.open_table(name).to_arrow().column("chunk").to_pylist()
+        return json.loads("".join(chunks))
+
+    def op_list_workers(self, req: dict[str, Any]) -> object:
+        """The serials and names of the queries whose name starts with `prefix`."""
+        prefix = req["prefix"]
+        queries = self._manager().controller_client.map().values()
+        return [
+            {"serial": int(pq.config.serial), "name": pq.config.name}
+            for pq in queries
+            if str(pq.config.name).startswith(prefix)
+        ]
+
+    def op_delete_worker(self, req: dict[str, Any]) -> object:
+        self._manager().controller_client.delete_query(int(req["serial"]))
         return None
 
     def op_close(self, req: dict[str, Any]) -> object:
@@ -214,6 +249,14 @@ def _fetch(url: str, truststore: bytes | None, timeout: float) -> str:
         raise Failure("offline", f"connection_json_url: {reason}") from None
 
 
+def python_part(message: str) -> str:
+    """A console error without its Java wrapping: the Python traceback as Python prints it."""
+    lines = message.splitlines()
+    if lines and lines[0].endswith("Error in Python interpreter:"):
+        lines = lines[1:]
+    return "\n".join(line for line in lines if not line.startswith("\tat ")).strip()
+
+
 def describe(exc: BaseException) -> dict[str, object]:
     """The error as the daemon classifies it: type, gRPC status code, message."""
     code = None
@@ -238,7 +281,8 @@ def describe(exc: BaseException) -> dict[str, object]:
         kind = "unauthorized"
     else:
         kind = type(exc).__name__
-    return {"type": kind, "code": code, "message": message[:500]}
+    limit = _SCRIPT_MESSAGE_LIMIT if kind == "script" else _MESSAGE_LIMIT
+    return {"type": kind, "code": code, "message": message[:limit]}
 
 
 def serve(stream: Any) -> None:

@@ -8,7 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
-from supervisor.errors import DeephavenClientError, MisconfiguredError, UnauthorizedError
+from supervisor.config.load import load_text
+from supervisor.errors import (
+    ConfigError,
+    DeephavenClientError,
+    MisconfiguredError,
+    UnauthorizedError,
+)
 from supervisor.launchers.deephaven.client import classify, start_error
 from supervisor.resources.deephaven_names import FullName
 from supervisor.supervision.states import Liveness
@@ -124,3 +130,60 @@ def test_enterprise_full_names() -> None:
     assert str(FullName.enterprise_factory("prod")) == "enterprise:factory:prod"
     assert str(FullName.enterprise("prod", "risk")) == "enterprise:prod:risk"
     assert FullName.parse("enterprise:prod:risk") == FullName.enterprise("prod", "risk")
+
+
+ENVIRONMENT = f"""
+[resources.prod]
+kind = "deephaven-enterprise"
+connection_json_url = "{URL}"
+auth = "password"
+username = "u"
+password_env = "P"
+
+[resources.feed]
+kind = "deephaven-enterprise"
+factory = "prod"
+pq_name = "Feed"
+
+[environments.ent]
+backend = "deephaven-enterprise"
+"""
+
+
+def load_problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_text(text)
+    return [f"{p.path}: {p.message}" for p in info.value.problems]
+
+
+def test_an_enterprise_environment_serves_one_session_per_worker() -> None:
+    """Its sandboxes are never reused (max_sessions_per_sandbox is 1), heap defaults to 4g."""
+    loaded = load_text(ENVIRONMENT + '[environments.ent.deephaven_enterprise]\nfactory = "prod"\n')
+    env = loaded.environments["ent"]
+    assert env.max_sessions_per_sandbox == 1
+    assert env.deephaven_enterprise is not None
+    assert (env.deephaven_enterprise.heap, env.deephaven_enterprise.auto_delete_timeout) == (
+        "4g",
+        600.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("", 'backend "deephaven-enterprise" needs a [deephaven_enterprise] table'),
+        (
+            '[environments.ent.deephaven_enterprise]\nfactory = "feed"\n',
+            "environments.ent.deephaven_enterprise.factory: 'feed' is not a "
+            "deephaven-enterprise factory resource",
+        ),
+        (
+            'max_sessions_per_sandbox = 2\n[environments.ent.deephaven_enterprise]\nfactory = "prod"\n',
+            "max_sessions_per_sandbox: a deephaven-enterprise worker serves one session",
+        ),
+    ],
+)
+def test_enterprise_environment_errors_name_the_key(table: str, expected: str) -> None:
+    """The table is required, its factory must be a factory, and a worker is not reused."""
+    found = load_problems(ENVIRONMENT + table)
+    assert any(expected in p for p in found), found

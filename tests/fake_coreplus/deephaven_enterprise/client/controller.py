@@ -36,7 +36,7 @@ class ControllerClient:
         self.cookie: str | None = None
 
     def map(self) -> dict[int, Any]:
-        pqs = self._server.rpc("controller_map")["pqs"]
+        pqs = [*self._server.rpc("controller_map").get("pqs", []), *self._server.workers()]
         return {pq["serial"]: pq_info(pq) for pq in pqs}
 
     def ping(self) -> bool:

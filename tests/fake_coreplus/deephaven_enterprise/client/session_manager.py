@@ -12,9 +12,12 @@ import contextlib
 import io
 import json as jsonlib
 import re
+import traceback
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
+
+from deephaven.table import Table  # the worker's side of the fake
 
 from deephaven_enterprise.client._fake_server import FakeRpcError, Server, StatusCode
 from deephaven_enterprise.client.auth import AuthenticationFailedException
@@ -45,6 +48,7 @@ class SessionManager:
         self.client_name = client_name
         self.controller_client = ControllerClient(self.server)
         self.active_sessions: list[DndSession] = []
+        self.scopes: dict[int, dict[str, Any]] = {}
         self.user: str | None = None
 
     def password(self, user: str, password: str, effective_user: str | None = None) -> None:
@@ -123,8 +127,7 @@ class SessionManager:
         )
         if configuration_transformer is not None:
             config = configuration_transformer(config)
-        state = self.server.rpc(
-            "add_query",
+        serial, state = self.server.add_query(
             name=config.name,
             heap_size_gb=config.heapSizeGb,
             jvm_args=config.extraJvmArguments,
@@ -132,7 +135,6 @@ class SessionManager:
             language=config.scriptLanguage,
             timeout_seconds=timeout_seconds,
         )
-        serial = 1000 + self.server.count("add_query")
         if state.get("workers_fail"):
             self.controller_client.delete_query(serial)
             raise RuntimeError(f"Query '{config.name}' is not running after 0.0 seconds.")
@@ -169,6 +171,47 @@ class _ConfigStub:
         return SimpleNamespace(config_values={})
 
 
+class _ConsoleService:
+    """pydeephaven's console service: the worker's Python console (see `_worker_scope`).
+
+    `run_script` answers as the server does: `error_message` (empty on success) and the
+    table variables the script created or updated.
+    """
+
+    def __init__(self, session: DndSession) -> None:
+        self._session = session
+
+    def run_script(self, server_script: str) -> Any:
+        session = self._session
+        serial = session.pqinfo().config.serial
+        state = session.session_manager.server.rpc(
+            "run_script", serial=serial, script=server_script
+        )
+        if serial in state.get("dropped", []):
+            raise FakeRpcError(StatusCode.UNAUTHENTICATED, "Authentication details invalid")
+        scope = session.scope
+        before = {k: v for k, v in scope.items() if _is_table(v)}
+        error = ""
+        try:
+            exec(compile(server_script, "<string>", "exec"), scope)  # noqa: S102 - the fake console
+        except Exception as exc:  # the server answers with the error's text
+            error = "Error in Python interpreter:\n" + "".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__)
+            )
+        created = [k for k, v in scope.items() if _is_table(v) and k not in before]
+        updated = [k for k, v in scope.items() if k in before and v is not before[k]]
+        changes = SimpleNamespace(
+            created=[SimpleNamespace(field_name=k) for k in created],
+            updated=[SimpleNamespace(field_name=k) for k in updated],
+            removed=[SimpleNamespace(field_name=k) for k in before if k not in scope],
+        )
+        return SimpleNamespace(error_message=error, changes=changes)
+
+
+def _is_table(value: object) -> bool:
+    return isinstance(value, Table)
+
+
 class DndSession:
     """A session to a query's worker; the real one is a pydeephaven.Session."""
 
@@ -177,7 +220,10 @@ class DndSession:
         self._pqinfo = pqinfo
         self._owned_pq_serial: int | None = None
         self.config_service = SimpleNamespace(_grpc_app_stub=_ConfigStub(self))
+        self.console_service = _ConsoleService(self)
         self.is_alive = True
+        # The worker's console globals, shared by the sessions of this helper.
+        self.scope = session_manager.scopes.setdefault(pqinfo.config.serial, {})
 
     def pqinfo(self) -> Any:
         return self._pqinfo
@@ -186,9 +232,17 @@ class DndSession:
         return stub_call(*args, **kwargs)
 
     def run_script(self, script: str) -> None:
-        self.session_manager.server.rpc(
-            "run_script", serial=self._pqinfo.config.serial, script=script
-        )
+        response = self.console_service.run_script(script)
+        if response.error_message:
+            raise RuntimeError(response.error_message)  # pydeephaven raises DHError
+
+    def open_table(self, name: str) -> Any:
+        """The table bound to `name` in the worker's console (DHError if there is none)."""
+        self.session_manager.server.rpc("open_table", serial=self._pqinfo.config.serial)
+        table = self.scope.get(name)
+        if not _is_table(table):
+            raise RuntimeError(f"failed to open table {name}")
+        return table
 
     def close(self) -> None:
         self.is_alive = False
