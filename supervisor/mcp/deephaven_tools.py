@@ -1,8 +1,9 @@
-"""Deephaven tools, named as deephaven-mcp 1.1.4's Community tools.
+"""Deephaven tools, named as deephaven-mcp 1.1.4's Community and Enterprise session tools.
 
-A "session" here is a session of a `backend = "deephaven"` environment: creating one is an
-acquire (capped by the environment's `max_size`, leased, held by this MCP session),
-deleting one is a release. Everything else is a Python script run in the session's
+A "session" here is a session of a `backend = "deephaven"` environment (Community) or of a
+`backend = "deephaven-enterprise"` one (a Core+ worker): creating one is an acquire (capped
+by the environment's `max_size`, leased, held by this MCP session), deleting one is a
+release. Everything else is a Python script run in the session's
 server through the daemon's exec, so the MCP process needs no Deephaven client. The
 helper scripts run inside a function that deletes itself, leaving the session's scope as
 the agent left it, and print one JSON line that the tool parses.
@@ -23,6 +24,8 @@ from supervisor.mcp.link import DaemonLink
 from supervisor.mcp.sandbox_tools import MAX_OUTPUT, Script, clip, environment_view
 from supervisor.mcp.tools import ADD, CHANGE, READ, Name, SessionId, Timeout, refusals, release
 
+COMMUNITY, ENTERPRISE = "deephaven", "deephaven-enterprise"  # the environments' backends
+KIND_OF = {COMMUNITY: "community", ENTERPRISE: "enterprise"}
 TableName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")]
 MAX_ROWS = 1000
 
@@ -102,7 +105,7 @@ class Scripts:
 def add_deephaven_tools(
     server: MCPServer, link: DaemonLink, holds_for: Callable[[Context], Holds | None]
 ) -> None:
-    """Register the deephaven-mcp Community tools on `server`."""
+    """Register the deephaven-mcp Community and Enterprise session tools on `server`."""
     add_session_tools(server, link, holds_for)
     add_script_tools(server, Scripts(link))
 
@@ -163,43 +166,23 @@ def add_script_tools(server: MCPServer, scripts: Scripts) -> None:
 def add_session_tools(
     server: MCPServer, link: DaemonLink, holds_for: Callable[[Context], Holds | None]
 ) -> None:
-    """List, describe, create and delete Community sessions; their credentials."""
+    """List, describe, create and delete Community and Enterprise sessions; Community credentials."""
 
-    async def deephaven_environments() -> list[dict[str, Any]]:
+    async def deephaven_environments(*backends: str) -> list[dict[str, Any]]:
+        wanted = backends or (COMMUNITY, ENTERPRISE)
         with refusals():
             envs = await link.call(lambda c: c.environments())
-        return [environment_view(e) for e in envs if e["backend"] == "deephaven"]
-
-    def held(ctx: Context) -> dict[str, dict[str, Any]]:
-        holds = holds_for(ctx)
-        return {} if holds is None else holds.acquired
-
-    @server.tool(annotations=READ)
-    async def sessions_list(ctx: Context) -> dict[str, Any]:
-        """List the Community sessions created here, and the deephaven environments that
-        can create more (with free capacity)."""
-        environments = await deephaven_environments()
-        names = {e["name"] for e in environments}
-        sessions = [
-            {"session_id": sid, "type": "community", "source": s["environment"]}
-            for sid, s in held(ctx).items()
-            if s["environment"] in names
+        return [
+            {**environment_view(e), "type": KIND_OF[e["backend"]]}
+            for e in envs
+            if e["backend"] in wanted
         ]
-        return {"sessions": sessions, "environments": environments}
 
-    @server.tool(annotations=READ)
-    async def session_details(session_id: SessionId) -> dict[str, Any]:
-        """A session's environment, state, lease and expiry."""
-        with refusals():
-            return await link.call(lambda c: c.session(session_id))
-
-    @server.tool(annotations=ADD)
-    async def session_community_create(
-        environment: Name, ctx: Context, ttl_seconds: Timeout | None = None
+    async def create(
+        backend: str, environment: str, ctx: Context, ttl_seconds: float | None
     ) -> dict[str, Any]:
-        """Create a Community session: a server from a deephaven environment's pool."""
-        if environment not in {e["name"] for e in await deephaven_environments()}:
-            raise ToolError(f"no deephaven environment named {environment!r}")
+        if environment not in {e["name"] for e in await deephaven_environments(backend)}:
+            raise ToolError(f"no {backend} environment named {environment!r}")
         holds = holds_for(ctx)
         with refusals():
             session = await link.call(
@@ -215,14 +198,60 @@ def add_session_tools(
             "kept_alive": holds is not None,
         }
 
-    @server.tool(annotations=CHANGE)
-    async def session_community_delete(session_id: SessionId, ctx: Context) -> dict[str, Any]:
-        """Delete a Community session: its server's scope is wiped and returned to the pool."""
+    async def delete(session_id: str, ctx: Context) -> dict[str, Any]:
         with refusals():
             await link.call(lambda c: c.release(session_id))
         if (holds := holds_for(ctx)) is not None:
             holds.drop(session_id)
         return {"deleted": True, "session_id": session_id}
+
+    def held(ctx: Context) -> dict[str, dict[str, Any]]:
+        holds = holds_for(ctx)
+        return {} if holds is None else holds.acquired
+
+    @server.tool(annotations=READ)
+    async def sessions_list(ctx: Context) -> dict[str, Any]:
+        """List the Community and Enterprise sessions created here, and the environments
+        that can create more (with free capacity)."""
+        environments = await deephaven_environments()
+        types = {e["name"]: e["type"] for e in environments}
+        sessions = [
+            {"session_id": sid, "type": types[s["environment"]], "source": s["environment"]}
+            for sid, s in held(ctx).items()
+            if s["environment"] in types
+        ]
+        return {"sessions": sessions, "environments": environments}
+
+    @server.tool(annotations=READ)
+    async def session_details(session_id: SessionId) -> dict[str, Any]:
+        """A session's environment, state, lease and expiry."""
+        with refusals():
+            return await link.call(lambda c: c.session(session_id))
+
+    @server.tool(annotations=ADD)
+    async def session_community_create(
+        environment: Name, ctx: Context, ttl_seconds: Timeout | None = None
+    ) -> dict[str, Any]:
+        """Create a Community session: a server from a deephaven environment's pool."""
+        return await create(COMMUNITY, environment, ctx, ttl_seconds)
+
+    @server.tool(annotations=CHANGE)
+    async def session_community_delete(session_id: SessionId, ctx: Context) -> dict[str, Any]:
+        """Delete a Community session: its server's scope is wiped and returned to the pool."""
+        return await delete(session_id, ctx)
+
+    @server.tool(annotations=ADD)
+    async def session_enterprise_create(
+        environment: Name, ctx: Context, ttl_seconds: Timeout | None = None
+    ) -> dict[str, Any]:
+        """Create an Enterprise session: a new Core+ worker from a deephaven-enterprise
+        environment (its factory, heap and cap are the environment's)."""
+        return await create(ENTERPRISE, environment, ctx, ttl_seconds)
+
+    @server.tool(annotations=CHANGE)
+    async def session_enterprise_delete(session_id: SessionId, ctx: Context) -> dict[str, Any]:
+        """Delete an Enterprise session: its worker is deleted."""
+        return await delete(session_id, ctx)
 
     @server.tool(annotations=READ)
     async def session_community_credentials(session_id: SessionId, ctx: Context) -> dict[str, Any]:
