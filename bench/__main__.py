@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    console,
     control,
     idle_cpu,
     mcp_roundtrip,
@@ -34,7 +35,7 @@ from bench import (
 )
 
 RESULTS = Path(__file__).with_name("results")
-BENCHMARKS = ("latency", "idle", "control", "reload", "sandbox", "scrape", "mcp")
+BENCHMARKS = ("latency", "idle", "control", "reload", "sandbox", "scrape", "mcp", "console")
 PEER_BENCHMARKS = ("latency", "idle", "control", "reload")  # the supervisord/circus table
 
 
@@ -176,6 +177,12 @@ def run_benchmarks(only: Sequence[str], plan: Plan, workdir: Path) -> dict[str, 
         say(f"MCP round trips: {plan.mcp_calls} calls each way ...")
         results["mcp"] = mcp_roundtrip.run(workdir / "mcp", plan.mcp_calls)
         took()
+    if "console" in only:
+        say(f"web console: N={plan.scrape_n}, {plan.sandboxes} sandboxes, headless Chromium ...")
+        results["console"] = console.run(
+            workdir / "console", n=plan.scrape_n, sandboxes=plan.sandboxes, per_env=plan.per_env
+        )
+        took()
     return results
 
 
@@ -202,6 +209,8 @@ def tables(only: Sequence[str], results: dict[str, Any]) -> str:
         out.append(report.scrape_table(results["scrape"]))
     if "mcp" in only:
         out.append(report.mcp_table(results["mcp"]))
+    if "console" in only:
+        out.append(console.table(results["console"]))
     return "\n\n".join(out)
 
 

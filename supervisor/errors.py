@@ -11,6 +11,7 @@
     │   └── SessionNotFoundError        (also a SessionError, below)
     ├── ConflictError               the request does not fit the current state (409)
     │   ├── NotRunningError             it needs a running resource
+    │   ├── PlanChangedError            the config changed since the reload plan was shown
     │   └── SessionBusyError            (also a SessionError, below)
     ├── ReloadUnavailableError      the daemon was given no file to reload from
     ├── DaemonStoppingError         refused because the daemon is shutting down
@@ -111,6 +112,10 @@ class ConflictError(SupervisorError):
 
 class NotRunningError(ConflictError):
     """The resource must be running for this (retry once it is)."""
+
+
+class PlanChangedError(ConflictError):
+    """A reload was asked to apply a plan made from another config than the file's now."""
 
 
 class ReloadUnavailableError(SupervisorError):

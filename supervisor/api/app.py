@@ -27,9 +27,10 @@ from supervisor.api import models
 from supervisor.api.access import AccessGuard, Tokens
 from supervisor.api.console import console_routes
 from supervisor.api.cookies import ConsoleSessions
-from supervisor.api.edge import BodyLimit, StreamSlots
+from supervisor.api.edge import BodyLimit, StreamSlots, compressed
 from supervisor.api.errors import EXCEPTION_HANDLERS, ApiError, error_response
 from supervisor.api.files import body_limit
+from supervisor.api.glance import Glanced, glance_routes
 from supervisor.api.logs import log_routes
 from supervisor.api.models import reply
 from supervisor.api.openapi import openapi_route
@@ -105,10 +106,13 @@ ACT = Operation(
 RELOAD = Operation(
     "Reload the config file (or, with dry_run, say what a reload would do)",
     {200: models.ReloadPlan},
-    errors=(501, 503),
+    errors=(409, 501, 503),
     body=ReloadRequest,
     params=(Param("dry_run", "query", "only plan", {"type": "boolean"}),),
-    description="422 `invalid_config` lists the problems; the running config is untouched.",
+    description="422 `invalid_config` lists the problems; the running config is untouched. "
+    "Every answer carries the plan's `hash` (of the running config and the file's). To "
+    "apply only a plan that was shown, send that hash back as `plan`: 409 `plan_changed` "
+    "if the file (or the running config) changed since, and nothing is applied.",
 )
 EVENTS = Operation(
     "Every state transition, replayed from `since` then followed live",
@@ -132,6 +136,9 @@ EVENTS = Operation(
         Param("follow", "query", "false: answer the kept events as one JSON object", {
             "type": "boolean",
         }),
+        Param("name", "query", "with follow=false: only the events of this subject name", {
+            "type": "string", "minLength": 1, "maxLength": 200,
+        }),
         Param("Last-Event-ID", "header", "resume after this sequence number (SSE)", {
             "type": "string", "pattern": "^[0-9]{1,19}$",
         }),
@@ -147,7 +154,7 @@ class EventSource(Protocol):
     def subscribe(self, buffer: int = ...) -> Any: ...
 
 
-class Control(Operated, Protocol):
+class Control(Operated, Glanced, Protocol):
     """What the API needs from the daemon."""
 
     @property
@@ -170,9 +177,9 @@ class Control(Operated, Protocol):
     def command(self, name: str, action: str) -> Snapshot:
         """Apply start/stop/restart to `name` (ResourceNotFoundError if unknown)."""
 
-    async def reload(self, *, dry_run: bool) -> dict[str, Any]:
+    async def reload(self, *, dry_run: bool, plan: str | None = None) -> dict[str, Any]:
         """Reload the config (ConfigError if invalid, ReloadUnavailableError if there is
-        no file)."""
+        no file, PlanChangedError if `plan` is not the hash of the plan it makes)."""
 
     async def render_metrics(self) -> bytes: ...
     @property
@@ -250,8 +257,8 @@ def build_app(
     secure: bool = False,
 ) -> ASGIApp:
     """The API app for one listener; `tcp=True` guards /v1 (and /mcp) with `tokens`
-    (`api.access`) and serves the web console (`api.console`; its cookie is `secure`
-    on TLS); long-lived streams take a slot of `streams`; `mounts` are more routes (the
+    (`api.access`), serves the web console (`api.console`; its cookie is `secure`
+    on TLS) and gzips what is worth it (`api.edge.compressed`); long-lived streams take a slot of `streams`; `mounts` are more routes (the
     daemon's MCP endpoint), outside the API's description."""
     tokens = Tokens() if tokens is None else tokens
     sessions = ConsoleSessions(secure=secure)
@@ -266,7 +273,8 @@ def build_app(
     # A redirect for a trailing slash would build its Location from the Host header.
     app.router.redirect_slashes = False
     guarded = AccessGuard(app, app.routes, tokens, sessions) if tcp else app
-    return BodyLimit(guarded, body_limit(control.sandboxes, MAX_JSON_BODY), body_idle)
+    limited = BodyLimit(guarded, body_limit(control.sandboxes, MAX_JSON_BODY), body_idle)
+    return compressed(limited) if tcp else limited
 
 
 def api_routes(
@@ -299,7 +307,8 @@ def api_routes(
         dry_run = body.dry_run or bool(query_bool(request, "dry_run"))
         if control.is_stopping:
             raise DaemonStoppingError("the daemon is stopping")
-        return reply(models.ReloadPlan.model_validate(await control.reload(dry_run=dry_run)))
+        done = await control.reload(dry_run=dry_run, plan=body.plan)
+        return reply(models.ReloadPlan.model_validate(done))
 
     async def events(request: Request) -> Response:
         source = control.events
@@ -311,6 +320,8 @@ def api_routes(
         if query_bool(request, "follow") is False:
             # What the ring holds after `since`, as one JSON answer (agents, scripts).
             kept, gap = source.replay(0 if since is None else since)
+            if (name := request.query_params.get("name")) is not None:
+                kept = [e for e in kept if e.name == name[:200]]  # one resource's page
             recent = [models.Event.model_validate(e.to_json()) for e in kept]
             return reply(models.RecentEvents(events=recent, gap=gap))
         release = streams.take()
@@ -330,6 +341,7 @@ def api_routes(
         *log_routes(control, streams, closing),
         ApiRoute("/v1/reload", reload, "POST", RELOAD),
         ApiRoute("/v1/events", events, "GET", EVENTS),
+        *glance_routes(control),
         *(sandbox_routes(control.sandboxes, streams) if control.sandboxes is not None else ()),
         *console,
     ]

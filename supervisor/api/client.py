@@ -120,9 +120,13 @@ class Client:
     def restart(self, name: str) -> dict[str, Any]:
         return self._http.json("POST", f"/v1/resources/{name}/restart")
 
-    def reload(self, *, dry_run: bool = False) -> dict[str, Any]:
+    def reload(self, *, dry_run: bool = False, plan: str | None = None) -> dict[str, Any]:
+        """Reload (or plan); `plan`: apply only if this is still the plan's `hash`."""
+        body: dict[str, Any] = {"dry_run": dry_run}
+        if plan is not None:
+            body["plan"] = plan
         # Applying waits for new resources' first start attempts: no read timeout.
-        return self._http.json("POST", "/v1/reload", {"dry_run": dry_run}, long=True)
+        return self._http.json("POST", "/v1/reload", body, long=True)
 
     def credentials(self, name: str) -> dict[str, Any]:
         """Host, port, auth type and token of a Deephaven resource."""

@@ -17,6 +17,12 @@ connection's bytes ourselves in a small subclass of hypercorn's trio `TCPServer`
 internal class: the version is pinned in pyproject.toml, and tests/integration/
 test_api_abuse.py fails if its behaviour changes).
 
+Answers on TCP are gzipped when the client accepts it and they are over `GZIP_MIN`
+bytes (the console's modules, the resource list at scale). Starlette's middleware
+flushes every chunk of a streamed answer (Z_SYNC_FLUSH), so a followed log stays live
+(tests/integration/test_console_routes.py); event streams, NDJSON frames and file
+transfers are left as they are. The unix socket compresses nothing: no wire to save.
+
 Bodies: a declared `Content-Length` over the route's limit is refused before the route
 runs; a chunked body is counted as it streams. Either way the rest of the body is read and
 dropped first (up to `DRAIN_BYTES` / `DRAIN_SECONDS`), then the 413 is sent: most HTTP
@@ -44,6 +50,7 @@ from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from supervisor.api.errors import ApiError, error_response
@@ -411,6 +418,20 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+GZIP_MIN = 1400  # bytes: below about one packet, compressing saves nothing
+GZIP_SKIPPED = (
+    *DEFAULT_EXCLUDED_CONTENT_TYPES,
+    "application/x-ndjson",  # exec frames: small, and latency matters
+    "application/x-tar",  # file transfers: big, often already compressed
+    "application/octet-stream",
+)
+
+
+def compressed(app: ASGIApp) -> ASGIApp:
+    """`app` with its answers gzipped for clients that accept it (see the module doc)."""
+    return GZipMiddleware(app, GZIP_MIN, compresslevel=6, exclude_content_types=GZIP_SKIPPED)
 
 
 def _too_large(limit: int) -> Any:

@@ -37,6 +37,7 @@ from supervisor.errors import (
     NoOutputError,
     NotFoundError,
     NotRunningError,
+    PlanChangedError,
     PoolOverloadedError,
     ReloadUnavailableError,
     ResourceError,
@@ -72,6 +73,7 @@ ERRORS: Mapping[type[SupervisorError], Answer] = {
     NoOutputError: Answer(404, "no_output"),
     ConflictError: Answer(409, "conflict"),
     NotRunningError: Answer(409, "not_running", retryable=True),
+    PlanChangedError: Answer(409, "plan_changed"),
     SessionExpiredError: Answer(410, "expired"),
     # Both a session error and a general one: their own rows, not the MRO's first hit.
     SessionNotFoundError: Answer(404, "not_found"),

@@ -96,6 +96,10 @@ class ReloadPlan(Answer):
     unchanged: list[str]
     daemon_restart_needed: list[str]
     environments: EnvironmentPlan
+    hash: str = Field(
+        description="of the running config and the file's: send it back as `plan` to apply "
+        "this plan and no other"
+    )
 
 
 class Environment(Answer):
@@ -132,6 +136,11 @@ class Session(Answer):
     labels: dict[str, str]
     running: int  # commands in progress: while any runs, the lease cannot run out
     state: Literal["active", "ended"]
+    endpoint: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="host:port of a sandbox that is a server (deephaven backend)",
+    )
 
 
 class Sessions(Answer):
@@ -313,3 +322,21 @@ class ConsoleSignIn(Answer):
 
     access: Literal["full", "read"]
     csrf: str = Field(description="send it as X-CSRF-Token with every request but GET")
+
+
+class GlanceMinute(Answer):
+    """One minute of the last hour."""
+
+    start: int = Field(description="unix time of the minute's first second")
+    restarts: int = Field(description="resource restarts in the minute")
+    transitions: int = Field(description="resource state transitions in the minute")
+    states: dict[str, int] | None = Field(
+        description="resources per state at the minute's end (so far, for the current one); "
+        "null when the daemon was not running then"
+    )
+
+
+class Glance(Answer):
+    """`GET /v1/glance`: the last 60 minutes, oldest first, the current one last."""
+
+    minutes: list[GlanceMinute]

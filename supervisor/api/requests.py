@@ -160,6 +160,10 @@ class ReloadRequest(RequestModel):
     """`POST /v1/reload`."""
 
     dry_run: bool = False
+    plan: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(
+        default=None,
+        description="apply only if this is still the plan's hash (from a dry run); else 409",
+    )
 
 
 def _json_content(request: Request) -> None:

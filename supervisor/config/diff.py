@@ -8,7 +8,11 @@ everything else is left alone, same pid, no transition.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+
+from pydantic import SecretStr
 
 from supervisor.config.schema import Config
 from supervisor.config.types import ResourceSpec
@@ -103,6 +107,24 @@ class ReloadPlan:
             if names
         ]
         return ", ".join(parts) or "nothing configured"
+
+
+def plan_digest(old: Config, new: Config) -> str:
+    """A hash of the two configs a plan is made from: the same pair, the same plan.
+
+    Secrets count (a changed token is a changed config) but only their hash leaves.
+    """
+
+    def plain(value: object) -> object:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, (set, frozenset)):
+            return sorted(map(str, value))
+        return str(value)
+
+    both = [old.model_dump(mode="python"), new.model_dump(mode="python")]
+    text = json.dumps(both, default=plain, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def plan_environments(old: Config, new: Config) -> EnvironmentPlan:

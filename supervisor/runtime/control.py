@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from supervisor.errors import DaemonStoppingError
+from supervisor.observability.glance import MinuteRing
 from supervisor.observability.metrics import Metrics
 from supervisor.runtime.lifecycle import Lifecycle
 from supervisor.runtime.reload import Reloader
@@ -40,6 +41,7 @@ class ControlSurface:
         sandboxes: SandboxService,
         reloader: Reloader,
         metrics: Metrics,
+        glance: MinuteRing,
     ) -> None:
         self._lifecycle = lifecycle
         self._bus = bus
@@ -47,6 +49,7 @@ class ControlSurface:
         self._sandboxes = sandboxes
         self._reloader = reloader
         self._metrics = metrics
+        self._glance = glance
         self._page: tuple[int, float, bytes] | None = None  # (bus seq, time, page)
 
     @property
@@ -85,8 +88,11 @@ class ControlSurface:
             raise DaemonStoppingError("the daemon is stopping")
         return self._resources.command(name, action)
 
-    async def reload(self, *, dry_run: bool) -> dict[str, Any]:
-        return await self._reloader.reload(dry_run=dry_run)
+    def glance(self) -> list[dict[str, Any]]:
+        return [minute.to_json() for minute in self._glance.series()]
+
+    async def reload(self, *, dry_run: bool, plan: str | None = None) -> dict[str, Any]:
+        return await self._reloader.reload(dry_run=dry_run, plan=plan)
 
     async def render_metrics(self) -> bytes:
         key, now = self._bus.last_seq, trio.current_time()

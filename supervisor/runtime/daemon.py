@@ -34,6 +34,7 @@ from supervisor.config.load import load_default, load_file
 from supervisor.config.schema import Config
 from supervisor.launchers.docker import DockerEngines, DockerError, OwnedContainer, TLSFiles
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
+from supervisor.observability.glance import MinuteRing
 from supervisor.observability.health import health_problem, summary
 from supervisor.observability.logging import log_transition
 from supervisor.observability.loop import LoopMonitor
@@ -95,6 +96,7 @@ class Daemon:
             metrics=self.metrics,
             status=self.status_line,
         )
+        self.glance = MinuteRing(self.resources.census)
         self.control = ControlSurface(
             self.lifecycle,
             bus=self.bus,
@@ -102,6 +104,7 @@ class Daemon:
             sandboxes=self.sandbox_service,
             reloader=self.reloader,
             metrics=self.metrics,
+            glance=self.glance,
         )
         self.api: ApiServer | None = None
         self.api_bound = trio.Event()
@@ -138,9 +141,9 @@ class Daemon:
     def _make_environment(self, name: str, config: Any) -> Environment:
         return make_environment(name, config, self._context(), self.bus)
 
-    async def reload(self, *, dry_run: bool) -> dict[str, Any]:
+    async def reload(self, *, dry_run: bool, plan: str | None = None) -> dict[str, Any]:
         """Re-read the config and apply what changed (ConfigError if it is invalid)."""
-        return await self.reloader.reload(dry_run=dry_run)
+        return await self.reloader.reload(dry_run=dry_run, plan=plan)
 
     # ------------------------------------------------------------------- signal target
 
@@ -165,6 +168,7 @@ class Daemon:
         """Run until `request_stop()` (or a signal, see `serve_signals`)."""
         self.bus.add_listener(log_transition)
         self.bus.add_listener(self.metrics.observe_transition)
+        self.bus.add_listener(self.glance.observe)
         tls = tls_context(self.config.daemon)
         log.info(
             "daemon_starting",
@@ -228,6 +232,7 @@ class Daemon:
                 self._instance_id = state.instance_id
                 launcher.withhold(self.config.secret_env_names())
                 await root.start(self.loop.serve)
+                await root.start(self.glance.serve)
                 self.engines = DockerEngines(root, state.instance_id)
                 await self._open_engines(self.config, reap=True)
                 started_at = trio.current_time()

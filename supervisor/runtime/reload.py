@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import structlog
 import trio
 
-from supervisor.config.diff import ReloadPlan, plan_reload
+from supervisor.config.diff import ReloadPlan, plan_digest, plan_reload
 from supervisor.config.schema import Config
-from supervisor.errors import ConfigError, ReloadUnavailableError
+from supervisor.errors import ConfigError, PlanChangedError, ReloadUnavailableError
 from supervisor.observability.metrics import Metrics
 from supervisor.runtime.lifecycle import Lifecycle
 from supervisor.runtime.systemd import Notifier
@@ -110,11 +110,14 @@ class Reloader:
             )
         return self._loader()
 
-    async def reload(self, *, dry_run: bool) -> dict[str, Any]:
-        """Re-read the config and apply what changed (the plan, as JSON).
+    async def reload(self, *, dry_run: bool, plan: str | None = None) -> dict[str, Any]:
+        """Re-read the config and apply what changed (the plan, as JSON, with the `hash`
+        of the two configs it was made from).
 
         Raises:
             ConfigError: the config is invalid; the running config is untouched.
+            PlanChangedError: `plan` is not this plan's hash (the file or the running
+                config changed since that plan was made); nothing is applied.
         """
         await self._lifecycle.ready.wait()
         target = self._target
@@ -127,36 +130,42 @@ class Reloader:
                 # Abandoned on cancel: a read that hangs (a file on a dead mount) must not
                 # hold up the daemon's shutdown.
                 new = await trio.to_thread.run_sync(self._read, abandon_on_cancel=True)
-                plan = plan_reload(self.config, new)
-                target.check(new, plan)
+                changes = plan_reload(self.config, new)
+                digest = plan_digest(self.config, new)
+                if plan is not None and plan != digest:
+                    raise PlanChangedError(
+                        "the config changed since that plan was made: review the new plan "
+                        "(a dry run) and apply that one"
+                    )
+                target.check(new, changes)
             except ConfigError as exc:
                 if not dry_run:
                     await self._refused(exc)
                 raise
-            except ReloadUnavailableError:
+            except (ReloadUnavailableError, PlanChangedError):
                 if not dry_run:
                     await self._notifier.send(READY=1)
                 raise
             if not dry_run:
                 old, self.config = self.config, new
-                await target.apply(old, new, plan)
+                await target.apply(old, new, changes)
                 self.failure = ""
                 freeze_heap()
                 await self._notifier.send(READY=1, STATUS=self._status())
                 self._metrics.config_reloads.labels("success").inc()
                 self._metrics.config_last_reload_success.set(time.time())
-                if plan.daemon_restart_needed:
+                if changes.daemon_restart_needed:
                     log.warning(
                         "config_reload_partial",
-                        keys=[f"daemon.{k}" for k in plan.daemon_restart_needed],
+                        keys=[f"daemon.{k}" for k in changes.daemon_restart_needed],
                         detail="these take effect when the daemon restarts",
                     )
                 log.info(
                     "config_reloaded",
-                    plan=plan.summary(),
+                    plan=changes.summary(),
                     seconds=round(trio.current_time() - started, 4),
                 )
-            return {"dry_run": dry_run, **plan.to_json()}
+            return {"dry_run": dry_run, **changes.to_json(), "hash": digest}
 
     async def _refused(self, exc: ConfigError) -> None:
         self._metrics.config_reloads.labels("failure").inc()

@@ -59,6 +59,14 @@ class ResourceSet:
     def snapshots(self) -> list[Snapshot]:
         return [sup.snapshot() for sup in self.supervisors.values()]
 
+    def census(self) -> dict[str, int]:
+        """How many resources are in each state now."""
+        counts: dict[str, int] = {}
+        for sup in self.supervisors.values():
+            state = sup.state.value
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
     def credentials(self, name: str) -> dict[str, object]:
         return self.get(name).resource.credentials()
 

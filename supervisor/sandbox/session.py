@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
-from supervisor.errors import SessionExpiredError
+from supervisor.errors import SandboxStateError, SessionExpiredError
 from supervisor.sandbox.instance import PLAIN, ExecOptions
 
 if TYPE_CHECKING:
@@ -198,4 +198,15 @@ class Session:
             "labels": self.labels,
             "running": self.busy,
             "state": "ended" if self.ended else "active",
+            "endpoint": self.endpoint(),
         }
+
+    def endpoint(self) -> str | None:
+        """`host:port` of a sandbox that is a server (Deephaven), never its secret."""
+        try:
+            where = self.sandbox.connection()
+        except SandboxStateError:
+            return None  # no instance right now: nothing to connect to
+        if "host" in where and "port" in where:
+            return f"{where['host']}:{where['port']}"
+        return None

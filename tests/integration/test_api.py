@@ -166,6 +166,7 @@ async def test_restart_is_accepted_and_happens(tmp_path: Path) -> None:
         ("GET", "/v1/events?since=-3", None, 400, "bad_request"),
         ("POST", "/v1/reload", b"{}", 501, "not_implemented"),
         ("POST", "/v1/reload", b'{"dry_run": true, "x": 1}', 422, "unprocessable"),
+        ("POST", "/v1/reload", b'{"plan": "md5:abc"}', 422, "unprocessable"),
     ],
 )
 async def test_errors_have_one_shape(

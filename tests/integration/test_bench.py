@@ -32,3 +32,4 @@ def test_benchmarks_run_in_quick_mode() -> None:
     assert "| one exec of `true` | median (ms) |" in result.stdout  # isolation's costs
     assert "| `GET /metrics`, fresh render (1.1 s apart) |" in result.stdout
     assert "| MCP, streamable HTTP (`/mcp`) |" in result.stdout
+    assert "| first render (navigation to 5 rows) |" in result.stdout  # the console's

@@ -246,6 +246,32 @@ def test_cli_reload_reports_the_plan_and_refuses_bad_files(
         path.write_text(good)
 
 
+def test_applying_a_shown_plan_is_refused_with_409_once_the_file_changed(
+    running_daemon: tuple[subprocess.Popen[bytes], Path, Path],
+) -> None:
+    """A plan's hash sent back applies that plan; an edit of the file between the dry run
+    and the apply gets 409 plan_changed and changes nothing."""
+    _, path, sock = running_daemon
+    good = path.read_text()
+    with Client.connect(socket_path=sock) as client:
+        before = {r["name"]: r["pid"] for r in client.resources()}
+        path.write_text(good + "\n[resources.c]\nkind = 'process'\ncommand = ['sleep', '1000']\n")
+        shown = client.reload(dry_run=True)
+        assert shown["added"] == ["c"]
+        assert shown["hash"].startswith("sha256:")
+        assert client.reload(dry_run=True)["hash"] == shown["hash"]  # same file, same plan
+        path.write_text(good + "\n[resources.d]\nkind = 'process'\ncommand = ['sleep', '1000']\n")
+        with pytest.raises(RequestError) as refused:
+            client.reload(plan=shown["hash"])
+        assert (refused.value.status, refused.value.code) == (409, "plan_changed")
+        assert {r["name"]: r["pid"] for r in client.resources()} == before
+        again = client.reload(dry_run=True)
+        applied = client.reload(plan=again["hash"])
+        assert (applied["dry_run"], applied["added"]) == (False, ["d"])
+        assert applied["hash"] == again["hash"]
+        assert "d" in {r["name"] for r in client.resources()}
+
+
 garbage = st.one_of(
     st.text(max_size=200),
     st.lists(

@@ -5,10 +5,11 @@ let csrf = null;
 let onSignedOut = () => {};
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, problems = []) {
     super(message);
     this.status = status;
     this.code = code;
+    this.problems = problems; // invalid_config: [{path, message}]
   }
 }
 
@@ -19,11 +20,13 @@ export function whenSignedOut(callback) {
 async function failure(response) {
   let code = "http_" + response.status;
   let message = response.statusText || "request failed";
+  let problems = [];
   try {
     const body = await response.json();
     if (body && body.error) {
       code = body.error.code;
       message = body.error.message;
+      problems = body.error.problems || [];
     }
   } catch {
     // not the API's error shape: keep the status line
@@ -32,7 +35,7 @@ async function failure(response) {
     csrf = null;
     onSignedOut(message);
   }
-  return new ApiError(response.status, code, message);
+  return new ApiError(response.status, code, message, problems);
 }
 
 export async function request(method, path, body) {

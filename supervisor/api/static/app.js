@@ -3,7 +3,9 @@
 
 import { session, signIn, signOut, whenSignedOut } from "./api.js";
 import { Coalescer, EventHub } from "./live.js";
+import { deephavenView } from "./deephaven.js";
 import { environmentsView } from "./environments.js";
+import { reloadView } from "./reload.js";
 import { resourcesView, resourceView } from "./resources.js";
 import { ResourceStore } from "./store.js";
 
@@ -84,11 +86,15 @@ function route() {
   }
   const resource = hash.match(/^#\/resource\/(.+)$/);
   if (resource) {
-    current = resourceView(view, store, decodeURIComponent(resource[1]), who.access);
+    current = resourceView(view, store, decodeURIComponent(resource[1]), who.access, hub, () => coalescer.request());
+  } else if (hash.startsWith("#/deephaven")) {
+    current = deephavenView(view, store, hub, who.access, () => coalescer.request());
+  } else if (hash.startsWith("#/reload")) {
+    current = reloadView(view, who.access, () => store.load());
   } else if (hash.startsWith("#/environments")) {
     current = environmentsView(view, hub, who.access, () => coalescer.request());
   } else {
-    current = resourcesView(view, store);
+    current = resourcesView(view, store, hub, () => coalescer.request());
   }
   current();
   $("main").focus({ preventScroll: true });

@@ -3,8 +3,9 @@
 
 export const MIN_REPAINT_MS = 250;
 
-// Counted for the bench and the tests: how many repaints the page has made.
-window.consoleStats = { repaints: 0, events: 0 };
+// Counted for the bench and the tests: repaints made (and the ms spent in them), events
+// received (and when the last one came, in performance.now() ms).
+window.consoleStats = { repaints: 0, paintMs: 0, events: 0, lastEvent: 0 };
 
 export class Coalescer {
   constructor(paint, interval = MIN_REPAINT_MS) {
@@ -25,6 +26,7 @@ export class Coalescer {
       this.last = performance.now();
       window.consoleStats.repaints += 1;
       this.paint();
+      window.consoleStats.paintMs += performance.now() - this.last;
     }, wait);
   }
 
@@ -64,6 +66,7 @@ export class EventHub {
     });
     source.addEventListener("transition", (message) => {
       window.consoleStats.events += 1;
+      window.consoleStats.lastEvent = performance.now();
       const event = JSON.parse(message.data);
       for (const listener of this.listeners) {
         listener(event);

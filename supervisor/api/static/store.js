@@ -9,6 +9,7 @@ const MAX_SINGLE_FETCHES = 8; // more dirty resources than this: one list fetch 
 export class ResourceStore {
   constructor(hub) {
     this.byName = new Map();
+    this.groupsOf = new Map(); // resource name -> the [groups] it belongs to
     this.loaded = false;
     this.error = null;
     this.changed = () => {};
@@ -20,8 +21,14 @@ export class ResourceStore {
 
   async load() {
     try {
-      const { resources } = await get("/v1/resources");
+      const [{ resources }, { groups }] = await Promise.all([get("/v1/resources"), get("/v1/groups")]);
       this.byName = new Map(resources.map((r) => [r.name, r]));
+      this.groupsOf = new Map();
+      for (const [group, members] of Object.entries(groups)) {
+        for (const member of members) {
+          this.groupsOf.set(member, [...(this.groupsOf.get(member) || []), group]);
+        }
+      }
       this.loaded = true;
       this.error = null;
     } catch (error) {

@@ -795,3 +795,23 @@ async def test_a_session_whose_sandbox_is_condemned_is_no_longer_counted(
         await trio.lowlevel.checkpoint()
         assert env.stats()["active_sessions"] == 0
         assert session.end_reason == "sandbox_failed"
+
+
+async def test_a_session_shows_its_servers_endpoint_and_never_its_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A sandbox that is a server (host and port in its connection) gives its session an
+    `endpoint`, without the token; other sandboxes give none, and a lost instance none."""
+    async with environment(min_ready=1, max_size=1) as env:
+        session = await env.open_session()
+        assert session.to_json()["endpoint"] is None
+        instance = session.sandbox.instance
+        assert instance is not None
+        server = {"host": "127.0.0.1", "port": 10000, "auth_type": "psk", "token": "s3cret"}
+        instance.connection = lambda: server  # type: ignore[method-assign]
+        shown = session.to_json()
+        assert shown["endpoint"] == "127.0.0.1:10000"
+        assert "s3cret" not in repr(shown)
+        session.sandbox.instance = None
+        assert session.to_json()["endpoint"] is None
+        session.sandbox.instance = instance
