@@ -15,7 +15,7 @@ Why it is built this way:
   all children: every pidfd sits in one epoll set whose descriptor the reaper awaits, so
   a child costs a kernel registration, not a trio task, its frames and its wait (about
   1.7 KB each at 1,000 children). Each child's output is read continuously so a chatty
-  child never blocks on a full pipe.
+  child never blocks on a full pipe, by one reader task for all of them (`relay.py`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import trio
 
 from supervisor.errors import MisconfiguredError, StartError
 from supervisor.launchers import guardian
-from supervisor.launchers.relay import ChunkSink, LineSink, relay_both
+from supervisor.launchers.relay import ChunkSink, LineSink, PipeReader
 from supervisor.supervision.policy import Termination, describe_exit
 
 log = structlog.get_logger("supervisor.launcher")
@@ -107,13 +107,43 @@ def resolve_credentials(user: str | int | None, group: str | int | None) -> Cred
 class ProcessHandle:
     """A spawned child: its exit, its process group, its output relay."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], stop_signal: int) -> None:
+    # One per running child: slots, and the output event made only when someone waits
+    # (the supervisor never does; a namespace sandbox's exec does).
+    __slots__ = (
+        "_output_done",
+        "_relaying",
+        "captured",
+        "exited",
+        "popen",
+        "stop_signal",
+        "termination",
+    )
+
+    def __init__(
+        self, popen: subprocess.Popen[bytes], stop_signal: int, *, relaying: bool = False
+    ) -> None:
         self.popen = popen
         self.stop_signal = stop_signal
         self.termination: Termination | None = None
         self.exited = trio.Event()
-        self.output_done = trio.Event()  # every line the child wrote has been relayed
         self.captured: tuple[int, int] | None = None  # (stdout, stderr) read ends, if asked
+        self._relaying = relaying
+        self._output_done: trio.Event | None = None
+
+    @property
+    def output_done(self) -> trio.Event:
+        """Set once everything the child wrote has been relayed (at once if not relayed)."""
+        if self._output_done is None:
+            self._output_done = trio.Event()
+            if not self._relaying:
+                self._output_done.set()
+        return self._output_done
+
+    def output_relayed(self) -> None:
+        """The relay read both pipes to their end."""
+        self._relaying = False
+        if self._output_done is not None:
+            self._output_done.set()
 
     @property
     def pid(self) -> int:
@@ -161,6 +191,7 @@ class LocalLauncher:
         self._withheld: frozenset[str] = frozenset()
         self._exits: select.epoll | None = None  # the children's pidfds, once one spawned
         self._watched: dict[int, ProcessHandle] = {}  # by pidfd
+        self._pipes = PipeReader(nursery)  # every relayed child's output, in one task
 
     @property
     def children(self) -> Mapping[int, ProcessHandle]:
@@ -255,7 +286,7 @@ class LocalLauncher:
             if isinstance(exc, ValueError):
                 raise StartError(f"cannot run {argv[0]!r}: {exc}") from None
             raise StartError(_spawn_error(argv, cwd, exc)) from None
-        handle = ProcessHandle(popen, stop_signal)
+        handle = ProcessHandle(popen, stop_signal, relaying=relayed and not capture)
         self._children[popen.pid] = handle
         if self._guardian is not None:
             self._guardian.announce(f"+{popen.pid}")
@@ -266,15 +297,10 @@ class LocalLauncher:
             assert out_r is not None
             assert err_r is not None
             handle.captured = (out_r, err_r)
-            handle.output_done.set()
         elif relayed:
             assert out_r is not None
             assert err_r is not None
-            self._nursery.start_soon(
-                relay_both, handle.output_done, out_r, err_r, on_output, on_chunk
-            )
-        else:
-            handle.output_done.set()
+            self._pipes.relay(out_r, err_r, on_output, on_chunk, handle.output_relayed)
         return handle
 
     def _watch_exit(self, handle: ProcessHandle) -> None:

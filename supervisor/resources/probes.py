@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-import httpx
 import trio
 
 from supervisor.config.schema import split_host_port
@@ -84,6 +83,8 @@ async def _exec_probe(
 
 
 async def _http_probe(url: str, timeout: float) -> CheckResult:
+    import httpx  # only a daemon with an http probe loads it (and its 1.7 MiB)
+
     try:
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             response = await client.get(url)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import posixpath
 import stat
-import tarfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from supervisor.errors import SandboxFileError, TransferTooLargeError, UnsafePathError
+
+if TYPE_CHECKING:
+    import tarfile
 
 MAX_PATH = 4096
 EntryType = Literal["file", "dir", "symlink", "other"]
@@ -131,6 +133,8 @@ def checked_members(
         TransferTooLargeError: the files add up to more than `limit` bytes.
         SandboxFileError: the archive is damaged.
     """
+    import tarfile  # loaded by the first transfer, not by every daemon
+
     checked, total = [], 0
     try:
         members = archive.getmembers()
@@ -151,6 +155,8 @@ def open_tar(data: IO[bytes]) -> tarfile.TarFile:
     Raises:
         SandboxFileError: it is not a tar at all.
     """
+    import tarfile
+
     try:
         return tarfile.open(fileobj=data, mode="r:")
     except tarfile.TarError as exc:

@@ -45,9 +45,9 @@ class ResourceSupervisor(Waits):
     # One per resource: slots, a logger bound on use and events made only when waited on
     # keep a supervisor small (the bench's 1,000-resource memory figure).
     __slots__ = (  # and those of Waits
-        "_bus", "_changed", "_failures", "_handle", "_intensity", "_on_check", "_rng",
-        "_running_since", "_skip_wait", "_start_reason", "_stop_reason", "_task_status",
-        "_wake_at", "attempted", "checks", "depends_on", "detail", "liveness", "name",
+        "_bus", "_changed", "_failures", "_handle", "_intensity", "_on_check", "_retired",
+        "_rng", "_running_since", "_skip_wait", "_start_reason", "_stop_reason",
+        "_task_status", "_wake_at", "attempted", "checks", "depends_on", "detail", "liveness", "name",
         "resource", "restarts", "settings", "since", "state",
     )  # fmt: skip
 
@@ -78,6 +78,7 @@ class ResourceSupervisor(Waits):
         self.since = trio.current_time()
         self.attempted = False  # the first start attempt is over (or cannot begin yet)
         self._task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self._retired = False
 
         self._goal = Goal.RUN if settings.autostart else Goal.STOP
         self._start_reason = "autostart"
@@ -194,6 +195,12 @@ class ResourceSupervisor(Waits):
             resource=self.name, kind=self.resource.kind
         )
 
+    def retire(self) -> None:
+        """Make `serve` return (a reload removed the resource, after `stop_and_wait`): no
+        cancel scope per resource is kept for this."""
+        self._retired = True
+        self._poke.set()
+
     async def stop_and_wait(self, reason: str = "shutdown") -> None:
         """Stop the resource and return once it is down."""
         self.stop(reason)
@@ -218,6 +225,8 @@ class ResourceSupervisor(Waits):
     async def _supervise(self) -> None:
         while True:
             self._poke = trio.Event()
+            if self._retired:
+                return
             if self._goal is Goal.STOP:
                 if self.state in (State.BACKOFF, State.FATAL, State.STOPPING):
                     self._transition(State.STOPPED, self._stop_reason)
@@ -435,6 +444,8 @@ class ResourceSupervisor(Waits):
         if not self.attempted:
             self.attempted = True
             self._task_status.started()
+            # Let it go: a nursery.start() status holds that call's nursery and its scope.
+            self._task_status = trio.TASK_STATUS_IGNORED
             self._changed_now()  # a dependent waiting for our first attempt looks again
 
     def _transition(

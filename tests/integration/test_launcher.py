@@ -208,3 +208,63 @@ async def test_one_reaper_task_serves_every_child(launcher: LocalLauncher) -> No
         terms = [await handle.wait() for handle in [first, *more]]
     assert {term.signal for term in terms} == {signal.SIGKILL}
     assert launcher.children == {}
+
+
+class Pieces:
+    """A ChunkSink that keeps what it is handed, per stream."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        self.ended: list[str] = []
+        self.first = trio.Event()
+
+    def write(self, stream: str, data: bytes) -> None:
+        self.data[stream] += data
+        self.first.set()
+
+    def end(self, stream: str) -> None:
+        self.ended.append(stream)
+
+
+async def test_one_task_reads_every_relayed_childs_output(launcher: LocalLauncher) -> None:
+    """Relayed children add no trio task each: one reader awaits all their pipes."""
+    first = await launcher.spawn(["sleep", "100"], on_chunk=Pieces())
+    tasks = tasks_in_run()
+    more = [await launcher.spawn(["sleep", "100"], on_chunk=Pieces()) for _ in range(20)]
+    assert tasks_in_run() == tasks
+    for handle in [first, *more]:
+        handle.kill()
+    with trio.fail_after(10):
+        for handle in [first, *more]:
+            await handle.wait()
+            await handle.output_done.wait()
+
+
+async def test_a_flooding_child_neither_loses_bytes_nor_holds_up_a_quiet_one(
+    launcher: LocalLauncher,
+) -> None:
+    """A child writing 32 MiB flat out gets every byte relayed in order, and a line a
+    sibling writes once the flood is under way arrives before the flood ends (a full
+    read rests its pipe for FLOOD_PAUSE: the flood takes at least 512 of them)."""
+    size = 32 << 20
+    flood = Pieces()
+    write = f"import sys; sys.stdout.buffer.write(bytes(range(256)) * {size // 256})"
+    flooding = await launcher.spawn(["python3", "-c", write], on_chunk=flood)
+    heard = trio.Event()
+    flood_when_heard: list[int] = []
+
+    def hear(stream: str, line: str) -> None:
+        flood_when_heard.append(len(flood.data["stdout"]))
+        heard.set()
+
+    with trio.fail_after(30):
+        await flood.first.wait()
+        talker = await launcher.spawn(["sh", "-c", "echo hi; exec sleep 100"], on_output=hear)
+        await heard.wait()
+        await flooding.output_done.wait()
+    assert flood_when_heard[0] < size
+    assert flood.data["stdout"] == bytes(range(256)) * (size // 256)
+    assert sorted(flood.ended) == ["stderr", "stdout"]
+    talker.kill()
+    with trio.fail_after(10):
+        await talker.wait()

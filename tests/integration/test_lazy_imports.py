@@ -211,3 +211,40 @@ async def test_a_deephaven_session_leaves_its_client_library_to_its_helper(
         await daemon.stop()
     assert "supervisor.launchers.deephaven.client" in daemon.modules
     assert daemon.top_level & (DOCKER | DEEPHAVEN) == set()
+
+
+RESOURCES_ONLY = """
+[resources.sleeper]
+kind = "process"
+command = ["sleep", "1000"]
+"""
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "httpx",  # only an http probe needs an HTTP client (1.7 MiB)
+        "tarfile",  # only a sandbox file transfer reads or writes a tar
+    ],
+)
+async def test_a_processes_only_daemon_does_not_import(tmp_path: Path, module: str) -> None:
+    """A daemon running processes alone, from start to exit, never imports `module`."""
+    async with observed(tmp_path, RESOURCES_ONLY) as daemon:
+        await daemon.until_log("state_changed", resource="sleeper", to="RUNNING")
+        await daemon.stop()
+    assert "supervisor.runtime.daemon" in daemon.modules  # the lines are there, and read
+    assert module not in daemon.top_level
+
+
+async def test_an_http_probe_loads_the_http_client(tmp_path: Path) -> None:
+    """The client loads with its first use: a resource with an http probe gets one."""
+    port = free_port()
+    config = (
+        '[resources.web]\nkind = "process"\n'
+        f'command = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]\n'
+        f'startup = {{ http = "http://127.0.0.1:{port}/", interval = "100ms" }}\n'
+    )
+    async with observed(tmp_path, config) as daemon:
+        await daemon.until_log("state_changed", resource="web", to="RUNNING")
+        await daemon.stop()
+    assert "httpx" in daemon.top_level
