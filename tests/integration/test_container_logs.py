@@ -145,3 +145,31 @@ async def test_follow_shows_new_output_and_ends_when_the_client_or_the_daemon_le
             assert await proc.wait() == 0
         await proc.stdout.aclose()
     assert seen == b"out 1\nout 2\nlater\n"
+
+
+async def test_a_short_stdout_tail_is_found_behind_a_burst_of_stderr(tmp_path: Path) -> None:
+    """The engine counts `tail` over both streams: `logs -n 1` of stdout still shows the
+    last stdout line when stderr wrote many lines after it."""
+    name = f"burst-{uuid.uuid4().hex[:8]}"
+    toml = f"""
+[resources.{name}]
+kind = "container"
+image = "{IMAGE}"
+command = ["sh", "-c", "echo only; i=0; while [ $i -lt 40 ]; do echo e$i >&2; i=$((i+1)); done; echo done >&2; exec sleep infinity"]
+network = "none"
+stop_timeout = "2s"
+"""
+    try:
+        async with running(tmp_path, toml) as daemon:
+            await tail_of(daemon, name, "done", stream="stderr")
+            sock = str(tmp_path / "control.sock")
+            cli = await trio.to_thread.run_sync(run_cli, "logs", name, "-n", "1", "--socket", sock)
+            assert (cli.returncode, cli.stdout) == (0, "only\n")
+            cli = await trio.to_thread.run_sync(
+                run_cli, "logs", name, "--stderr", "-n", "2", "--socket", sock
+            )
+            assert (cli.returncode, cli.stdout) == (0, "e39\ndone\n")
+    finally:
+        leftover = await docker_cli("ps", "-aq", "--filter", f"label=supervisor.resource={name}")
+        if leftover:
+            await docker_cli("rm", "-f", *leftover.split(), check=False)

@@ -30,6 +30,7 @@ import trio
 from supervisor.launchers.docker.sdk import DockerError, EngineClient, docker_errors
 
 TAIL_LIMIT = 16 * 1024 * 1024  # the most a tail keeps (the newest bytes)
+TAIL_ROUNDS = 4  # a tail asks for N, 8N, 64N, then 512N lines of both streams at most
 FOLLOW_BUFFER = 16  # pieces between the reading thread and the reader
 MAX_FOLLOWS = 32  # per engine: each holds a worker thread while it runs
 
@@ -67,7 +68,7 @@ class LogReaders:
         )
         action = f"read the {stream} of container {container_id[:12]}"
         if not follow:
-            yield await self._tail(open_logs, action)
+            yield await self._last_lines(open_logs, lines, action)
             return
         if self._limiter.available_tokens < 1:
             raise DockerError(f"{action}: {MAX_FOLLOWS} follows already run; retry later")
@@ -86,6 +87,18 @@ class LogReaders:
                     yield piece
         finally:
             scope.cancel()
+
+    async def _last_lines(self, open_logs: Callable[..., Any], lines: int, action: str) -> bytes:
+        """The last `lines` lines of one stream. The engine counts `tail` over both streams
+        before it keeps one, so asking for N lines of stdout after a burst of stderr gives
+        fewer: ask again for more (x8, at most TAIL_ROUNDS times) until there are enough."""
+        asked = lines
+        for _ in range(TAIL_ROUNDS):
+            data = await self._tail(partial(open_logs, tail=asked), action)
+            if data.count(b"\n") >= lines or len(data) >= TAIL_LIMIT:
+                break
+            asked *= 8
+        return b"".join(data.splitlines(keepends=True)[-lines:]) if lines else b""
 
     async def _tail(self, open_logs: Callable[[], Any], action: str) -> bytes:
         kept = bytearray()
