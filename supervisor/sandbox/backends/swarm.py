@@ -211,7 +211,7 @@ class SwarmBackend:
             raise SandboxStateError(f"{what}: {exc}") from exc
         if task.ended or task.node_id is None or task.container_id is None:
             raise SandboxStateError(f"{what}: its task {task.state}: {task.error or 'no reason'}")
-        engine = await self._engine_of(task.node_id)
+        engine = await self.engine_of(task.node_id)
         if engine is None:
             raise SandboxStateError(
                 f"{what}: its task runs on node {task.node_id[:12]}, whose engine is not "
@@ -240,7 +240,7 @@ class SwarmBackend:
             raise
         return instance
 
-    async def _engine_of(self, node_id: str) -> DockerEngine | None:
+    async def engine_of(self, node_id: str) -> DockerEngine | None:
         """The configured engine of swarm node `node_id` (asking the nodes on a miss)."""
         self._by_node = {
             node: (engine, seen)
