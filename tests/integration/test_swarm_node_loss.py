@@ -2,6 +2,7 @@
 
 The worker is cut off by taking its link down: the manager marks it down after missed
 heartbeats (about 12 s here), while its engine still answers the daemon on its socket.
+The second test pins what the daemon relies on when that engine does not answer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import trio
 from supervisor.errors import SessionExpiredError
 from supervisor.sandbox.sandbox import Sandbox
 from supervisor.sandbox.session import Session
+from tests.conftest import PRIVATE_ENGINE_IMAGE
 from tests.integration.test_sandbox_swarm import engines, environment, services, until
 from tests.private_swarm import PrivateSwarm
 
@@ -92,3 +94,27 @@ async def test_a_lost_node_s_sandboxes_are_replaced_on_the_other_and_its_session
         assert set(services(private_swarm)) == live  # the returning node lost nothing more
     print(f"swarm node loss: sandboxes replaced {replaced_in:.1f} s after the node was down")
     assert services(private_swarm) == []
+
+
+def test_a_returning_node_removes_the_container_of_a_service_removed_while_it_was_away(
+    private_swarm: PrivateSwarm,
+) -> None:
+    """What the daemon relies on when a lost node's engine cannot be reached: a service
+    removed on the manager while its node was cut off leaves no container on that node
+    once it is back (the manager tells it its task is gone)."""
+    worker = private_swarm.nodes[1]
+    worker_id = worker.node_id()
+    private_swarm.manager.docker(
+        "service", "create", "--quiet", "--name", "away", "--no-resolve-image",
+        "--restart-condition", "none", "--endpoint-mode", "dnsrr",
+        "--constraint", f"node.id=={worker_id}", PRIVATE_ENGINE_IMAGE, "sleep", "infinity",
+    )  # fmt: skip
+    assert containers_on(private_swarm, 1) == {"away"}
+    cut_at = time.time()
+    private_swarm.partition(worker)
+    private_swarm.wait_node(worker_id, "down")
+    private_swarm.manager.docker("service", "rm", "away")
+    assert containers_on(private_swarm, 1) == {"away"}  # cut off: it still runs there
+    private_swarm.heal()
+    worker.first_event(cut_at, "type=container", "event=destroy")
+    assert containers_on(private_swarm, 1) == set()

@@ -14,7 +14,7 @@ Why it is built this way:
   on the other nodes are untouched. Its stop removes the container through the node's
   engine when that still answers (a partition), and the service in any case: a node
   that returns learns from the manager that its task is gone, and its engine removes
-  the container (pinned by test_a_lost_node_s_sandboxes_are_replaced_on_the_other).
+  the container (pinned by test_swarm_node_loss.py, both tests).
 - Which engine is which node is asked, not configured: each node endpoint's engine
   tells its swarm node id, learnt once and again whenever a task lands on a node not
   known yet (a node that joined later, an engine that was down). What an engine told is
