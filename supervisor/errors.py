@@ -24,6 +24,7 @@
     ├── StateDirError               the state directory cannot be used
     ├── SandboxError                something went wrong in a sandbox environment
     │   ├── SandboxStateError       the sandbox itself is broken (dead, unreachable)
+    │   │   └── SandboxLostError        the node it ran on is lost: its session ends as lost
     │   ├── FeatureTeardownError    features failed to tear down (errors per feature)
     │   ├── SessionTeardownError    features failed to end a session (errors per feature)
     │   ├── FeatureCommandError     a feature's command failed (a user error)
@@ -170,6 +171,10 @@ class SandboxError(SupervisorError):
 
 class SandboxStateError(SandboxError):
     """The sandbox itself is broken; it is shut down rather than reused."""
+
+
+class SandboxLostError(SandboxStateError):
+    """The place the sandbox ran is lost (a swarm node the manager reports down)."""
 
 
 class _PerFeatureError(SandboxError):

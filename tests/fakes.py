@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import trio
 
-from supervisor.errors import MisconfiguredError, SandboxStateError, StartError
+from supervisor.errors import MisconfiguredError, SandboxLostError, SandboxStateError, StartError
 from supervisor.sandbox.backends import ExecResult
 from supervisor.sandbox.events import EventHandler
 from supervisor.sandbox.features import Feature
@@ -151,6 +151,7 @@ class FakeInstance:
         self.backend = backend
         self.id = sandbox_id
         self.dead = trio.Event()
+        self.lost = False  # with `dead` set: its place is lost (a swarm node down)
         self.broken = False
         self.stopped = False
         self.state: dict[str, str] = {}  # what client work left behind
@@ -192,6 +193,8 @@ class FakeInstance:
 
     async def wait_dead(self) -> str:
         await self.dead.wait()
+        if self.lost:
+            raise SandboxLostError(f"{self.id} is lost: its node is down")
         return "killed"
 
     async def stop(self) -> None:

@@ -148,6 +148,7 @@ class PrivateSwarm:
         self.nodes: list[SwarmNode] = []
         self.namespaces: list[str] = []
         self.form_seconds = 0.0
+        self.cut: list[SwarmNode] = []  # partitioned nodes, joined again by `heal`
 
     @property
     def manager(self) -> SwarmNode:
@@ -203,14 +204,49 @@ class PrivateSwarm:
         out = self.manager.docker("node", "ls", "--format", "{{json .}}")
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def node_state(self, node_id: str) -> str:
+        """The manager's view of node `node_id`: "ready", "down", ..."""
+        return self.manager.docker(
+            "node", "inspect", "--format", "{{.Status.State}}", node_id
+        ).strip()
+
+    def wait_node(self, node_id: str, state: str, timeout: float = 120.0) -> float:
+        """Wait until the manager reports `node_id` in `state`, woken by its node events;
+        returns the time.time() it was seen so."""
+        deadline = time.monotonic() + timeout
+        while True:
+            since = time.time()
+            if self.node_state(node_id) == state:
+                return time.time()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EngineError(f"node {node_id[:12]} not {state} in {timeout:.0f} s")
+            with contextlib.suppress(EngineError):  # no event in time: checked once more
+                self.manager.first_event(since, "type=node", f"node={node_id}", timeout=left)
+
+    def partition(self, node: SwarmNode) -> None:
+        """Cut `node` off the swarm: its link goes down. Its engine still answers on its
+        unix socket, as a node cut off from its manager but not from the daemon would."""
+        _in_netns(node.netns, "link", "set", "eth0", "down")
+        self.cut.append(node)
+
+    def heal(self, timeout: float = 120.0) -> None:
+        """Join every cut node again and wait until the manager reports it ready."""
+        while self.cut:
+            node = self.cut.pop()
+            _in_netns(node.netns, "link", "set", "eth0", "up")
+            self.wait_node(node.node_id(), "ready", timeout)
+
     def load(self, tar: Path) -> None:
         """Load a `docker save` tar on every node (no registry: each node has its own copy)."""
         for node in self.nodes:
             node.load(tar)
 
     def reset(self) -> None:
-        """Remove every service, and every task container on every node (no waiting for
-        the swarm to reap them: the next test starts from empty engines)."""
+        """Heal any partition, remove every service, and every task container on every
+        node (no waiting for the swarm to reap them: the next test starts from empty
+        engines)."""
+        self.heal()
         services = self.manager.docker("service", "ls", "--quiet").split()
         if services:
             self.manager.docker("service", "rm", *services)

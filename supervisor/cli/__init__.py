@@ -23,7 +23,13 @@ from supervisor.cli.parser import build_parser
 from supervisor.cli.render import format_environments, format_event, format_status
 from supervisor.cli.verbs import cmd_pid, cmd_signal, cmd_verb
 from supervisor.config.paths import DEFAULT_CONFIG, default_socket_path
-from supervisor.errors import ConfigError, DaemonUnavailableError, RequestError, StateDirError
+from supervisor.errors import (
+    ConfigError,
+    ConfigProblem,
+    DaemonUnavailableError,
+    RequestError,
+    StateDirError,
+)
 
 if TYPE_CHECKING:
     from supervisor.api.client import Client
@@ -58,6 +64,14 @@ def print_problems(exc: ConfigError, headline: str) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
+def _online_problems(config: Config) -> list[ConfigProblem]:
+    import trio
+
+    from supervisor.runtime.online import check_online
+
+    return trio.run(check_online, config)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         config, path = resolve_config(args.config)
@@ -69,6 +83,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             print_problems(exc, "invalid config")
         return EXIT_FAILURE
     source = str(path) if path else "<embedded default>"
+    if args.online and (failed := _online_problems(config)):
+        if args.json:
+            found = [{"path": p.path, "message": p.message} for p in failed]
+            print(json.dumps({"source": source, "ok": False, "problems": found}, indent=2))
+        else:
+            print_problems(ConfigError(source, failed), "endpoints failed")
+        return EXIT_FAILURE
     if args.json:
         summary = {
             "source": source,

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         "exits 1, or prints a summary and exits 0.",
     )
     check.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also check that the endpoints answer: each Docker engine, a swarm's manager "
+        "(a manager) and nodes (nodes of its swarm); a failure names its key path",
+    )
     check.add_argument("--json", action="store_true", help="print the result as JSON")
 
     client = argparse.ArgumentParser(add_help=False)

@@ -289,6 +289,7 @@ class Config(Model):
                     found.append((path, err["msg"].removeprefix("Value error, ")))
         found += group_problems(self.resources, self.groups)
         found += self._enterprise_factories()
+        found += self._engine_tls_conflicts()
         cycle = self._dependency_cycle()
         if cycle:
             found.append(
@@ -310,6 +311,29 @@ class Config(Model):
                         "(one with connection_json_url)",
                     )
                 )
+        return found
+
+    def _engine_tls_conflicts(self) -> list[tuple[str, str]]:
+        """One engine host, one client TLS: the daemon opens one client per host, so two
+        swarm endpoints naming a host with different `tls` cannot both be honoured."""
+        first: dict[str, tuple[str, EngineTls | None]] = {}
+        found = []
+        for name, env in self.environments.items():
+            if env.swarm is None:
+                continue
+            endpoints = [("manager", env.swarm.manager)]
+            endpoints += [(f"nodes.{i}", node) for i, node in enumerate(env.swarm.nodes)]
+            for where, endpoint in endpoints:
+                path = f"environments.{name}.swarm.{where}"
+                seen = first.setdefault(endpoint.host, (path, endpoint.tls))
+                if seen[1] != endpoint.tls:
+                    found.append(
+                        (
+                            f"{path}.tls",
+                            f"engine {endpoint.host} is also named at {seen[0]} with "
+                            "different tls; one engine takes one client TLS: make them equal",
+                        )
+                    )
         return found
 
     def _missing_docker_sdk(self) -> list[tuple[str, str]]:

@@ -219,7 +219,7 @@ class Metrics:
         )
         self.sessions_ended = Counter(
             "supervisor_sessions_ended_total",
-            "Sessions ended, by outcome (released, expired, failed).",
+            "Sessions ended, by outcome (released, expired, failed, lost).",
             ["environment", "outcome"],
             registry=r,
         )

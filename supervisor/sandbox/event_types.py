@@ -177,7 +177,8 @@ class SessionStarted(Transition, SandboxEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionEnded(Transition, SandboxEvent):
-    """A session ended; its reason is the outcome (`released`, `expired`, `failed`).
+    """A session ended; its reason is the outcome (`released`, `expired`, `failed`, or
+    `lost` with the node its sandbox ran on).
 
     `duration` is its teardown; `span` its whole life.
     """
@@ -201,6 +202,8 @@ class SessionEnded(Transition, SandboxEvent):
         error: BaseException | None,
     ) -> SessionEnded:
         outcome = "expired" if session.expired else ("failed" if error else "released")
+        if session.end_reason == "lost":
+            outcome = "lost"
         return cls(
             "session",
             session.id,

@@ -116,7 +116,11 @@ class Instance(Protocol):
         """Raise SandboxStateError if the sandbox is broken."""
 
     async def wait_dead(self) -> str:
-        """Return (with a reason) when the sandbox dies by itself; may never return."""
+        """Return (with a reason) when the sandbox dies by itself; may never return.
+
+        Raises:
+            SandboxLostError: the place it runs is lost (its session ends as lost).
+        """
 
     async def stop(self) -> None:
         """Stop the sandbox and remove what it left; idempotent."""

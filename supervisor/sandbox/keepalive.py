@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 import trio
 
-from supervisor.errors import SandboxStateError
+from supervisor.errors import SandboxLostError, SandboxStateError
 
 if TYPE_CHECKING:
     from supervisor.sandbox.instance import Instance
@@ -80,7 +80,11 @@ async def watch(sandbox: Watched, instance: Instance, chores: Sequence[Chore]) -
                 log.warning("feature_housekeep_failed", sandbox=sandbox.id, feature=chore.feature)
 
     async def death() -> None:
-        reason = await instance.wait_dead()
+        try:
+            reason = await instance.wait_dead()
+        except SandboxLostError as exc:  # not dead as far as anyone knows, but gone
+            sandbox.condemn(exc)
+            return
         sandbox.condemn(SandboxStateError(f"sandbox {sandbox.id} died: {reason}"))
 
     async with trio.open_nursery() as nursery:

@@ -29,6 +29,7 @@ import trio
 
 from supervisor.errors import (
     FeatureTeardownError,
+    SandboxLostError,
     SandboxStateError,
     SessionBusyError,
     SessionTeardownError,
@@ -444,6 +445,8 @@ class Sandbox:
                     self._housekeeper.cancel()
                 if self.status is S.IN_SESSION:
                     reason = "sandbox_failed" if self.state_error is not None else "shutdown"
+                    if isinstance(self.state_error, SandboxLostError):
+                        reason = "lost"
                     with contextlib.suppress(SessionTeardownError):
                         await self.end_session(reason=reason)
                 elif self._exiting is not None:

@@ -2,9 +2,11 @@
 
 One module per responsibility: `engine` (one engine: its requests and its event-stream
 reader), `engines` (the daemon's engines, one per `docker_host`), `containers` (run,
-adopt, stop, remove, labels), `exec` (commands in a container), `services` (Swarm services on a manager), `events` (per-container
-watches fed by the stream), `sdk` (the blocking SDK's edges: threads, deadlines, error
-mapping) and `unix_adapter` (a fix to the SDK's transport).
+adopt, stop, remove, labels), `exec` (commands in a container), `services` (Swarm
+services on a manager), `nodes` (the manager's view of its nodes), `probe` (one look
+at an engine), `events` (per-container watches fed by the stream), `sdk` (the blocking
+SDK's edges: threads, deadlines, error mapping) and `unix_adapter` (a fix to the SDK's
+transport).
 
 Importing this package does not import the SDK: `sdk` loads it when the first engine
 opens, so a daemon that supervises only processes never pays for it.
@@ -23,6 +25,8 @@ from supervisor.launchers.docker.containers import (
 from supervisor.launchers.docker.engine import DockerEngine, open_docker_engine
 from supervisor.launchers.docker.engines import DockerEngines
 from supervisor.launchers.docker.exec import ExecResult
+from supervisor.launchers.docker.nodes import NodeStates
+from supervisor.launchers.docker.probe import EngineFacts, probe_engine
 from supervisor.launchers.docker.sdk import (
     ContainerNotFoundError,
     DockerError,
@@ -41,8 +45,10 @@ __all__ = [
     "DockerEngine",
     "DockerEngines",
     "DockerError",
+    "EngineFacts",
     "EngineUnavailableError",
     "ExecResult",
+    "NodeStates",
     "OwnedContainer",
     "OwnedService",
     "ServiceSpec",
@@ -50,4 +56,5 @@ __all__ = [
     "TLSFiles",
     "Task",
     "open_docker_engine",
+    "probe_engine",
 ]

@@ -53,6 +53,7 @@ from supervisor.launchers.docker.exec import (
     run_exec_input,
 )
 from supervisor.launchers.docker.logs import LogReaders
+from supervisor.launchers.docker.nodes import NodeStates
 from supervisor.launchers.docker.sdk import (
     DockerError,
     EngineClient,
@@ -98,6 +99,15 @@ class DockerEngine:
         self._logs = LogReaders(self._client, nursery)
         self._events = self._containers.events
         self._stream: Any = None  # the open event stream, for fault-injection tests
+        self._nodes: NodeStates | None = None
+
+    def nodes(self) -> NodeStates:
+        """The swarm's node states, when this engine is a manager (followed from the
+        first call on, in this engine's nursery)."""
+        if self._nodes is None:
+            self._nodes = NodeStates(self._client, self._events_api)
+            self._nursery.start_soon(self._nodes.serve)
+        return self._nodes
 
     # ------------------------------------------------------------------ engine state
 

@@ -7,9 +7,18 @@ Why it is built this way:
   exec, files and the keepalive, and the death, which the node's own event stream
   reports (a manager has no container events). So a `SwarmInstance` is a
   `DockerInstance` on the node's engine that also removes its service when it stops.
+- A lost node is a partial outage, not a death: the manager reports the node down
+  (`launchers.docker.nodes`, pushed by its node events) and every sandbox placed there
+  ends as lost (`SandboxLostError`: its session ends `lost`, 410 to its client). Its
+  replacement is a new service, which the manager places on a node still up; sandboxes
+  on the other nodes are untouched. Its stop removes the container through the node's
+  engine when that still answers (a partition), and the service in any case: a node
+  that returns learns from the manager that its task is gone, and its engine removes
+  the container (pinned by test_swarm_node_loss.py, both tests).
 - Which engine is which node is asked, not configured: each node endpoint's engine
   tells its swarm node id, learnt once and again whenever a task lands on a node not
-  known yet (a node that joined later, an engine that was down).
+  known yet (a node that joined later, an engine that was down). What an engine told is
+  forgotten when it reconnects: a restarted engine may have left and joined anew.
 - Isolation is never silently weaker than configured: what a 20.10 service cannot
   carry is refused by the config (`config.swarm`); the tmpfs workdir is owned through
   its mode (a service's tmpfs takes no uid), 0777 unless the user is root. A service's
@@ -27,8 +36,14 @@ import structlog
 import trio
 
 from supervisor.config.swarm import SwarmSandboxConfig
-from supervisor.errors import SandboxStateError
-from supervisor.launchers.docker import DockerEngine, DockerError, OwnedService, ServiceSpec
+from supervisor.errors import SandboxLostError, SandboxStateError
+from supervisor.launchers.docker import (
+    DockerEngine,
+    DockerError,
+    NodeStates,
+    OwnedService,
+    ServiceSpec,
+)
 from supervisor.sandbox.backends.docker import (
     CONTAINER_TMP,
     ENVIRONMENT_LABEL,
@@ -55,8 +70,36 @@ class SwarmInstance(DockerInstance):
     ) -> None:
         super().__init__(engine, **kwargs)
         self._manager = manager
+        self._nodes: NodeStates = manager.nodes()
         self.service = service
         self.node_id = node_id
+
+    async def wait_dead(self) -> str:
+        """The container's death, or the loss of its node (raised).
+
+        Raises:
+            SandboxLostError: the manager reports the node down.
+        """
+        first: list[tuple[bool, str]] = []  # (lost, what)
+        async with trio.open_nursery() as nursery:
+
+            async def node_down() -> None:
+                first.append((True, await self._nodes.wait_down(self.node_id)))
+                nursery.cancel_scope.cancel()
+
+            async def died() -> None:
+                first.append((False, await DockerInstance.wait_dead(self)))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(node_down)
+            nursery.start_soon(died)
+        lost, what = first[0]
+        if lost:
+            raise SandboxLostError(
+                f"sandbox {self.sandbox_id} is lost: the swarm manager reports its node "
+                f"{self.node_id[:12]} {what}"
+            )
+        return what
 
     async def stop(self) -> None:
         await super().stop()
@@ -89,7 +132,8 @@ class SwarmBackend:
         self.config = config
         self.environment = environment
         self.output_limit = output_limit
-        self._by_node: dict[str, DockerEngine] = {}
+        # node id -> (its engine, that engine's reconnect count when it told us)
+        self._by_node: dict[str, tuple[DockerEngine, int]] = {}
 
     async def reset(self) -> None:
         """Remove the services a previous run of this daemon left for this environment
@@ -167,7 +211,7 @@ class SwarmBackend:
             raise SandboxStateError(f"{what}: {exc}") from exc
         if task.ended or task.node_id is None or task.container_id is None:
             raise SandboxStateError(f"{what}: its task {task.state}: {task.error or 'no reason'}")
-        engine = await self._engine_of(task.node_id)
+        engine = await self.engine_of(task.node_id)
         if engine is None:
             raise SandboxStateError(
                 f"{what}: its task runs on node {task.node_id[:12]}, whose engine is not "
@@ -196,17 +240,25 @@ class SwarmBackend:
             raise
         return instance
 
-    async def _engine_of(self, node_id: str) -> DockerEngine | None:
+    async def engine_of(self, node_id: str) -> DockerEngine | None:
         """The configured engine of swarm node `node_id` (asking the nodes on a miss)."""
+        self._by_node = {
+            node: (engine, seen)
+            for node, (engine, seen) in self._by_node.items()
+            if engine.reconnects == seen  # a reconnected engine may be a new node now
+        }
         if node_id not in self._by_node:
+            known = {id(engine) for engine, _ in self._by_node.values()}
             for engine in self.nodes:
-                if engine in self._by_node.values():
+                if id(engine) in known:
                     continue
+                seen = engine.reconnects
                 try:
                     with trio.move_on_after(10.0):
                         found = await engine.services.node_id()
                         if found:
-                            self._by_node[found] = engine
+                            self._by_node[found] = (engine, seen)
                 except DockerError:
                     continue  # that engine is down: asked again on the next miss
-        return self._by_node.get(node_id)
+        entry = self._by_node.get(node_id)
+        return entry[0] if entry is not None else None

@@ -68,3 +68,21 @@ def test_tls_on_a_unix_socket_is_refused() -> None:
     )
     with pytest.raises(ConfigError, match="tls applies to a tcp://"):
         load_text(text)
+
+
+def test_two_environments_naming_one_engine_with_different_tls_are_refused() -> None:
+    """The daemon opens one client per engine host: a second environment naming the same
+    host with other TLS is refused at its key, and with the same TLS it is accepted."""
+    second = BASE.replace("[environments.pool]", "[environments.other]").replace(
+        "[environments.pool.swarm]", "[environments.other.swarm]"
+    )
+    load_text(BASE + second)  # the same TLS: one engine, shared
+    other = second.replace('key = "/etc/k.pem"', 'key = "/etc/other-key.pem"')
+    with pytest.raises(ConfigError) as caught:
+        load_text(BASE + other)
+    problems = [str(p) for p in caught.value.problems]
+    assert problems == [
+        "environments.other.swarm.nodes.1.tls: engine tcp://10.0.0.2:2376 is also named at "
+        "environments.pool.swarm.nodes.1 with different tls; one engine takes one client "
+        "TLS: make them equal"
+    ]

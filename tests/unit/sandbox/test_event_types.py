@@ -44,6 +44,7 @@ class Held:
     id: str = "box-session-0123456789ab"
     acquire_wait: float = 0.25
     expired: bool = False
+    end_reason: str = ""
 
 
 @dataclass

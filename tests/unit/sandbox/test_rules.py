@@ -21,6 +21,7 @@ from supervisor.errors import (
     EnvironmentOutageError,
     FeatureTeardownError,
     PoolOverloadedError,
+    SandboxLostError,
     SandboxStateError,
     SessionExpiredError,
     SessionTeardownError,
@@ -378,6 +379,33 @@ async def test_rule_12_a_dead_sandbox_is_noticed_from_its_death_event(
         backend.instances["env/0:0"].dead.set()
         await until(env, lambda: "env/0:1" in backend.instances)
         assert env.stats()["sandboxes"]["READY"] == 1
+
+
+async def test_rule_12_a_sandbox_whose_node_is_lost_ends_its_session_as_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A backend that reports the sandbox's place lost (SandboxLostError from its death
+    watch) ends the session with reason and outcome `lost`; later calls get
+    SessionExpiredError (410); the sandbox is replaced."""
+    backend = FakeBackend()
+    ended: list[str] = []
+    async with environment(backend, max_size=1, keepalive_interval=3600) as env:
+        env.bus.add_listener(
+            lambda t: (
+                ended.append(t.reason) if (t.subject, t.to_state) == ("session", "ended") else None
+            )
+        )
+        async with env.session() as session:
+            instance = backend.instances[session.sandbox.id]
+            instance.lost = True
+            instance.dead.set()
+            await session.ended_event.wait()
+            assert session.end_reason == "lost"
+            with pytest.raises(SessionExpiredError, match="lost"):
+                await session.exec(["true"])
+            assert isinstance(session.sandbox.state_error, SandboxLostError)
+        await until(env, lambda: "env/0:1" in backend.instances)
+    assert ended == ["lost"]
 
 
 # -- environment and pool --------------------------------------------------------------
