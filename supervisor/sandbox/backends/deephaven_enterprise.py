@@ -59,6 +59,13 @@ if TYPE_CHECKING:
 _SESSION_MARGIN = 15.0
 _CLEANUP_TIMEOUT = 30.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def worker_token(name: str) -> str:
+    """`name` (a config Name: letters, digits, `_`, `.`, `-`) in a worker name's alphabet,
+    one to one: `_` becomes `__` and `.` becomes `_d`, so `a.b`, `a-b` and `a_b` stay
+    three environments, each deleting only its own workers at start-up."""
+    return name.replace("_", "__").replace(".", "_d")
 _BROKEN = frozenset(
     {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED", "UNAUTHENTICATED", "PERMISSION_DENIED"}
 )
@@ -199,8 +206,8 @@ class DeephavenEnterpriseBackend:
         self.output_limit = output_limit
         self.stop_timeout = stop_timeout
         self.check_timeout = check_timeout
-        # "." cannot occur in the sanitised name: environment "a" never matches "a-b".
-        self.prefix = f"sv-{_UNSAFE.sub('-', instance)[:12]}-{_UNSAFE.sub('-', environment)}."
+        # "." cannot occur in the encoded name: environment "a" never matches "a-b".
+        self.prefix = f"sv-{_UNSAFE.sub('-', instance)[:12]}-{worker_token(environment)}."
         self.run = secrets.token_hex(3)  # tells this run's workers from a previous run's
         self._reaped = False
         self._reap_lock = trio.Lock()
