@@ -160,6 +160,14 @@ class DeephavenConfig(ResourceSpec):
     log: LogOverrides = LogOverrides()
     log_output: bool = False  # true: also relay its lines into the daemon's log
 
+    def log_target_problem(self, target: str) -> str | None:
+        if target != "journald" or self.launch != "python":
+            return None
+        return (
+            "a launched Deephaven server's output is redacted by the daemon, so it cannot "
+            'go to journald: set log = { target = "file" } (or "memory") on this resource'
+        )
+
     @field_validator("port")
     @classmethod
     def _auto_only_when_launched(

@@ -280,6 +280,8 @@ class Config(Model):
                         )
                     )
             found += res.cross_problems(name, self.resources)
+            if (why := res.log_target_problem(self.log_for(name).target)) is not None:
+                found.append((f"resources.{name}.log.target", why))
             try:
                 self.restart_for(name)
             except ValidationError as exc:

@@ -461,6 +461,11 @@ class ResourceSpec(Model):
         """Problems that show only against the other resources: (path, message) pairs."""
         return []
 
+    def log_target_problem(self, target: str) -> str | None:
+        """Why this kind cannot keep its output at `target` (the effective `log.target`,
+        its own or `[defaults.log]`'s), or None if it can or keeps none of its own."""
+        return None
+
 
 def engine_url(value: str | None) -> str | None:
     """A Docker engine URL: unix:///path, or tcp|http|https://host:port."""

@@ -66,6 +66,8 @@ def worker_token(name: str) -> str:
     one to one: `_` becomes `__` and `.` becomes `_d`, so `a.b`, `a-b` and `a_b` stay
     three environments, each deleting only its own workers at start-up."""
     return name.replace("_", "__").replace(".", "_d")
+
+
 _BROKEN = frozenset(
     {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED", "UNAUTHENTICATED", "PERMISSION_DENIED"}
 )

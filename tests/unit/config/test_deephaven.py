@@ -15,6 +15,8 @@ from supervisor.config.deephaven import (
     normalise_auth,
     parse_heap,
 )
+from supervisor.config.load import load_text
+from supervisor.errors import ConfigError
 
 
 def config(**fields: Any) -> DeephavenConfig:
@@ -130,3 +132,23 @@ def test_a_launched_psk_server_may_generate_its_token() -> None:
 def test_the_token_stays_out_of_reprs() -> None:
     """A config printed in a log or a traceback does not show the token."""
     assert "s3cret" not in repr(config(port=1, auth="psk", token="s3cret"))
+
+
+def test_journald_is_refused_for_a_launched_server_whose_output_is_redacted() -> None:
+    """Its own `log.target` or the one it inherits from [defaults.log]: named, with the fix;
+    a process keeps journald, and a server that says "file" is fine."""
+    server = '[resources.dh]\nkind = "deephaven"\nlaunch = "python"\n'
+    proc = '[resources.p]\nkind = "process"\ncommand = ["true"]\n'
+    for text in (
+        '[defaults.log]\ntarget = "journald"\n' + server + proc,
+        server + 'log = { target = "journald" }\n' + proc,
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_text(text)
+        found = {p.path: p.message for p in info.value.problems}
+        assert set(found) == {"resources.dh.log.target"}
+        assert 'log = { target = "file" }' in found["resources.dh.log.target"]
+    fine = load_text(
+        '[defaults.log]\ntarget = "journald"\n' + server + 'log = { target = "file" }\n' + proc
+    )
+    assert fine.log_for("p").target == "journald"
