@@ -32,10 +32,13 @@ from bench import (
     restart_latency,
     sandbox_pool,
     scrape,
+    swarm,
 )
 
 RESULTS = Path(__file__).with_name("results")
-BENCHMARKS = ("latency", "idle", "control", "reload", "sandbox", "scrape", "mcp", "console")
+BENCHMARKS = (
+    "latency", "idle", "control", "reload", "sandbox", "swarm", "scrape", "mcp", "console",
+)  # fmt: skip
 PEER_BENCHMARKS = ("latency", "idle", "control", "reload")  # the supervisord/circus table
 
 
@@ -90,6 +93,8 @@ class Plan:
     scrapes: int
     api_calls: int
     mcp_calls: int
+    swarm_creates: int
+    swarm_acquires: int
 
 
 QUICK = Plan(
@@ -97,7 +102,7 @@ QUICK = Plan(
     control_n=5, calls=20, cli_calls=5, reload_sizes=[5],
     pool_clients=[1], pool_window=0.3, pool_warmup=0.1, http_clients=[1, 4], http_calls=40,
     isolation_samples=20, scrape_n=5, sandboxes=20, per_env=10, scrapes=5, api_calls=10,
-    mcp_calls=5,
+    mcp_calls=5, swarm_creates=2, swarm_acquires=3,
 )  # fmt: skip
 FULL = Plan(
     sizes=[100, 500, 1000], kills=50, window=30.0, kill_settle=0.2, idle_settle=2.0,
@@ -106,7 +111,7 @@ FULL = Plan(
     http_calls=3200, isolation_samples=300,
     # 10,000 process sandboxes come up in one environment in well under a minute.
     scrape_n=1000, sandboxes=10_000, per_env=10_000, scrapes=50, api_calls=200,
-    mcp_calls=200,
+    mcp_calls=200, swarm_creates=20, swarm_acquires=50,
 )  # fmt: skip
 
 
@@ -162,6 +167,12 @@ def run_benchmarks(only: Sequence[str], plan: Plan, workdir: Path) -> dict[str, 
             isolation_samples=plan.isolation_samples,
         )
         took()
+    if "swarm" in only:
+        say(
+            f"swarm vs docker: {plan.swarm_creates} cold creates, {plan.swarm_acquires} acquires ..."
+        )
+        results["swarm"] = swarm.run(workdir / "swarm", plan.swarm_creates, plan.swarm_acquires)
+        took()
     if "scrape" in only:
         say(f"metrics scrape: N={plan.scrape_n}, {plan.sandboxes} sandboxes ...")
         results["scrape"] = scrape.run(
@@ -205,6 +216,8 @@ def tables(only: Sequence[str], results: dict[str, Any]) -> str:
     if "sandbox" in only:
         out.append(report.sandbox_table(results["sandbox_pool"]))
         out.append(report.isolation_table(results["sandbox_pool"]))
+    if "swarm" in only:
+        out.append(report.swarm_table(results["swarm"]))
     if "scrape" in only:
         out.append(report.scrape_table(results["scrape"]))
     if "mcp" in only:

@@ -236,3 +236,27 @@ def mcp_table(mcp: dict[str, Any]) -> str:
             f"| {cycle['median_ms']:.2f} | {cycle['p99_ms']:.2f} |"
         )
     return "\n".join(rows)
+
+
+def swarm_table(result: dict[str, Any]) -> str:
+    """Cold creation and warm acquire, swarm vs local docker (ratio swarm/docker)."""
+    rows = [
+        f"| sandbox through | cold create p50 (ms) | cold create p90 (ms) "
+        f"| warm acquire p50 (ms), pool of {result['pool']} | warm acquire p90 (ms) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    docker, swarm = result["docker"], result["swarm"]
+    for label, run in (("local docker", docker), ("2-node swarm", swarm)):
+        cold, warm = run["cold"], run["warm"]
+        rows.append(
+            f"| {label} ({cold['n']} creates, {warm['n']} acquires) "
+            f"| {cold['median_ms']:.0f} | {cold['p90_ms']:.0f} "
+            f"| {warm['median_ms']:.2f} | {warm['p90_ms']:.2f} |"
+        )
+    rows.append(
+        f"| swarm/docker | {ratio(swarm['cold']['median_ms'], docker['cold']['median_ms'])} "
+        f"| {ratio(swarm['cold']['p90_ms'], docker['cold']['p90_ms'])} "
+        f"| {ratio(swarm['warm']['median_ms'], docker['warm']['median_ms'])} "
+        f"| {ratio(swarm['warm']['p90_ms'], docker['warm']['p90_ms'])} |"
+    )
+    return "\n".join(rows)

@@ -149,6 +149,7 @@ class PrivateSwarm:
         self.namespaces: list[str] = []
         self.form_seconds = 0.0
         self.cut: list[SwarmNode] = []  # partitioned nodes, joined again by `heal`
+        self.stopped: list[SwarmNode] = []  # nodes whose engine is stopped, see `restore`
 
     @property
     def manager(self) -> SwarmNode:
@@ -237,16 +238,30 @@ class PrivateSwarm:
             _in_netns(node.netns, "link", "set", "eth0", "up")
             self.wait_node(node.node_id(), "ready", timeout)
 
+    def stop_engine(self, node: SwarmNode) -> None:
+        """Stop `node`'s dockerd (SIGTERM: it stops its containers), as a host losing its
+        engine would; its containerd and namespace stay, so `restore` starts it again."""
+        self.stopped.append(node)
+        node.stop()
+
+    def restore(self, timeout: float = 120.0) -> None:
+        """Start every stopped engine again and wait until the manager reports it ready."""
+        while self.stopped:
+            node = self.stopped.pop()
+            node.start()
+            self.wait_node(node.node_id(), "ready", timeout)
+
     def load(self, tar: Path) -> None:
         """Load a `docker save` tar on every node (no registry: each node has its own copy)."""
         for node in self.nodes:
             node.load(tar)
 
     def reset(self) -> None:
-        """Heal any partition, remove every service, and every task container on every
-        node (no waiting for the swarm to reap them: the next test starts from empty
-        engines)."""
+        """Heal any partition, start any stopped engine, remove every service, and every
+        task container on every node (no waiting for the swarm to reap them: the next
+        test starts from empty engines)."""
         self.heal()
+        self.restore()
         services = self.manager.docker("service", "ls", "--quiet").split()
         if services:
             self.manager.docker("service", "rm", *services)
@@ -275,7 +290,7 @@ class PrivateSwarm:
 
 
 def _subnet_of(index: int) -> ipaddress.IPv4Network:
-    return ipaddress.ip_network(BIP.format(index), strict=False)
+    return ipaddress.IPv4Network(BIP.format(index), strict=False)
 
 
 def _delete_netns(netns: str) -> None:

@@ -1,6 +1,6 @@
 """A lost swarm node is a partial outage (issue #19), on the real 2-node swarm.
 
-The worker is cut off by taking its link down: the manager marks it down after missed
+The worker is cut off by taking its link down, or loses its engine (dockerd stopped): the manager marks it down after missed
 heartbeats (about 12 s here), while its engine still answers the daemon on its socket.
 The second test pins what the daemon relies on when that engine does not answer.
 """
@@ -93,6 +93,77 @@ async def test_a_lost_node_s_sandboxes_are_replaced_on_the_other_and_its_session
         await until(lambda: env.stats()["sandboxes"]["READY"] == 4)
         assert set(services(private_swarm)) == live  # the returning node lost nothing more
     print(f"swarm node loss: sandboxes replaced {replaced_in:.1f} s after the node was down")
+    assert services(private_swarm) == []
+
+
+async def gone_from(swarm: PrivateSwarm, index: int, live: set[str]) -> None:
+    """Wait (in a thread, woken by the node's destroy events) until node `index` keeps no
+    container of a service not in `live`."""
+
+    def wait() -> None:
+        node = swarm.nodes[index]
+        deadline = time.monotonic() + LOSS_BOUND
+        while True:
+            since = time.time()
+            stale = containers_on(swarm, index) - live
+            if not stale:
+                return
+            left = deadline - time.monotonic()
+            assert left > 0, f"stale containers on node {index}: {stale}"
+            node.first_event(since, "type=container", "event=destroy", timeout=left)
+
+    await trio.to_thread.run_sync(wait)
+
+
+async def test_a_stopped_node_engine_s_sandboxes_are_replaced_and_nothing_stale_is_left(
+    private_swarm: PrivateSwarm,
+) -> None:
+    """With the worker's dockerd stopped, its sandboxes are replaced on the manager's node
+    within 60 s of the node going down, its session ends `lost` (410), the session on
+    the manager's node goes on; the engine started again, the pool is full and the
+    worker keeps no task container of the lost sandboxes."""
+    worker = private_swarm.nodes[1]
+    manager_id, worker_id = (node.node_id() for node in private_swarm.nodes)
+    async with (
+        engines(private_swarm) as nodes,
+        environment(private_swarm, nodes, min_ready=4, max_size=4, housekeep_interval=1) as env,
+        AsyncExitStack() as stack,
+    ):
+        held: dict[str, Session] = {}
+        for _ in range(4):  # every sandbox in a session: one of them on each node is kept
+            session = await stack.enter_async_context(env.session())
+            held.setdefault(str(session.connection()["node_id"]), session)
+        assert set(held) == {manager_id, worker_id}
+        on_worker, on_manager = held[worker_id], held[manager_id]
+        lost_services = {
+            str(s.connection()["service"]) for s in env.pool.sandboxes() if node_of(s) == worker_id
+        }
+        assert len(lost_services) == 2
+
+        await trio.to_thread.run_sync(private_swarm.stop_engine, worker)
+        down_at = await trio.to_thread.run_sync(private_swarm.wait_node, worker_id, "down")
+        with trio.fail_after(LOSS_BOUND):
+            await on_worker.ended_event.wait()
+        assert on_worker.end_reason == "lost"
+        with pytest.raises(SessionExpiredError, match="lost"):
+            await on_worker.exec(["true"])
+        assert (await on_manager.exec(["echo", "still"])).stdout == "still\n"
+        await until(  # (a replacement placed before the node was down is replaced again)
+            lambda: [node_of(s) for s in env.pool.sandboxes()] == [manager_id] * 4,
+            LOSS_BOUND,
+        )
+        replaced_in = time.time() - down_at
+
+        await trio.to_thread.run_sync(private_swarm.restore)
+        live = set(services(private_swarm))
+        assert len(live) == 4
+        assert not live & lost_services
+        await gone_from(private_swarm, 1, live)
+        assert containers_on(private_swarm, 0) <= live
+        await stack.aclose()  # every session released: the pool is full again
+        await until(lambda: env.stats()["sandboxes"]["READY"] == 4)
+        assert set(services(private_swarm)) == live
+    print(f"swarm engine stop: sandboxes replaced {replaced_in:.1f} s after the node was down")
     assert services(private_swarm) == []
 
 

@@ -54,6 +54,7 @@ from supervisor.launchers.docker.exec import (
 )
 from supervisor.launchers.docker.logs import LogReaders
 from supervisor.launchers.docker.nodes import NodeStates
+from supervisor.launchers.docker.probe import probe_engine
 from supervisor.launchers.docker.sdk import (
     DockerError,
     EngineClient,
@@ -86,8 +87,12 @@ class DockerEngine:
         *,
         timeout: float,
         max_threads: int,
+        base_url: str | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.instance_id = instance_id
+        self._base_url = base_url
+        self._tls = tls
         self._client = EngineClient(api, timeout=timeout, max_threads=max_threads)
         self._events_api = events_api
         self._nursery = nursery
@@ -123,6 +128,18 @@ class DockerEngine:
     async def wait_engine(self, up: bool) -> None:
         """Return once `engine_up` is `up`."""
         await self._events.wait_engine(up)
+
+    async def accepts_connections(self, timeout: float) -> bool:
+        """Whether the engine answers a new connection within `timeout`. A stopping
+        dockerd closes its listener first and serves open connections a while longer:
+        only a fresh client tells."""
+        with trio.move_on_after(timeout):
+            try:
+                await probe_engine(self._base_url, self._tls, timeout)
+            except DockerError:
+                return False
+            return True
+        return False
 
     # ------------------------------------------------------------------ containers
 
@@ -362,8 +379,9 @@ async def open_docker_engine(
     try:
         async with trio.open_nursery() as nursery:
             engine = DockerEngine(
-                api, events_api, instance_id, nursery, timeout=timeout, max_threads=max_threads
-            )
+                api, events_api, instance_id, nursery, timeout=timeout, max_threads=max_threads,
+                base_url=base_url, tls=tls,
+            )  # fmt: skip
             await nursery.start(engine.serve_events)
             try:
                 yield engine

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -178,12 +178,17 @@ class Services:
             status.get("Err"),
         )  # fmt: skip
 
-    async def placed(self, service_id: str) -> Task:
-        """Wait for the service's task to run (or end); the caller bounds the wait."""
+    async def placed(
+        self, service_id: str, abandon: Callable[[Task], bool] = lambda _: False
+    ) -> Task:
+        """Wait for the service's task to run (or end, or be `abandon`ed: returned as it
+        is); the caller bounds the wait."""
         pause, longest = PLACEMENT_BACKOFF
         while True:
             task = await self.task(service_id)
-            if task is not None and (task.ended or (task.state == "running" and task.container_id)):
+            if task is not None and (
+                task.ended or (task.state == "running" and task.container_id) or abandon(task)
+            ):
                 return task
             await trio.sleep(pause)
             pause = min(pause * 2, longest)

@@ -9,7 +9,10 @@ Why it is built this way:
   `DockerInstance` on the node's engine that also removes its service when it stops.
 - A lost node is a partial outage, not a death: the manager reports the node down
   (`launchers.docker.nodes`, pushed by its node events) and every sandbox placed there
-  ends as lost (`SandboxLostError`: its session ends `lost`, 410 to its client). Its
+  ends as lost (`SandboxLostError`: its session ends `lost`, 410 to its client). So
+  does a sandbox whose container dies with its node's engine (a dockerd stopped kills
+  its containers before the manager sees the node down): a death after which that
+  engine does not answer is a loss. Its
   replacement is a new service, which the manager places on a node still up; sandboxes
   on the other nodes are untouched. Its stop removes the container through the node's
   engine when that still answers (a partition), and the service in any case: a node
@@ -43,6 +46,7 @@ from supervisor.launchers.docker import (
     NodeStates,
     OwnedService,
     ServiceSpec,
+    Task,
 )
 from supervisor.sandbox.backends.docker import (
     CONTAINER_TMP,
@@ -55,6 +59,8 @@ from supervisor.sandbox.backends.docker import (
 )
 
 log = structlog.get_logger("supervisor.sandbox")
+
+ENGINE_ANSWER_TIMEOUT = 5.0  # after a death: a node engine silent this long is gone
 
 
 class SwarmInstance(DockerInstance):
@@ -69,6 +75,7 @@ class SwarmInstance(DockerInstance):
         **kwargs: Any,
     ) -> None:
         super().__init__(engine, **kwargs)
+        self.engine = engine  # the node's
         self._manager = manager
         self._nodes: NodeStates = manager.nodes()
         self.service = service
@@ -78,7 +85,8 @@ class SwarmInstance(DockerInstance):
         """The container's death, or the loss of its node (raised).
 
         Raises:
-            SandboxLostError: the manager reports the node down.
+            SandboxLostError: the manager reports the node down, or the container died
+                with its node's engine (it no longer answers).
         """
         first: list[tuple[bool, str]] = []  # (lost, what)
         async with trio.open_nursery() as nursery:
@@ -99,7 +107,17 @@ class SwarmInstance(DockerInstance):
                 f"sandbox {self.sandbox_id} is lost: the swarm manager reports its node "
                 f"{self.node_id[:12]} {what}"
             )
+        if not await self._engine_answers():
+            raise SandboxLostError(
+                f"sandbox {self.sandbox_id} is lost: its node {self.node_id[:12]}'s engine "
+                f"stopped ({what})"
+            )
         return what
+
+    async def _engine_answers(self) -> bool:
+        # A stopping dockerd closes its listener before it stops its containers, so a
+        # death it caused finds no new connection taken; an ordinary one finds it answering.
+        return await self.engine.accepts_connections(ENGINE_ANSWER_TIMEOUT)
 
     async def stop(self) -> None:
         await super().stop()
@@ -201,7 +219,7 @@ class SwarmBackend:
     async def _start(self, service: OwnedService, sandbox_id: str, what: str) -> SwarmInstance:
         try:
             with trio.fail_after(self.config.start_timeout):
-                task = await self.manager.services.placed(service.id)
+                task = await self.manager.services.placed(service.id, abandon=self._on_down_node)
         except trio.TooSlowError:
             raise SandboxStateError(
                 f"{what}: its task did not run within {self.config.start_timeout:g} s "
@@ -209,6 +227,12 @@ class SwarmBackend:
             ) from None
         except DockerError as exc:
             raise SandboxStateError(f"{what}: {exc}") from exc
+        if not task.ended and self._on_down_node(task):
+            # A node whose engine just stopped is still up for the manager a while; a
+            # task placed there then never runs, nor is placed elsewhere (restart none).
+            raise SandboxStateError(
+                f"{what}: its task was placed on node {str(task.node_id)[:12]}, now down"
+            )
         if task.ended or task.node_id is None or task.container_id is None:
             raise SandboxStateError(f"{what}: its task {task.state}: {task.error or 'no reason'}")
         engine = await self.engine_of(task.node_id)
@@ -239,6 +263,10 @@ class SwarmBackend:
                 await DockerInstance.stop(instance)  # the caller removes the service
             raise
         return instance
+
+    def _on_down_node(self, task: Task) -> bool:
+        nodes = self.manager.nodes()
+        return task.node_id is not None and nodes.state(task.node_id) in ("down", "removed")
 
     async def engine_of(self, node_id: str) -> DockerEngine | None:
         """The configured engine of swarm node `node_id` (asking the nodes on a miss)."""
