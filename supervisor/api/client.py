@@ -255,19 +255,15 @@ class Client:
         self, method: str, path: str, body: dict[str, Any] | None
     ) -> Iterator[dict[str, Any]]:
         """Frames of an NDJSON stream, up to its last (one without "stream")."""
-        headers = {**self._http.headers, "accept": NDJSON}
+        headers = {"accept": NDJSON}
         payload = None if body is None else json.dumps(body).encode()
         if payload is not None:
             headers["content-type"] = "application/json"
         conn = self._http.stream_connection()  # a stream of its own, with no read timeout
         try:
-            try:
-                conn.request(method, path, body=payload, headers=headers)
-                response = conn.getresponse()
-            except OSError as exc:
-                raise self._http.unavailable(exc) from None
-            if response.status >= 400:
-                raise request_error(response.status, response.read())
+            response = self._http.open_stream(
+                conn, path, method=method, body=payload, headers=headers
+            )
             while line := readline(response, self.where):
                 frame: dict[str, Any] = json.loads(line)
                 yield frame

@@ -135,10 +135,18 @@ class Transport:
             conn.close()
             raise DaemonUnavailableError(f"the call to {self.where} was abandoned")
 
-    def open_stream(self, conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
-        """GET `path` on `conn`; the response, once its status says it is not an error."""
+    def open_stream(
+        self,
+        conn: http.client.HTTPConnection,
+        path: str,
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> http.client.HTTPResponse:
+        """`method path` on `conn`; the response, once its status says it is not an error."""
         try:
-            conn.request("GET", path, headers=self.headers)
+            conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
             response = conn.getresponse()
         except OSError as exc:
             raise self.unavailable(exc) from None
