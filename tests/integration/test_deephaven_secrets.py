@@ -13,15 +13,17 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
 import trio
 
-from supervisor.errors import DeephavenClientError
+from supervisor.errors import DeephavenClientError, NotRunningError
 from supervisor.launchers.deephaven.client import ConnectSpec, liveness_of, open_client
 from supervisor.launchers.deephaven.container import CONTAINER_CONFIG_DIR
 from supervisor.launchers.deephaven.launch import DeephavenCredentials
+from supervisor.launchers.deephaven.output import REDACTED
 from supervisor.launchers.docker import DockerEngine, open_docker_engine
 from supervisor.launchers.local import LocalLauncher
 from supervisor.resources.deephaven import DeephavenResource
@@ -122,7 +124,8 @@ async def test_docker_launch_puts_the_psk_only_in_a_read_only_private_file(
     launcher: LocalLauncher, engine: DockerEngine
 ) -> None:
     """`docker inspect` and every process of the container (as the host sees them) show no
-    trace of the key; it is in a read-only 0600 file, of which the host keeps no copy."""
+    trace of the key; it is in a read-only 0600 file, of which the host keeps no copy.
+    The server's output, kept by the engine, is read back (a tail, a follow) redacted."""
     psk = planted()
     config = launched(launch="docker", image=DH_IMAGE, token=psk)
     async with supervised(config, launcher, docker=engine) as (run, resource):
@@ -151,3 +154,28 @@ async def test_docker_launch_puts_the_psk_only_in_a_read_only_private_file(
         assert await trio.to_thread.run_sync(open_session_with, resource) == 3
         await assert_refused(launcher, resource)
         assert run["dh"].liveness is Liveness.ONLINE
+        await resource.run_script(f"print('use ' + {psk!r} + ' to connect', flush=True)", 30)
+        await trio.sleep(2)
+        raw = await docker_cli("logs", container, check=False)
+        print("RAW", raw[-3000:])
+        for stream in ("stdout", "stderr"):
+            got = b"".join([p async for p in resource.output().read(stream, 10000, False)])
+            print(stream, len(got), got[-2000:])
+
+        # Printed in the server (the official image prints the key at start-up too).
+        async with aclosing(resource.output().read("stdout", 0, True)) as follow:
+            assert await anext(follow) == b""  # the engine's stream is open
+            await resource.run_script(f"print('use ' + {psk!r} + ' to connect', flush=True)", 30)
+            followed = b""
+            with trio.fail_after(30):
+                async for piece in follow:
+                    followed += piece
+                    if b" to connect\n" in followed:
+                        break
+        assert f"use {REDACTED} to connect\n".encode() in followed
+        tail = b"".join([p async for p in resource.output().read("stdout", 100, False)])
+        assert f"use {REDACTED} to connect\n".encode() in tail
+        assert psk.encode() not in followed + tail
+        assert psk in await docker_cli("logs", container)  # the engine keeps it as printed
+    with pytest.raises(NotRunningError):  # stopped: its container went, its output with it
+        await anext(resource.output().read("stdout", 10, False))
