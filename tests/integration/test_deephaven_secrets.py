@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from supervisor.launchers.deephaven.client import ConnectSpec, liveness_of, open
 from supervisor.launchers.deephaven.container import CONTAINER_CONFIG_DIR
 from supervisor.launchers.deephaven.launch import DeephavenCredentials
 from supervisor.launchers.deephaven.output import REDACTED
-from supervisor.launchers.docker import DockerEngine, open_docker_engine
+from supervisor.launchers.docker import DockerEngine
 from supervisor.launchers.local import LocalLauncher
 from supervisor.resources.deephaven import DeephavenResource
 from supervisor.supervision.states import Liveness, State
@@ -36,7 +36,7 @@ from tests.integration.test_deephaven import (
     open_session_with,
     supervised,
 )
-from tests.integration.test_docker import docker_cli, remove_labelled
+from tests.integration.test_docker import docker_cli
 
 pytestmark = pytest.mark.slow
 
@@ -108,27 +108,15 @@ async def test_python_launch_puts_the_psk_in_no_argv_or_environment(
         assert run["dh"].liveness is Liveness.ONLINE
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[DockerEngine]:
-    if "Error" in await docker_cli("image", "inspect", DH_IMAGE, "--format", "ok", check=False):
-        pytest.fail(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh builds it)")
-    instance = f"test-{uuid.uuid4().hex[:12]}"
-    try:
-        async with open_docker_engine(None, instance) as engine:
-            yield engine
-    finally:
-        await remove_labelled(instance)
-
-
 async def test_docker_launch_puts_the_psk_only_in_a_read_only_private_file(
-    launcher: LocalLauncher, engine: DockerEngine
+    launcher: LocalLauncher, dh_engine: DockerEngine
 ) -> None:
     """`docker inspect` and every process of the container (as the host sees them) show no
     trace of the key; it is in a read-only 0600 file, of which the host keeps no copy.
     The server's output, kept by the engine, is read back (a tail, a follow) redacted."""
     psk = planted()
     config = launched(launch="docker", image=DH_IMAGE, token=psk)
-    async with supervised(config, launcher, docker=engine) as (run, resource):
+    async with supervised(config, launcher, docker=dh_engine) as (run, resource):
         await run.entered("dh", State.RUNNING, timeout=SERVER_START)
         container = run["dh"].snapshot().ident
         assert container is not None
