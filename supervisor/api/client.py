@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
 
-from supervisor.api.transport import Transport, readline, request_error
+from supervisor.api.transport import Transport, readline
 from supervisor.errors import DaemonUnavailableError, RequestError
 
 NDJSON = "application/x-ndjson"
@@ -322,20 +322,13 @@ class Client:
         goes to `out`. Returns its content type."""
         conn = self._http.stream_connection()
         try:
+            response = self._http.open_stream(conn, path, method=method, body=body, headers=headers)
             try:
-                conn.request(method, path, body=body, headers={**self._http.headers, **headers})
-                response = conn.getresponse()
-                if response.status >= 400:
-                    raise request_error(response.status, response.read())
                 while chunk := response.read(1 << 16):
                     if out is not None:
                         out.write(chunk)
             except (OSError, http.client.HTTPException) as exc:
-                if isinstance(exc, OSError):
-                    raise self._http.unavailable(exc) from None
-                raise DaemonUnavailableError(
-                    f"the daemon at {self.where} broke off its answer ({type(exc).__name__})"
-                ) from None
+                raise self._http.failed(exc) from None
             kind: str = response.getheader("content-type", "")
             return kind
         finally:

@@ -18,12 +18,13 @@ from typing import Protocol
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from supervisor.api.edge import StreamSlots
 from supervisor.api.errors import ApiError
 from supervisor.api.requests import query_bool, query_int
 from supervisor.api.spec import ApiRoute, Media, Operation, Param
+from supervisor.api.streaming import until_disconnect
 from supervisor.supervision.resource import OutputSource
 
 TEXT = "text/plain; charset=utf-8"
@@ -112,7 +113,7 @@ class _Followed(Response):
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": self._tail, "more_body": True})
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
+                nursery.start_soon(until_disconnect, receive, nursery.cancel_scope)
                 nursery.start_soon(_until_set, self._closing, nursery.cancel_scope)
                 async for piece in self._pieces:
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
@@ -125,14 +126,6 @@ class _Followed(Response):
             self._release()
             with trio.CancelScope(shield=True):
                 await self._pieces.aclose()
-
-
-async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
 
 
 async def _until_set(event: trio.Event, scope: trio.CancelScope) -> None:

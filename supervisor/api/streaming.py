@@ -138,7 +138,7 @@ class StreamedExec(Response):
                 frames.flush()
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(until_disconnect, receive, nursery.cancel_scope)
             nursery.start_soon(run)
             async with frames_in:
                 async for data in frames_in:
@@ -165,7 +165,7 @@ class StreamedExec(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
 
 
-async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+async def until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
     """Cancel `scope` when the client goes away."""
     while True:
         message: Message = await receive()

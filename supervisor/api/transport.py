@@ -21,7 +21,7 @@ import ssl
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from supervisor.errors import DaemonUnavailableError, RequestError
@@ -141,17 +141,18 @@ class Transport:
         path: str,
         *,
         method: str = "GET",
-        body: bytes | None = None,
+        body: bytes | IO[bytes] | None = None,
         headers: dict[str, str] | None = None,
     ) -> http.client.HTTPResponse:
-        """`method path` on `conn`; the response, once its status says it is not an error."""
+        """`method path` on `conn` (a file object `body` is streamed); the response, once
+        its status says it is not an error."""
         try:
             conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
             response = conn.getresponse()
-        except OSError as exc:
-            raise self.unavailable(exc) from None
-        if response.status >= 400:
-            raise request_error(response.status, response.read())
+            if response.status >= 400:
+                raise request_error(response.status, response.read())
+        except (OSError, http.client.HTTPException) as exc:
+            raise self.failed(exc) from None
         return response
 
     def json(
@@ -197,14 +198,9 @@ class Transport:
                 self.close()
                 if attempt == 2:
                     raise self.unavailable(exc) from None
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                raise self.unavailable(exc) from None
-            except http.client.HTTPException as exc:  # a reply cut short or malformed
-                self.close()
-                raise DaemonUnavailableError(
-                    f"the daemon at {self.where} broke off its answer ({type(exc).__name__})"
-                ) from None
+                raise self.failed(exc) from None
         if response.status >= 400:
             raise request_error(response.status, raw)
         return response.status, raw
@@ -219,6 +215,15 @@ class Transport:
         if self._conn is None:
             self._conn = self._connected(self._make())
         return self._conn
+
+    def failed(self, exc: OSError | http.client.HTTPException) -> DaemonUnavailableError:
+        """The error for a call that got no whole answer: the daemon unreachable, or its
+        reply cut short or malformed."""
+        if isinstance(exc, OSError):
+            return self.unavailable(exc)
+        return DaemonUnavailableError(
+            f"the daemon at {self.where} broke off its answer ({type(exc).__name__})"
+        )
 
     def unavailable(self, exc: OSError) -> DaemonUnavailableError:
         reason = exc.strerror or str(exc) or type(exc).__name__

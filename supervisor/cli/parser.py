@@ -66,18 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("-c", "--config", type=Path, help="read the socket path from this config")
 
     add_operator_commands(commands, client)
-    reload = commands.add_parser(
+    reload = client_verb(
+        commands,
+        client,
         "reload",
-        parents=[client],
-        help="re-read the config file and apply the changes",
-        description="Ask the daemon to re-read its config file and apply the changes.",
+        "re-read the config file and apply the changes",
+        "Ask the daemon to re-read its config file and apply the changes.",
     )
     reload.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    events = commands.add_parser(
+    events = client_verb(
+        commands,
+        client,
         "events",
-        parents=[client],
-        help="follow state changes as they happen",
-        description="Print one line per state change until interrupted (Ctrl-C).",
+        "follow state changes as they happen",
+        "Print one line per state change until interrupted (Ctrl-C).",
     )
     events.add_argument(
         "--since",
@@ -86,11 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay from after this sequence number (0: everything kept)",
     )
     events.add_argument("--json", action="store_true", help="print each event as a JSON line")
-    credentials = commands.add_parser(
+    credentials = client_verb(
+        commands,
+        client,
         "credentials",
-        parents=[client],
-        help="print how to connect to a Deephaven resource (includes its token)",
-        description="Print host, port, auth type and token of a Deephaven resource as JSON. "
+        "print how to connect to a Deephaven resource (includes its token)",
+        "Print host, port, auth type and token of a Deephaven resource as JSON. "
         "Only over the control socket or with the API token: treat the output as a secret.",
     )
     credentials.add_argument("name", help="the resource's name")
@@ -104,11 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     env_verbs = environment.add_subparsers(
         dest="environment_command", required=True, metavar="ACTION"
     )
-    env_restart = env_verbs.add_parser(
+    env_restart = client_verb(
+        env_verbs,
+        client,
         "restart",
-        parents=[client],
-        help="rebuild the environment now (its sessions end)",
-        description="Shut the environment down and build it again from its config: its "
+        "rebuild the environment now (its sessions end)",
+        "Shut the environment down and build it again from its config: its "
         "sessions end, its sandboxes are replaced, and a failing one is retried at once.",
     )
     env_restart.add_argument("name", help="the environment's name")
@@ -120,17 +124,37 @@ def build_parser() -> argparse.ArgumentParser:
         "`supervisor completion zsh > ~/.zfunc/_supervisor` (with ~/.zfunc in $fpath).",
     )
     completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
-    commands.add_parser(
+    client_verb(
+        commands,
+        client,
         "mcp",
-        parents=[client],
-        help="serve MCP (for agents) over stdin/stdout",
-        description="Serve the Model Context Protocol over stdin/stdout, for an agent that "
+        "serve MCP (for agents) over stdin/stdout",
+        "Serve the Model Context Protocol over stdin/stdout, for an agent that "
         "starts this command: sandbox, resource and Deephaven tools, as enabled by [mcp] in "
         "the config, "
         "each a call to the running daemon. Sandbox sessions acquired through it are "
         "released when stdin closes. Needs the mcp extra: pip install "
         "'supervisor-daemon[mcp]'.",
     )
+    return parser
+
+
+def client_verb(
+    commands: Any, client: argparse.ArgumentParser, verb: str, about: str, description: str
+) -> argparse.ArgumentParser:
+    """A command that asks the daemon: it takes `client`'s options (how to reach it)."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        verb, parents=[client], help=about, description=description
+    )
+    return parser
+
+
+def session_verb(
+    verbs: Any, client: argparse.ArgumentParser, verb: str, about: str, description: str
+) -> argparse.ArgumentParser:
+    """A session action: a client command whose first argument is the session id."""
+    parser = client_verb(verbs, client, verb, about, description)
+    parser.add_argument("id", help="the session id")
     return parser
 
 
@@ -160,11 +184,12 @@ def signal_argument(text: str) -> str:
 
 def add_operator_commands(commands: Any, client: argparse.ArgumentParser) -> None:
     """status, start/stop/restart, signal, pid."""
-    status = commands.add_parser(
+    status = client_verb(
+        commands,
+        client,
         "status",
-        parents=[client],
-        help="show resources (all, or those named)",
-        description="Show resources: name, kind, state, liveness, uptime, restarts, pid or "
+        "show resources (all, or those named)",
+        "Show resources: name, kind, state, liveness, uptime, restarts, pid or "
         "container, and detail; with no NAME, every resource and the environments. " + EXIT_CODES,
     )
     status.add_argument("names", nargs="*", metavar="NAME", help=PATTERNS_HELP)
@@ -176,11 +201,12 @@ def add_operator_commands(commands: Any, client: argparse.ArgumentParser) -> Non
         ("stop", "stop resources and keep them stopped"),
         ("restart", "stop resources if running, then start them"),
     ):
-        sub = commands.add_parser(
+        sub = client_verb(
+            commands,
+            client,
             verb,
-            parents=[client],
-            help=text,
-            description=text[0].upper() + text[1:] + ", then wait until each has settled "
+            text,
+            text[0].upper() + text[1:] + ", then wait until each has settled "
             "and print its state (web: RUNNING). " + EXIT_CODES,
         )
         sub.add_argument("names", nargs="+", metavar="NAME", help=PATTERNS_HELP)
@@ -188,22 +214,24 @@ def add_operator_commands(commands: Any, client: argparse.ArgumentParser) -> Non
         sub.add_argument(
             "--no-wait", action="store_true", help="return once the daemon has the request"
         )
-    signal = commands.add_parser(
+    signal = client_verb(
+        commands,
+        client,
         "signal",
-        parents=[client],
-        help="send a signal to a resource's process",
-        description="Send SIGNAL to the process of a running resource (the process itself, "
+        "send a signal to a resource's process",
+        "Send SIGNAL to the process of a running resource (the process itself, "
         "not its group). Exits 1 if it is not running. " + EXIT_CODES,
     )
     signal.add_argument("name", help="the resource's name")
     signal.add_argument(
         "signal", type=signal_argument, metavar="SIGNAL", help="a name (HUP, USR1) or number"
     )
-    pid = commands.add_parser(
+    pid = client_verb(
+        commands,
+        client,
         "pid",
-        parents=[client],
-        help="print a resource's pid (with no name: the daemon's)",
-        description="Print the pid of a resource's process, or with no NAME the daemon's. "
+        "print a resource's pid (with no name: the daemon's)",
+        "Print the pid of a resource's process, or with no NAME the daemon's. "
         "Exits 1 if the resource has no process now. " + EXIT_CODES,
     )
     pid.add_argument("name", nargs="?", help="the resource's name")
@@ -218,11 +246,12 @@ def add_session_commands(commands: Any, client: argparse.ArgumentParser) -> None
         "in it, heartbeat to keep the lease, release it when done.",
     )
     verbs = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
-    acquire = verbs.add_parser(
+    acquire = client_verb(
+        verbs,
+        client,
         "acquire",
-        parents=[client],
-        help="acquire a session; prints its id",
-        description="Acquire a session in ENV and print its id (or, with --json, everything "
+        "acquire a session; prints its id",
+        "Acquire a session in ENV and print its id (or, with --json, everything "
         "the daemon returned, including connection details). Exits 1 with the reason when "
         "the pool is overloaded or in an outage.",
     )
@@ -236,16 +265,16 @@ def add_session_commands(commands: Any, client: argparse.ArgumentParser) -> None
         "--idempotency-key", help="a retried acquire with the same key returns the same session"
     )
     acquire.add_argument("--json", action="store_true", help="print the full response")
-    exec_ = verbs.add_parser(
+    exec_ = session_verb(
+        verbs,
+        client,
         "exec",
-        parents=[client],
-        help="run a command in the session's sandbox",
-        description="Run a command (no shell: the arguments after -- are the argv) or a "
+        "run a command in the session's sandbox",
+        "Run a command (no shell: the arguments after -- are the argv) or a "
         "--script in the session's sandbox. Prints its output as it comes and exits with its "
         "exit code (128+N if signal N ended it), 124 when it timed out, or 125 when the exec "
         "itself failed (daemon unreachable, session unknown or ended, sandbox broken).",
     )
-    exec_.add_argument("id", help="the session id")
     add_exec_options(exec_)
     exec_.add_argument("argv", nargs="*", metavar="CMD", help="the command and its arguments")
     add_file_commands(verbs, client)
@@ -254,43 +283,40 @@ def add_session_commands(commands: Any, client: argparse.ArgumentParser) -> None
         ("release", "end the session and give the sandbox back"),
         ("show", "print the session as JSON"),
     ):
-        sub = verbs.add_parser(
-            verb, parents=[client], help=text, description=text[0].upper() + text[1:] + "."
-        )
-        sub.add_argument("id", help="the session id")
+        session_verb(verbs, client, verb, text, text[0].upper() + text[1:] + ".")
 
 
 def add_file_commands(verbs: Any, client: argparse.ArgumentParser) -> None:
-    put = verbs.add_parser(
+    put = session_verb(
+        verbs,
+        client,
         "put",
-        parents=[client],
-        help="copy a local file or directory into the session's sandbox",
-        description="Copy LOCAL into the sandbox as REMOTE (relative to its workdir; by "
+        "copy a local file or directory into the session's sandbox",
+        "Copy LOCAL into the sandbox as REMOTE (relative to its workdir; by "
         "default LOCAL's name; ending in / means inside that directory). A directory goes "
         "as a tar, its contents extracted under REMOTE. Limited to the environment's "
         "file_limit.",
     )
-    put.add_argument("id", help="the session id")
     put.add_argument("local", metavar="LOCAL", help="the file or directory to copy")
     put.add_argument("remote", metavar="REMOTE", nargs="?", help="where, in the workdir")
-    get = verbs.add_parser(
+    get = session_verb(
+        verbs,
+        client,
         "get",
-        parents=[client],
-        help="copy a file or directory out of the session's sandbox",
-        description="Copy REMOTE (relative to the sandbox's workdir) to LOCAL (by default "
+        "copy a file or directory out of the session's sandbox",
+        "Copy REMOTE (relative to the sandbox's workdir) to LOCAL (by default "
         "REMOTE's name here; an existing directory means inside it). A directory comes as "
         "a tar and is extracted into LOCAL.",
     )
-    get.add_argument("id", help="the session id")
     get.add_argument("remote", metavar="REMOTE", help="the file or directory, in the workdir")
     get.add_argument("local", metavar="LOCAL", nargs="?", help="where to put it")
-    ls = verbs.add_parser(
+    ls = session_verb(
+        verbs,
+        client,
         "ls",
-        parents=[client],
-        help="list a directory of the session's sandbox",
-        description="List REMOTE (a directory relative to the sandbox's workdir; the "
+        "list a directory of the session's sandbox",
+        "List REMOTE (a directory relative to the sandbox's workdir; the "
         "workdir by default): type, mode, size, modification time and name.",
     )
-    ls.add_argument("id", help="the session id")
     ls.add_argument("remote", metavar="REMOTE", nargs="?", default=".", help="the directory")
     ls.add_argument("--json", action="store_true", help="print the daemon's answer")

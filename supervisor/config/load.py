@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
+from supervisor.config.reference import unwrap
 from supervisor.config.schema import Config
 from supervisor.config.tls import TlsProblem, server_context
 from supervisor.config.types import Sensitive
@@ -381,7 +382,7 @@ def _is_secret(loc: list[int | str]) -> bool:
     for part in loc:
         if _marks_secret(annotation):
             return True
-        annotation = _unwrap(annotation)
+        annotation = unwrap(annotation)
         if (member := _union_member(annotation, part)) is not None:
             annotation = member
             continue
@@ -429,7 +430,7 @@ def _allowed_keys(loc: list[int | str]) -> list[str]:
     """The keys the model at `loc` accepts, for "did you mean" hints."""
     annotation: Any = Config
     for part in loc:
-        annotation = _unwrap(annotation)
+        annotation = unwrap(annotation)
         if (member := _union_member(annotation, part)) is not None:
             annotation = member  # the kind pydantic put into the path picks the model
             continue
@@ -442,7 +443,7 @@ def _allowed_keys(loc: list[int | str]) -> list[str]:
             annotation = typing.get_args(annotation)[-1]
         else:
             return []
-    annotation = _unwrap(annotation)
+    annotation = unwrap(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return sorted(annotation.model_fields)
     return []
@@ -457,18 +458,3 @@ def _union_member(annotation: Any, tag: int | str) -> Any:
         if field is not None and tag in typing.get_args(field.annotation):
             return member
     return None
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Annotated[...] and `X | None` down to the model or container type."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return annotation
-            annotation = args[0]
-        else:
-            return annotation

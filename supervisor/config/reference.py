@@ -75,8 +75,8 @@ def fields_of(
         path = f"{prefix}{name}"
         yield path, applies_to, field
         annotation = field.annotation
-        dict_of = typing.get_origin(_strip(annotation)) is dict
-        list_of = typing.get_origin(_strip(annotation)) is list
+        dict_of = typing.get_origin(unwrap(annotation)) is dict
+        list_of = typing.get_origin(unwrap(annotation)) is list
         for sub in models_in(annotation):
             kind_field = sub.model_fields.get("kind")
             kind = applies_to
@@ -86,7 +86,8 @@ def fields_of(
             yield from fields_of(sub, step, kind)
 
 
-def _strip(annotation: Any) -> Any:
+def unwrap(annotation: Any) -> Any:
+    """Strip Annotated[...] and `X | None` down to the model or container type."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:

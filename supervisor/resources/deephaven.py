@@ -29,7 +29,8 @@ Why it is built this way:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import trio
@@ -49,6 +50,7 @@ from supervisor.launchers.deephaven.client import (
     lost_session_result,
     start_error,
 )
+from supervisor.launchers.deephaven.container import read_server_output
 from supervisor.launchers.deephaven.launch import (
     DeephavenHandle,
     DeephavenLauncher,
@@ -56,7 +58,7 @@ from supervisor.launchers.deephaven.launch import (
 )
 from supervisor.launchers.deephaven.output import Redactor
 from supervisor.launchers.deephaven.server import generate_psk, pick_free_port
-from supervisor.launchers.docker import DockerEngine
+from supervisor.launchers.docker import ContainerHandle, ContainerNotFoundError, DockerEngine
 from supervisor.launchers.local import LocalLauncher
 from supervisor.observability.output import OutputLog
 from supervisor.resources.deephaven_names import FullName
@@ -91,6 +93,7 @@ class DeephavenResource(ResourceBase):
         self.config = config
         self.identity = identity or FullName.community(name)
         self._output = output
+        self._docker = docker
         self._deephaven = DeephavenLauncher(
             name,
             launcher,
@@ -116,10 +119,33 @@ class DeephavenResource(ResourceBase):
         return CheckSettings(live.interval, live.timeout, live.failures, reason="liveness")
 
     def output(self) -> OutputSource:
-        """A launched local server's output (redacted), kept as a process's is."""
-        if self._output is None:
-            return super().output()
-        return self._output
+        """A launched server's output, redacted: a local one's kept as a process's is, a
+        container's read from its engine (`read`)."""
+        if self._output is not None:
+            return self._output
+        if self.config.launch == "docker" and self._docker is not None:
+            return self
+        return super().output()
+
+    async def read(self, stream: str, lines: int, follow: bool) -> AsyncGenerator[bytes, None]:
+        """The output of the running server container, from its engine's log stream, the
+        key redacted; a follow ends when the container does."""
+        handle = self._handle
+        container = handle.server if handle is not None else None
+        if handle is None or not isinstance(container, ContainerHandle) or container.exited:
+            raise NotRunningError(
+                f"{self.name} has no running server container (its output goes with it)"
+            )
+        assert self._docker is not None
+        output = read_server_output(
+            self._docker, container.id, handle.spec.token, stream=stream, lines=lines, follow=follow
+        )
+        try:
+            async with aclosing(output) as pieces:
+                async for piece in pieces:
+                    yield piece
+        except ContainerNotFoundError:
+            raise NotRunningError(f"{self.name}: its server container is gone") from None
 
     async def start(self) -> Handle:
         token = await self._token()

@@ -30,14 +30,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-import trio
 
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
 from supervisor.errors import DeephavenClientError, HelperGoneError
 from supervisor.launchers.deephaven.client import (
     DeephavenClient,
     lost_session_result,
-    start_error,
 )
 from supervisor.launchers.deephaven.enterprise import login_request, open_logged_in
 from supervisor.launchers.local import LocalLauncher
@@ -67,13 +65,7 @@ class EnterpriseHandle:
         return None if self.serial is None else f"pq:{self.serial}"
 
     async def wait(self) -> Termination:
-        client = self.client
-        term = await client.process.wait()
-        if client.killed:
-            # Killed on purpose (a call that hung): the liveness check reports it, and its
-            # failure count decides the restart.
-            await trio.sleep_forever()
-        return Termination(term.reason, f"client helper {term.detail}", term.exit_code, term.signal)
+        return await self.client.wait_ended()
 
     async def stop(self, timeout: float) -> Termination:
         await self.client.close(timeout)  # closes the session, deleting a worker it made
@@ -201,16 +193,9 @@ class EnterpriseSessionResource(_EnterpriseResource):
         config = self.config
         client = await self._logged_in_client(self.factory)
         op, fields = self._session_request()
-        try:
-            # The supervisor bounds the whole start by start_timeout; the call's deadline
-            # only makes sure a hung helper is killed rather than left behind.
-            result = await client.call(op, config.start_timeout, **fields)
-        except DeephavenClientError as exc:
-            client.kill()
-            raise start_error(exc) from None
-        except BaseException:
-            client.kill()
-            raise
+        # The supervisor bounds the whole start by start_timeout; the call's deadline
+        # only makes sure a hung helper is killed rather than left behind.
+        result = await client.start_call(op, config.start_timeout, **fields)
         serial = result.get("serial") if isinstance(result, dict) else None
         self._handle = EnterpriseHandle(client, serial if isinstance(serial, int) else None)
         self._log.info("deephaven_session_connected", pid=client.pid, serial=serial)

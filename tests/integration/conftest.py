@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,18 +18,38 @@ import trio
 
 from supervisor.config.load import load_text
 from supervisor.launchers import guardian
+from supervisor.launchers.docker import DockerEngine, open_docker_engine
 from supervisor.launchers.local import LocalLauncher, open_local_launcher
 from supervisor.runtime.build import build_supervisors, stop_in_order
 from supervisor.runtime.kinds import Context
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.states import State, Transition
 from supervisor.supervision.supervisor import ResourceSupervisor
+from tests.integration.test_docker import docker_cli, remove_labelled
+
+DH_IMAGE = "supervisor-test/deephaven:bookworm"  # tests/provision_deephaven_image.sh
 
 
 @pytest.fixture
 async def launcher() -> AsyncIterator[LocalLauncher]:
     async with open_local_launcher() as launcher:
         yield launcher
+
+
+@pytest.fixture
+async def dh_engine() -> AsyncIterator[DockerEngine]:
+    """A Docker engine under an instance id of its own, for a docker-launched Deephaven
+    server (`DH_IMAGE` must be built); every container it labelled is removed after."""
+    if shutil.which("docker") is None:
+        pytest.fail("no docker CLI (tests/provision.sh installs it)")
+    if "Error" in await docker_cli("image", "inspect", DH_IMAGE, "--format", "ok", check=False):
+        pytest.fail(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh builds it)")
+    instance = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        async with open_docker_engine(None, instance) as engine:
+            yield engine
+    finally:
+        await remove_labelled(instance)
 
 
 @dataclass

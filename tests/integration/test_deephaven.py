@@ -8,13 +8,11 @@ since killing, freezing and restarting it is what they test.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -30,15 +28,15 @@ from supervisor.config.types import RestartConfig
 from supervisor.errors import NotRunningError
 from supervisor.launchers.deephaven.launch import DeephavenCredentials
 from supervisor.launchers.deephaven.server import ServerSpec, generate_psk, pick_free_port
-from supervisor.launchers.docker import DockerEngine, open_docker_engine
+from supervisor.launchers.docker import DockerEngine
 from supervisor.launchers.local import LocalLauncher
 from supervisor.resources.deephaven import DeephavenResource
 from supervisor.supervision.bus import EventBus
 from supervisor.supervision.settings import Settings
 from supervisor.supervision.states import Liveness, State, Transition
 from supervisor.supervision.supervisor import ResourceSupervisor
-from tests.integration.conftest import Running, alive, free_port, process_gone
-from tests.integration.test_docker import docker_cli, remove_labelled
+from tests.integration.conftest import DH_IMAGE, Running, alive, free_port, process_gone
+from tests.integration.test_docker import docker_cli
 
 pytestmark = pytest.mark.slow
 
@@ -388,30 +386,14 @@ async def test_auto_port_taken_before_the_server_binds_is_retried_on_another(
 
 # ------------------------------------------------------------------------------ docker
 
-DH_IMAGE = "supervisor-test/deephaven:bookworm"  # tests/provision_deephaven_image.sh
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[DockerEngine]:
-    if shutil.which("docker") is None:
-        pytest.fail("no docker CLI (tests/provision.sh installs it)")
-    if "Error" in await docker_cli("image", "inspect", DH_IMAGE, "--format", "ok", check=False):
-        pytest.fail(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh builds it)")
-    instance = f"test-{uuid.uuid4().hex[:12]}"
-    try:
-        async with open_docker_engine(None, instance) as engine:
-            yield engine
-    finally:
-        await remove_labelled(instance)
-
 
 async def test_docker_launch_comes_online_and_docker_kill_restarts_it(
-    launcher: LocalLauncher, engine: DockerEngine
+    launcher: LocalLauncher, dh_engine: DockerEngine
 ) -> None:
     """A server in a container is RUNNING/ONLINE on 127.0.0.1; `docker kill` restarts it."""
     config = launched(launch="docker", image=DH_IMAGE)
     started = trio.current_time()
-    async with supervised(config, launcher, docker=engine) as (run, resource):
+    async with supervised(config, launcher, docker=dh_engine) as (run, resource):
         await run.entered("dh", State.RUNNING, timeout=SERVER_START)
         print(f"docker launch to ONLINE: {trio.current_time() - started:.2f}s")
         container = run["dh"].snapshot().ident

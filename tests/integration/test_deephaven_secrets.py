@@ -12,17 +12,19 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
 import trio
 
-from supervisor.errors import DeephavenClientError
+from supervisor.errors import DeephavenClientError, NotRunningError
 from supervisor.launchers.deephaven.client import ConnectSpec, liveness_of, open_client
 from supervisor.launchers.deephaven.container import CONTAINER_CONFIG_DIR
 from supervisor.launchers.deephaven.launch import DeephavenCredentials
-from supervisor.launchers.docker import DockerEngine, open_docker_engine
+from supervisor.launchers.deephaven.output import REDACTED
+from supervisor.launchers.docker import DockerEngine
 from supervisor.launchers.local import LocalLauncher
 from supervisor.resources.deephaven import DeephavenResource
 from supervisor.supervision.states import Liveness, State
@@ -34,7 +36,7 @@ from tests.integration.test_deephaven import (
     open_session_with,
     supervised,
 )
-from tests.integration.test_docker import docker_cli, remove_labelled
+from tests.integration.test_docker import docker_cli
 
 pytestmark = pytest.mark.slow
 
@@ -106,26 +108,15 @@ async def test_python_launch_puts_the_psk_in_no_argv_or_environment(
         assert run["dh"].liveness is Liveness.ONLINE
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[DockerEngine]:
-    if "Error" in await docker_cli("image", "inspect", DH_IMAGE, "--format", "ok", check=False):
-        pytest.fail(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh builds it)")
-    instance = f"test-{uuid.uuid4().hex[:12]}"
-    try:
-        async with open_docker_engine(None, instance) as engine:
-            yield engine
-    finally:
-        await remove_labelled(instance)
-
-
 async def test_docker_launch_puts_the_psk_only_in_a_read_only_private_file(
-    launcher: LocalLauncher, engine: DockerEngine
+    launcher: LocalLauncher, dh_engine: DockerEngine
 ) -> None:
     """`docker inspect` and every process of the container (as the host sees them) show no
-    trace of the key; it is in a read-only 0600 file, of which the host keeps no copy."""
+    trace of the key; it is in a read-only 0600 file, of which the host keeps no copy.
+    The server's output, kept by the engine, is read back (a tail, a follow) redacted."""
     psk = planted()
     config = launched(launch="docker", image=DH_IMAGE, token=psk)
-    async with supervised(config, launcher, docker=engine) as (run, resource):
+    async with supervised(config, launcher, docker=dh_engine) as (run, resource):
         await run.entered("dh", State.RUNNING, timeout=SERVER_START)
         container = run["dh"].snapshot().ident
         assert container is not None
@@ -151,3 +142,28 @@ async def test_docker_launch_puts_the_psk_only_in_a_read_only_private_file(
         assert await trio.to_thread.run_sync(open_session_with, resource) == 3
         await assert_refused(launcher, resource)
         assert run["dh"].liveness is Liveness.ONLINE
+        await resource.run_script(f"print('use ' + {psk!r} + ' to connect', flush=True)", 30)
+        await trio.sleep(2)
+        raw = await docker_cli("logs", container, check=False)
+        print("RAW", raw[-3000:])
+        for stream in ("stdout", "stderr"):
+            got = b"".join([p async for p in resource.output().read(stream, 10000, False)])
+            print(stream, len(got), got[-2000:])
+
+        # Printed in the server (the official image prints the key at start-up too).
+        async with aclosing(resource.output().read("stdout", 0, True)) as follow:
+            assert await anext(follow) == b""  # the engine's stream is open
+            await resource.run_script(f"print('use ' + {psk!r} + ' to connect', flush=True)", 30)
+            followed = b""
+            with trio.fail_after(30):
+                async for piece in follow:
+                    followed += piece
+                    if b" to connect\n" in followed:
+                        break
+        assert f"use {REDACTED} to connect\n".encode() in followed
+        tail = b"".join([p async for p in resource.output().read("stdout", 100, False)])
+        assert f"use {REDACTED} to connect\n".encode() in tail
+        assert psk.encode() not in followed + tail
+        assert psk in await docker_cli("logs", container)  # the engine keeps it as printed
+    with pytest.raises(NotRunningError):  # stopped: its container went, its output with it
+        await anext(resource.output().read("stdout", 10, False))

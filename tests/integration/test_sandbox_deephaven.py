@@ -6,7 +6,6 @@ life on it.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +15,7 @@ import trio
 
 from supervisor.config.environment import DeephavenScriptFeatureConfig, EnvironmentConfig
 from supervisor.launchers.deephaven.client import ConnectSpec, open_client
-from supervisor.launchers.docker import DockerEngine, open_docker_engine
+from supervisor.launchers.docker import DockerEngine
 from supervisor.launchers.local import LocalLauncher
 from supervisor.sandbox.backends.deephaven import (
     DeephavenBackend,
@@ -25,11 +24,11 @@ from supervisor.sandbox.backends.deephaven import (
 )
 from supervisor.sandbox.environment import Environment, open_environment
 from supervisor.sandbox.features import DeephavenScriptFeature, Feature
-from tests.integration.test_docker import docker_cli, labelled, remove_labelled
+from tests.integration.conftest import DH_IMAGE
+from tests.integration.test_docker import labelled
 
 pytestmark = pytest.mark.slow
 
-DH_IMAGE = "supervisor-test/deephaven:bookworm"  # built by tests/provision_deephaven_image.sh
 START = 90.0
 
 
@@ -189,33 +188,21 @@ async def test_a_script_returns_its_output_and_its_traceback_within_the_cap(
             )
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[DockerEngine]:
-    instance_id = f"test-{uuid.uuid4().hex[:12]}"
-    try:
-        async with open_docker_engine(None, instance_id) as engine:
-            yield engine
-    finally:
-        await remove_labelled(instance_id)
-
-
 async def test_docker_server_with_an_overrun_script_is_not_reused(
-    launcher: LocalLauncher, engine: DockerEngine
+    launcher: LocalLauncher, dh_engine: DockerEngine
 ) -> None:
     """A containerised server serves scripts and returns their output; one that overran its
     timeout is not reused."""
-    if not await docker_cli("image", "ls", "-q", DH_IMAGE):
-        pytest.fail(f"{DH_IMAGE} is not built (tests/provision_deephaven_image.sh builds it)")
     async with environment(
         launcher,
         [ScopeResetFeature()],
-        docker=engine,
+        docker=dh_engine,
         min_ready=0,
         deephaven={"launch": "docker", "image": DH_IMAGE, "heap": "512m"},
     ) as env:
         async with env.session() as session:
             sandbox = session.sandbox
-            assert len(await labelled(engine.instance_id)) == 1
+            assert len(await labelled(dh_engine.instance_id)) == 1
             assert (await session.run_script("x = 1")).exit_code == 0
             printed = await session.run_script("print('from a container', x)")
             assert (printed.exit_code, printed.stdout) == (0, "from a container 1\n")
@@ -228,4 +215,4 @@ async def test_docker_server_with_an_overrun_script_is_not_reused(
             await sandbox.offline.wait()
         assert "overran" in str(sandbox.state_error)
         assert env.stats()["sandboxes"]["READY"] == 0  # min_ready 0: nothing replaces it
-        assert await labelled(engine.instance_id) == []
+        assert await labelled(dh_engine.instance_id) == []

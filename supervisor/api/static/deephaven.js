@@ -4,6 +4,7 @@
 
 import { get } from "./api.js";
 import { clear, h, since, stateBadge } from "./dom.js";
+import { environmentsLoader } from "./pools.js";
 
 const SUBJECTS = new Set(["environment", "sandbox", "session"]);
 
@@ -17,40 +18,17 @@ function credentialBox(creds) {
 
 export function deephavenView(root, store, hub, access, requestPaint) {
   const canAct = access === "full";
-  const state = { environments: [], sessions: new Map(), error: null, loading: false, again: false };
+  const { state, load } = environmentsLoader({
+    select: (all) => all.filter((env) => env.backend === "deephaven"),
+    withSessions: canAct,
+    loaded: requestPaint,
+  });
   const shown = new Map(); // server name -> credentials (while shown) or an error text
   const servers = h("div");
   const sessions = h("div");
   const note = h("p", { class: "muted", role: "status" });
   clear(root, h("h1", {}, "Deephaven"), h("h2", {}, "Servers"), servers,
     h("h2", {}, "Sandbox sessions"), note, sessions);
-
-  async function load() {
-    if (state.loading) {
-      state.again = true;
-      return;
-    }
-    state.loading = true;
-    try {
-      const all = (await get("/v1/environments")).environments;
-      state.environments = all.filter((env) => env.backend === "deephaven");
-      if (canAct) {
-        const lists = await Promise.all(state.environments.map((env) =>
-          get(`/v1/environments/${encodeURIComponent(env.name)}/sessions`).then((r) => r.sessions, () => [])));
-        state.sessions = new Map(state.environments.map((env, i) => [env.name, lists[i]]));
-      }
-      state.error = null;
-    } catch (error) {
-      state.error = error.status === 404 ? null : error.message; // no environments at all
-    } finally {
-      state.loading = false;
-    }
-    requestPaint();
-    if (state.again) {
-      state.again = false;
-      setTimeout(load, 250);
-    }
-  }
 
   async function toggle(name) {
     if (shown.has(name)) {
@@ -108,8 +86,8 @@ export function deephavenView(root, store, hub, access, requestPaint) {
         h("thead", {}, h("tr", {}, ["Name", "Kind", "State", "Probe", "Endpoint", "Uptime", "Credentials"].map(
           (t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, found.map(serverRow))));
-    if (state.error) {
-      clear(note, h("span", { class: "error" }, state.error));
+    if (state.error && state.error.status !== 404) { // 404: no environments at all
+      clear(note, h("span", { class: "error" }, state.error.message));
     } else {
       note.textContent = `${state.environments.length} deephaven environments` +
         (canAct ? "" : " (sessions are shown to the full token only)");

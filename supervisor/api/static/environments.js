@@ -2,8 +2,9 @@
 // their lease time left (release one), and restart. Refetched on the pool's events, at
 // most once per repaint.
 
-import { del, get, post } from "./api.js";
+import { del, post } from "./api.js";
 import { clear, duration, h, stateBadge } from "./dom.js";
+import { environmentsLoader } from "./pools.js";
 
 const STARTING = ["CREATED", "SETTING_UP"];
 const BUSY = ["ACQUIRED", "IN_SESSION", "EXITING_SESSION"];
@@ -51,46 +52,21 @@ function sessionsTable(sessions, release, canAct) {
 }
 
 export function environmentsView(root, hub, access, requestPaint) {
-  const state = { environments: [], sessions: new Map(), error: null, message: new Map(), loading: false, again: false };
+  const canAct = access === "full";
+  const { state, load } = environmentsLoader({ withSessions: canAct, loaded: requestPaint });
+  const messages = new Map(); // environment name -> the result of the last action on it
   const list = h("div");
   const note = h("p", { class: "muted", role: "status" });
   clear(root, h("h1", {}, "Environments"), note, list);
-  const canAct = access === "full";
-
-  async function load() {
-    if (state.loading) {
-      state.again = true;
-      return;
-    }
-    state.loading = true;
-    try {
-      state.environments = (await get("/v1/environments")).environments;
-      if (canAct) {
-        const lists = await Promise.all(state.environments.map((env) =>
-          get(`/v1/environments/${encodeURIComponent(env.name)}/sessions`).then((r) => r.sessions, () => [])));
-        state.sessions = new Map(state.environments.map((env, i) => [env.name, lists[i]]));
-      }
-      state.error = null;
-    } catch (error) {
-      state.error = error.message;
-    } finally {
-      state.loading = false;
-    }
-    requestPaint();
-    if (state.again) {
-      state.again = false;
-      setTimeout(load, 250);
-    }
-  }
 
   async function restart(name) {
-    state.message.set(name, "restarting…");
+    messages.set(name, "restarting…");
     requestPaint();
     try {
       const env = await post(`/v1/environments/${encodeURIComponent(name)}/restart`);
-      state.message.set(name, `restart: accepted (status ${env.status})`);
+      messages.set(name, `restart: accepted (status ${env.status})`);
     } catch (error) {
-      state.message.set(name, `restart failed: ${error.message}`);
+      messages.set(name, `restart failed: ${error.message}`);
     }
     load();
   }
@@ -98,9 +74,9 @@ export function environmentsView(root, hub, access, requestPaint) {
   async function release(envName, sessionId) {
     try {
       await del(`/v1/sessions/${encodeURIComponent(sessionId)}`);
-      state.message.set(envName, `released ${sessionId}`);
+      messages.set(envName, `released ${sessionId}`);
     } catch (error) {
-      state.message.set(envName, `release failed: ${error.message}`);
+      messages.set(envName, `release failed: ${error.message}`);
     }
     load();
   }
@@ -114,7 +90,7 @@ export function environmentsView(root, hub, access, requestPaint) {
 
   const paint = () => {
     if (state.error) {
-      clear(note, h("span", { class: "error" }, state.error));
+      clear(note, h("span", { class: "error" }, state.error.message));
     } else {
       note.textContent = `${state.environments.length} environments`;
     }
@@ -125,7 +101,7 @@ export function environmentsView(root, hub, access, requestPaint) {
       env.error ? h("p", { class: "error" }, env.error) : null,
       h("div", { class: "actions" },
         h("button", { type: "button", disabled: !canAct, onclick: () => restart(env.name) }, "Restart environment"),
-        h("span", { class: "result", role: "status" }, state.message.get(env.name) || "")),
+        h("span", { class: "result", role: "status" }, messages.get(env.name) || "")),
       canAct ? sessionsTable(state.sessions.get(env.name) || [], (id) => release(env.name, id), canAct)
         : h("p", { class: "muted" }, "Sessions are shown to the full token only."),
     )));

@@ -39,6 +39,7 @@ from supervisor.errors import (
 from supervisor.launchers.deephaven import script_capture
 from supervisor.launchers.deephaven.server import accept_from
 from supervisor.launchers.local import LocalLauncher, ProcessHandle, scrubbed_environment
+from supervisor.supervision.policy import Termination
 from supervisor.supervision.resource import CheckResult
 from supervisor.supervision.states import Liveness
 
@@ -307,6 +308,31 @@ class DeephavenClient:
             code=error.get("code"),
             type_=str(error.get("type", "")),
         )
+
+    async def start_call(self, op: str, timeout: float, **fields: object) -> object:
+        """`call` for a start that depends on it: a failure kills the helper (so nothing is
+        left behind), and a failed call is the `StartError` that says what to do next.
+
+        Raises:
+            StartError: the call failed (`start_error`: MisconfiguredError when hopeless).
+        """
+        try:
+            return await self.call(op, timeout, **fields)
+        except DeephavenClientError as exc:
+            self.kill()
+            raise start_error(exc) from None
+        except BaseException:
+            self.kill()
+            raise
+
+    async def wait_ended(self) -> Termination:
+        """How the helper ended, when a handle it holds ends with it; one we killed on
+        purpose (a call that hung) never returns: the liveness check reports the lost
+        session, and its failure count decides the restart."""
+        term = await self.process.wait()
+        if self.killed:
+            await trio.sleep_forever()
+        return Termination(term.reason, f"client helper {term.detail}", term.exit_code, term.signal)
 
     async def close(self, timeout: float = _CLOSE_GRACE) -> None:
         """Close the session, let the helper exit, kill it if it does not; idempotent."""

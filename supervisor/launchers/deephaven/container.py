@@ -11,6 +11,9 @@ Why it is built this way:
   `DOCKER_HOST` would mount a path of its own machine).
 - The host port is the engine's pick on 127.0.0.1 unless the config fixes one: there is
   no race to lose between picking a port and binding it.
+- Its output stays with the engine (as a `container` resource's does) and is read back
+  through the engine's log stream with the key redacted on the way (`read_server_output`):
+  the server prints its PSK at start-up, and a piece of the stream may end inside it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from supervisor.config.deephaven import PSK_HANDLER, DeephavenConfig
 from supervisor.errors import MisconfiguredError
+from supervisor.launchers.deephaven.output import StreamRedactor
 from supervisor.launchers.deephaven.server import ANONYMOUS_HANDLER
 from supervisor.launchers.docker import RESOURCE_LABEL, ContainerHandle, ContainerSpec, DockerEngine
 
@@ -73,6 +79,31 @@ async def run_server_container(
     finally:
         if key_dir is not None:  # started or not, no copy stays: a container keeps its mount
             shutil.rmtree(key_dir, ignore_errors=True)
+
+
+async def read_server_output(
+    docker: DockerEngine,
+    container_id: str,
+    token: str,
+    *,
+    stream: str,
+    lines: int,
+    follow: bool,
+) -> AsyncGenerator[bytes, None]:
+    """A server container's output from its engine (`DockerEngine.logs`: the last `lines`
+    lines, then with `follow` b"" once open and each piece as it comes), `token` redacted.
+
+    Raises:
+        DockerError: the container is gone, or the engine failed or did not answer.
+    """
+    redact = StreamRedactor([token])
+    async with aclosing(docker.logs(container_id, stream, lines, follow)) as pieces:
+        async for piece in pieces:
+            passed = redact.feed(piece)
+            if passed or not piece:  # b"": a follow's stream is open
+                yield passed
+    if rest := redact.flush():
+        yield rest
 
 
 def server_properties(psk: str, console: str) -> str:

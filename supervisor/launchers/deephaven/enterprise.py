@@ -18,8 +18,8 @@ import structlog
 import trio
 
 from supervisor.config.deephaven_enterprise import DeephavenEnterpriseConfig
-from supervisor.errors import DeephavenClientError, HelperGoneError, MisconfiguredError, StartError
-from supervisor.launchers.deephaven.client import DeephavenClient, open_client, start_error
+from supervisor.errors import HelperGoneError, MisconfiguredError, StartError
+from supervisor.launchers.deephaven.client import DeephavenClient, open_client
 from supervisor.launchers.deephaven.output import Redactor
 from supervisor.launchers.deephaven.server import python_for
 from supervisor.launchers.local import LocalLauncher, scrubbed_environment
@@ -99,12 +99,5 @@ async def open_logged_in(
         client = await open_client(launcher, on_output=relay, worker=WORKER, python=python, env=env)
     except HelperGoneError as exc:
         raise StartError(str(exc)) from None  # its own output says why; no traceback here
-    try:
-        await client.call("login", config.connection_timeout, **login)
-    except DeephavenClientError as exc:
-        client.kill()
-        raise start_error(exc) from None
-    except BaseException:
-        client.kill()
-        raise
+    await client.start_call("login", config.connection_timeout, **login)
     return client

@@ -147,13 +147,7 @@ class DeephavenHandle:
             self.server_exited = True
             self.client.kill()  # the supervisor forgets an exited handle: leave nothing
             return term
-        client = self.client
-        term = await client.process.wait()
-        if client.killed:
-            # Killed on purpose (a call that hung): the liveness check reports the lost
-            # session, and its failure count decides the restart.
-            await trio.sleep_forever()
-        return Termination(term.reason, f"client helper {term.detail}", term.exit_code, term.signal)
+        return await self.client.wait_ended()
 
     async def stop(self, timeout: float) -> Termination:
         self.stopped = True

@@ -47,6 +47,50 @@ class Redactor:
         return line
 
 
+class StreamRedactor:
+    """Replaces every secret in a byte stream read in pieces (a container's log stream),
+    where a piece may end inside a secret: what could be a secret's beginning is held back
+    until the next piece (or `flush`) shows it is not, so output is delayed by at most
+    a secret's length, and only when its end looks like a secret's start."""
+
+    def __init__(self, secrets_: Iterable[str | None] = ()) -> None:
+        found = {_as_bytes(s) for s in secrets_ if s}
+        self._secrets = sorted(found, key=len, reverse=True)
+        self._held = b""
+
+    def feed(self, piece: bytes) -> bytes:
+        """What of the stream so far can be passed on, redacted."""
+        data = self._held + piece
+        for secret in self._secrets:
+            data = data.replace(secret, REDACTED.encode())
+        keep = self._possible_start(data)
+        self._held = data[len(data) - keep :] if keep else b""
+        return data[: len(data) - keep]
+
+    def flush(self) -> bytes:
+        """The end of the stream: what was held back (no whole secret, so as it is)."""
+        held, self._held = self._held, b""
+        return held
+
+    def _possible_start(self, data: bytes) -> int:
+        """The length of the longest end of `data` that some secret begins with."""
+        longest = max((len(secret) for secret in self._secrets), default=1)
+        for size in range(min(longest - 1, len(data)), 0, -1):
+            end = data[-size:]
+            if any(secret.startswith(end) for secret in self._secrets):
+                return size
+        return 0
+
+
+def _as_bytes(secret: str) -> bytes:
+    """A secret as a program prints it (one from the environment may hold the
+    surrogates that stand for bytes that are not UTF-8)."""
+    try:
+        return secret.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return secret.encode("utf-8", "surrogatepass")
+
+
 class LineKeeper(Protocol):
     """Where a resource's output lines are kept (an `OutputLog`)."""
 

@@ -25,7 +25,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -38,12 +38,13 @@ from supervisor.config.types import MIB
 from supervisor.errors import (
     DeephavenClientError,
     ExecRefusedError,
+    HelperGoneError,
     MisconfiguredError,
     SandboxStateError,
     StartError,
     UnsupportedError,
 )
-from supervisor.launchers.deephaven.client import ScriptOutput
+from supervisor.launchers.deephaven.client import DeephavenClient, ScriptOutput
 from supervisor.launchers.deephaven.launch import DeephavenHandle, DeephavenLauncher
 from supervisor.launchers.deephaven.server import generate_psk, pick_free_port
 from supervisor.launchers.docker import DockerEngine
@@ -79,7 +80,102 @@ def refuse_shaped(options: ExecOptions) -> None:
         raise ExecRefusedError(NO_OPTIONS)
 
 
-class DeephavenInstance:
+class ConsoleInstance:
+    """What every sandbox that runs scripts in a Deephaven console does alike: `exec` is a
+    missing command, there are no files, and a script runs through `run_console_script`.
+
+    A subclass names itself (`what`, `backing`) for its messages.
+    """
+
+    what = "deephaven sandbox"
+    backing = "a server"
+    name: str
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        options: ExecOptions = PLAIN,
+    ) -> ExecResult:
+        refuse_shaped(options)
+        return ExecResult(127, "", USE_SCRIPT, 0.0)
+
+    async def put(self, source: Path, dest: str) -> None:
+        raise SandboxConfigError(
+            f"{_article(self.what)} has no file system to copy into (use a script)"
+        )
+
+    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
+        raise self._no_files()
+
+    async def download(self, path: str, limit: int) -> Download:
+        raise self._no_files()
+
+    async def listdir(self, path: str) -> Listing:
+        raise self._no_files()
+
+    def _no_files(self) -> UnsupportedError:
+        return UnsupportedError(
+            f"{_article(self.what)} has no files to put, get or list: its backend is "
+            f"{self.backing}, not a file system (use a script to read or write data)"
+        )
+
+    def broken(self, why: object) -> SandboxStateError:
+        """The sandbox cannot serve any more (its server, worker or session is gone)."""
+        return SandboxStateError(f"{self.what} {self.name}: {why}")
+
+
+async def run_console_script(
+    instance: ConsoleInstance,
+    client_for: Callable[[], Awaitable[DeephavenClient]],
+    script: str,
+    *,
+    timeout: float,
+    output_limit: int,
+    server_gone: Callable[[], bool] = lambda: False,
+) -> ExecResult:
+    """Run Python in the console of `client_for()`'s session: its exit code (0, or 1 on
+    an exception), its output (all at the end: a streamed exec gets it in one piece).
+
+    An overrun is a timed-out result (the caller decides what it costs the sandbox); a
+    failure of the helper, the session or the server (`server_gone`) is the sandbox's.
+
+    Raises:
+        SandboxStateError: the sandbox is broken (see above).
+    """
+    started = trio.current_time()
+    error: DeephavenClientError | None = None
+    output = ScriptOutput(0)
+    client: DeephavenClient | None = None
+    with trio.move_on_after(timeout) as deadline:
+        client = await client_for()
+        try:
+            # Our deadline comes first; the helper is killed when it cancels the call.
+            output = await client.run_captured(script, timeout + 1.0, output_limit)
+        except DeephavenClientError as exc:
+            error = exc
+    duration = trio.current_time() - started
+    if deadline.cancelled_caught:
+        message = f"the script did not finish within {timeout:g}s and was abandoned\n"
+        return ExecResult(None, "", message, duration, timed_out=True)
+    if error is None:
+        return ExecResult(
+            output.exit_code, output.stdout, output.stderr, duration, truncated=output.truncated
+        )
+    assert client is not None
+    if (
+        isinstance(error, HelperGoneError)
+        or error.code in _BROKEN
+        or not client.alive
+        or server_gone()
+    ):
+        raise instance.broken(error) from error
+    # The console refused the program itself (an exception we could not catch).
+    return ExecResult(1, "", script_error(str(error)), duration)
+
+
+class DeephavenInstance(ConsoleInstance):
     """One deephaven sandbox: a launched server and the session our helper holds on it."""
 
     def __init__(
@@ -92,77 +188,38 @@ class DeephavenInstance:
         self.tainted: str | None = None  # why the scope can no longer be trusted
         self._stopping = False
 
-    async def exec(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        options: ExecOptions = PLAIN,
-    ) -> ExecResult:
-        refuse_shaped(options)
-        return ExecResult(127, "", USE_SCRIPT, 0.0)
-
     async def run_script(
         self, script: str, *, timeout: float, options: ExecOptions = PLAIN
     ) -> ExecResult:
-        """Run Python in the server: its exit code (0, or 1 on an exception), its output
-        (all at the end: a streamed exec gets it in one piece)."""
+        """Run Python in the server (see `run_console_script`)."""
         refuse_shaped(options)
-        started = trio.current_time()
-        error: DeephavenClientError | None = None
-        output = ScriptOutput(0)
-        with trio.move_on_after(timeout) as deadline:
+
+        async def client() -> DeephavenClient:
             await self._reconnect_if_needed()
-            client = self.handle.client
-            try:
-                # Our deadline comes first; the helper is killed when it cancels the call.
-                output = await client.run_captured(
-                    script, timeout + 1.0, self._backend.output_limit
-                )
-            except DeephavenClientError as exc:
-                error = exc
-        duration = trio.current_time() - started
-        if deadline.cancelled_caught:
+            return self.handle.client
+
+        result = await run_console_script(
+            self,
+            client,
+            script,
+            timeout=timeout,
+            output_limit=self._backend.output_limit,
+            server_gone=lambda: self.handle.server_exited,
+        )
+        if result.timed_out:
             self.tainted = f"a script overran its {timeout:g}s timeout"
-            message = f"the script did not finish within {timeout:g}s and was abandoned\n"
-            return ExecResult(None, "", message, duration, timed_out=True)
-        if error is None:
-            return ExecResult(
-                output.exit_code,
-                output.stdout,
-                output.stderr,
-                duration,
-                truncated=output.truncated,
-            )
-        if error.code in _BROKEN or not client.alive or self.handle.server_exited:
-            raise SandboxStateError(f"deephaven sandbox {self.name}: {error}")
-        # The console refused the program itself (an exception we could not catch).
-        return ExecResult(1, "", script_error(str(error)), duration)
+        return result
 
     async def _reconnect_if_needed(self) -> None:
         """After a timeout killed our helper, open a new one (and a new session)."""
         if self.handle.client.alive:
             return
         if self.handle.server_exited:
-            raise SandboxStateError(f"deephaven sandbox {self.name}: server exited")
+            raise self.broken("server exited")
         self.tainted = self.tainted or "the client helper was replaced"
         result = await self._deephaven.check(self._backend.server_config, self.handle)
         if result.liveness is not Liveness.ONLINE:
-            raise SandboxStateError(f"deephaven sandbox {self.name}: {result.detail}")
-
-    async def put(self, source: Path, dest: str) -> None:
-        raise SandboxConfigError(
-            "a deephaven sandbox has no file system to copy into (use a script)"
-        )
-
-    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
-        raise _no_files()
-
-    async def download(self, path: str, limit: int) -> Download:
-        raise _no_files()
-
-    async def listdir(self, path: str) -> Listing:
-        raise _no_files()
+            raise self.broken(result.detail)
 
     async def check(self) -> None:
         """A real RPC (unless a script is running); a dead helper is reopened."""
@@ -198,7 +255,7 @@ class DeephavenInstance:
         try:
             await self.handle.client.mark_baseline(self._backend.reset_timeout)
         except DeephavenClientError as exc:
-            raise SandboxStateError(f"deephaven sandbox {self.name}: {exc}") from exc
+            raise self.broken(exc) from exc
 
     async def reset(self) -> None:
         """Delete every global a session left in the scope.
@@ -213,7 +270,7 @@ class DeephavenInstance:
         try:
             await self.handle.client.reset_scope(self._backend.reset_timeout)
         except DeephavenClientError as exc:
-            raise SandboxStateError(f"deephaven sandbox {self.name}: {exc}") from exc
+            raise self.broken(exc) from exc
 
 
 class ScopeResetFeature(Feature):
@@ -229,13 +286,6 @@ class ScopeResetFeature(Feature):
 
     async def teardown_session(self, sandbox: Sandbox, session: Session) -> None:
         await _instance(sandbox).reset()
-
-
-def _no_files() -> UnsupportedError:
-    return UnsupportedError(
-        "a deephaven sandbox has no files to put, get or list: its backend is a server, "
-        "not a file system (use a script to read or write data)"
-    )
 
 
 def _instance(sandbox: Sandbox | None) -> DeephavenInstance:
@@ -318,6 +368,10 @@ class DeephavenBackend:
             raise
         log.info("deephaven_sandbox_started", sandbox=sandbox_id, endpoint=handle.endpoint)
         return DeephavenInstance(self, deephaven, handle)
+
+
+def _article(what: str) -> str:
+    return f"an {what}" if what[0] in "aeiou" else f"a {what}"
 
 
 def script_error(message: str) -> str:

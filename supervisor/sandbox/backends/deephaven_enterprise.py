@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -42,18 +40,21 @@ from supervisor.errors import (
     SandboxStateError,
     StartError,
     UnauthorizedError,
-    UnsupportedError,
 )
-from supervisor.launchers.deephaven.client import DeephavenClient, ScriptOutput
+from supervisor.launchers.deephaven.client import DeephavenClient
 from supervisor.launchers.deephaven.enterprise import open_logged_in
 from supervisor.launchers.local import LocalLauncher
 from supervisor.sandbox.backends import ExecResult
-from supervisor.sandbox.backends.deephaven import USE_SCRIPT, refuse_shaped, script_error
+from supervisor.sandbox.backends.deephaven import (
+    ConsoleInstance,
+    refuse_shaped,
+    run_console_script,
+)
 from supervisor.sandbox.backends.docker import SandboxConfigError
 from supervisor.sandbox.instance import PLAIN, ExecOptions
 
 if TYPE_CHECKING:
-    from supervisor.sandbox.files import Download, Listing
+    pass
 
 # What a new worker's session needs beyond the worker's own start-up.
 _SESSION_MARGIN = 15.0
@@ -68,15 +69,14 @@ def worker_token(name: str) -> str:
     return name.replace("_", "__").replace(".", "_d")
 
 
-_BROKEN = frozenset(
-    {"UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED", "UNAUTHENTICATED", "PERMISSION_DENIED"}
-)
-
 log = structlog.get_logger("supervisor.sandbox.deephaven_enterprise")
 
 
-class EnterpriseInstance:
+class EnterpriseInstance(ConsoleInstance):
     """One worker, and the helper whose session owns it."""
+
+    what = "enterprise sandbox"
+    backing = "a worker"
 
     def __init__(
         self, backend: DeephavenEnterpriseBackend, client: DeephavenClient, name: str, serial: int
@@ -88,53 +88,18 @@ class EnterpriseInstance:
         self._stopping = False
         self._stopped = False
 
-    async def exec(
-        self, argv: Sequence[str], *, timeout: float, options: ExecOptions = PLAIN
-    ) -> ExecResult:
-        refuse_shaped(options)
-        return ExecResult(127, "", USE_SCRIPT, 0.0)
-
     async def run_script(
         self, script: str, *, timeout: float, options: ExecOptions = PLAIN
     ) -> ExecResult:
-        """Run Python in the worker: exit code (0, or 1 on an exception) and its output."""
+        """Run Python in the worker (see `run_console_script`)."""
         refuse_shaped(options)
-        started = trio.current_time()
-        output = ScriptOutput(0)
-        error: DeephavenClientError | None = None
-        with trio.move_on_after(timeout) as deadline:
-            try:
-                # Our deadline comes first; the helper is killed when it cancels the call.
-                output = await self.client.run_captured(
-                    script, timeout + 1.0, self._backend.output_limit
-                )
-            except HelperGoneError as exc:
-                raise SandboxStateError(f"enterprise sandbox {self.name}: {exc}") from exc
-            except DeephavenClientError as exc:
-                error = exc
-        duration = trio.current_time() - started
-        if deadline.cancelled_caught:
-            message = f"the script did not finish within {timeout:g}s and was abandoned\n"
-            return ExecResult(None, "", message, duration, timed_out=True)
-        if error is None:
-            return ExecResult(
-                output.exit_code, output.stdout, output.stderr, duration, truncated=output.truncated
-            )
-        if error.code in _BROKEN or not self.client.alive:
-            raise SandboxStateError(f"enterprise sandbox {self.name}: {error}")
-        return ExecResult(1, "", script_error(str(error)), duration)
 
-    async def put(self, source: Path, dest: str) -> None:
-        raise SandboxConfigError("an enterprise sandbox has no file system to copy into")
+        async def client() -> DeephavenClient:
+            return self.client
 
-    async def upload(self, dest: str, data: IO[bytes], *, tar: bool, limit: int) -> None:
-        raise _no_files()
-
-    async def download(self, path: str, limit: int) -> Download:
-        raise _no_files()
-
-    async def listdir(self, path: str) -> Listing:
-        raise _no_files()
+        return await run_console_script(
+            self, client, script, timeout=timeout, output_limit=self._backend.output_limit
+        )
 
     async def check(self) -> None:
         """A real RPC on the worker's session (unless a script is running)."""
@@ -147,7 +112,7 @@ class EnterpriseInstance:
                 "session_ping", timeout, rpc_timeout=max(timeout * 0.8, timeout - 1.0)
             )
         except (DeephavenClientError, HelperGoneError) as exc:
-            raise SandboxStateError(f"enterprise sandbox {self.name}: {exc}") from exc
+            raise self.broken(exc) from exc
 
     async def wait_dead(self) -> str:
         term = await self.client.process.wait()
@@ -175,13 +140,6 @@ class EnterpriseInstance:
             "worker": self.name,
             "serial": self.serial,
         }
-
-
-def _no_files() -> UnsupportedError:
-    return UnsupportedError(
-        "an enterprise sandbox has no files to put, get or list: its backend is a worker, "
-        "not a file system (use a script to read or write data)"
-    )
 
 
 class DeephavenEnterpriseBackend:
