@@ -103,8 +103,8 @@ def _deephaven(name: str, spec: Any, ctx: Context) -> Resource:
     from supervisor.resources.deephaven import DeephavenResource
 
     docker = ctx.engine(None, f"resources.{name}") if spec.launch == "docker" else None
-    # Only a local server's output passes through the daemon (a container's would need
-    # redacting across the engine's frames): see README, Deephaven.
+    # A local server's output passes through the daemon's files; a container's stays with
+    # its engine and is redacted as it is read back (README, Program output).
     output = ctx.output_log(name, spec.log) if spec.launch == "python" else None
     return DeephavenResource(name, spec, ctx.launcher, docker=docker, output=output)
 
